@@ -1,0 +1,251 @@
+"""One typed Settings object: defaults < orchestrator.toml (or --config) < .env < environment.
+
+The seed names (REDIS_URL, DATABASE_URL, ES_*, PLUGINS_DIR, PLUGIN_VENV_DIR,
+DB_CHANGE_POLLING_INTERVAL) keep working unchanged; everything else is ORCH_* or a TOML key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from orchestrator.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
+MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "mariadb", "mariadb+pymysql"}
+
+
+def _alias(*names: str, default: Any = None) -> Any:
+    """Env names first (case-insensitive), then the TOML key (the field name itself)."""
+    return Field(default=default, validation_alias=AliasChoices(*names))
+
+
+class QueueSettings(BaseModel):
+    """One named queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: Annotated[int, Field(gt=0, le=1000)] = 4
+
+
+def _default_queues() -> dict[str, QueueSettings]:
+    return {
+        "high": QueueSettings(concurrency=4),
+        "default": QueueSettings(concurrency=4),
+        "low": QueueSettings(concurrency=2),
+    }
+
+
+class MySQLParams(BaseModel):
+    """DATABASE_URL taken apart, in the shape asyncmy.connect() wants."""
+
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    db: str | None = None
+    unix_socket: str | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting of the process. Durations end in `_s`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # -- seed names (REQUIREMENTS.md): must keep working unchanged --
+    redis_url: str | None = _alias("ORCH_REDIS_URL", "REDIS_URL", "redis_url")
+    database_url: SecretStr | None = _alias("ORCH_DATABASE_URL", "DATABASE_URL", "database_url")
+    es_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("ORCH_ES_HOSTS", "ES_HOSTS", "es_hosts")
+    )
+    es_username: str | None = _alias("ORCH_ES_USERNAME", "ES_USERNAME", "es_username")
+    es_password: SecretStr | None = _alias("ORCH_ES_PASSWORD", "ES_PASSWORD", "es_password")
+    es_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, validation_alias=AliasChoices("ORCH_ES_TIMEOUT", "ES_TIMEOUT", "es_timeout_s")
+    )
+    plugins_dir: Path = Field(
+        default=Path("plugins"), validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR", "plugins_dir")
+    )
+    plugin_venv_dir: Path | None = _alias("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR", "plugin_venv_dir")
+    db_change_polling_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        validation_alias=AliasChoices(
+            "ORCH_DB_CHANGE_POLLING_INTERVAL", "DB_CHANGE_POLLING_INTERVAL", "db_change_polling_interval_s"
+        ),
+    )
+
+    # -- process --
+    state_dir: Path = _alias("ORCH_STATE_DIR", "state_dir", default=Path(".orchestrator"))
+    instance_id: str | None = _alias("ORCH_INSTANCE_ID", "instance_id")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _alias("ORCH_LOG_LEVEL", "log_level", default="INFO")
+    log_format: Literal["auto", "console", "json"] = _alias("ORCH_LOG_FORMAT", "log_format", default="auto")
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_SHUTDOWN_GRACE_S", "shutdown_grace_s", default=30.0)
+
+    # -- monitor --
+    http_host: str = _alias("ORCH_HTTP_HOST", "http_host", default="127.0.0.1")
+    http_port: Annotated[int, Field(ge=0, le=65535)] = _alias("ORCH_HTTP_PORT", "http_port", default=8080)
+    api_token: SecretStr | None = _alias("ORCH_API_TOKEN", "api_token")
+
+    # -- jobs --
+    queues: dict[str, QueueSettings] = Field(
+        default_factory=_default_queues, validation_alias=AliasChoices("ORCH_QUEUES", "queues")
+    )
+    default_queue: str = _alias("ORCH_DEFAULT_QUEUE", "default_queue", default="default")
+    job_timeout_s: Annotated[float, Field(gt=0)] = _alias(
+        "ORCH_JOB_TIMEOUT_S", "job_timeout_s", default=1800.0
+    )  # the seed hard time limit: 30 min
+    kill_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_KILL_GRACE_S", "kill_grace_s", default=5.0)
+    max_retries: Annotated[int, Field(ge=0)] = _alias("ORCH_MAX_RETRIES", "max_retries", default=3)
+    retry_backoff_s: Annotated[float, Field(ge=0)] = _alias(
+        "ORCH_RETRY_BACKOFF_S", "retry_backoff_s", default=60.0
+    )  # the seed countdown=60
+    result_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_RESULT_TTL_S", "result_ttl_s", default=7 * 24 * 3600.0)
+    log_tail_bytes: Annotated[int, Field(ge=1024)] = _alias("ORCH_LOG_TAIL_BYTES", "log_tail_bytes", default=64 * 1024)
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = _alias(
+        "ORCH_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", default=2.0
+    )
+    instance_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_INSTANCE_TTL_S", "instance_ttl_s", default=10.0)
+    poll_delay_s: Annotated[float, Field(gt=0)] = _alias("ORCH_POLL_DELAY_S", "poll_delay_s", default=1.0)
+
+    @field_validator("es_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # ES_HOSTS is written "http://a:9200,http://b:9200" in the seed .env, not as JSON.
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in MYSQL_SCHEMES:
+            msg = f"scheme {scheme!r} is not MySQL; expected one of {', '.join(sorted(MYSQL_SCHEMES))}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("default_queue", mode="after")
+    @classmethod
+    def _nonempty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs (see load_settings), so it must rank *below* the
+        # environment: first source wins.
+        return env_settings, dotenv_settings, init_settings
+
+    # -- derived values --
+    @property
+    def venv_dir(self) -> Path:
+        return self.plugin_venv_dir or self.state_dir / "venvs"
+
+    def mysql_params(self) -> MySQLParams | None:
+        if self.database_url is None:
+            return None
+        parts = urlsplit(self.database_url.get_secret_value())
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        return MySQLParams(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            db=parts.path.lstrip("/") or None,
+            unix_socket=query.get("unix_socket"),
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings, safe to print: URL passwords and secrets are masked."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = mask_url(self.database_url.get_secret_value()) if self.database_url else None
+        data["redis_url"] = mask_url(self.redis_url) if self.redis_url else None
+        data["es_hosts"] = [mask_url(h) for h in self.es_hosts]
+        for key in ("es_password", "api_token"):
+            data[key] = "***" if getattr(self, key) else None
+        return data
+
+
+def mask_url(url: str) -> str:
+    """`mysql://u:secret@h/db` -> `mysql://u:***@h/db`; URLs without a password are returned as-is."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as e:
+        msg = f"config file {path}: {e.strerror}"
+        raise ConfigError(msg) from e
+    except tomllib.TOMLDecodeError as e:
+        msg = f"config file {path}: {e}"
+        raise ConfigError(msg) from e
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line naming each bad key, never echoing the value (it may be a secret)."""
+    problems = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        problems.append(f"{key}: {err['msg']}")
+    return "; ".join(problems)
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Build the Settings: defaults < TOML < .env < environment; `overrides` rank above the TOML only.
+
+    Raises:
+        ConfigError: one line naming every bad key.
+    """
+    data: dict[str, Any] = {}
+    path = config_path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    if path is not None:
+        data = _read_toml(path)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        where = f" (in {path} or the environment)" if path else ""
+        msg = f"bad setting{where}: {format_validation_error(e)}"
+        raise ConfigError(msg) from e

@@ -1,0 +1,52 @@
+"""The project's exception tree: shallow on purpose, each class says when it is raised."""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base class of every error the orchestrator raises on purpose."""
+
+
+class ConfigError(OrchestratorError):
+    """A setting is missing or has a bad value; the message names the key."""
+
+
+class PluginError(OrchestratorError):
+    """Something about one plugin is wrong; other plugins are unaffected."""
+
+
+class ManifestError(PluginError):
+    """A plugin.json cannot be read or does not validate."""
+
+
+class ParamsError(PluginError):
+    """Job parameters do not match the plugin's declared parameters.
+
+    Args:
+        problems: one human-readable line per bad parameter.
+    """
+
+    def __init__(self, plugin: str, problems: list[str]) -> None:
+        self.plugin = plugin
+        self.problems = problems
+        super().__init__(f"invalid parameters for plugin {plugin!r}: " + "; ".join(problems))
+
+
+class PluginEnvError(PluginError):
+    """A plugin's virtualenv cannot be built (bad dependency, unsupported python_version)."""
+
+
+class PluginStartError(PluginError):
+    """A plugin's child process could not be started."""
+
+
+class JobError(OrchestratorError):
+    """A job request was refused (unknown plugin, disabled plugin, unknown queue, ...)."""
+
+
+class NotFoundError(OrchestratorError):
+    """A job, batch, schedule or plugin does not exist."""
+
+
+class ChangeFeedError(OrchestratorError):
+    """The MySQL change feed cannot be read."""

@@ -280,10 +280,13 @@ class MariaDBServer:
         if len(str(sock_dir / "mysqld.sock")) > _MAX_SOCKET_PATH:
             sock_dir = Path(tempfile.mkdtemp(prefix="orch-mariadb-"))
         self.socket = str(sock_dir / "mysqld.sock")
+        # A private tmpdir: concurrent bootstraps sharing /tmp collide on their temp table files.
+        (self.dir / "tmp").mkdir()
         # fmt: off
         proc = subprocess.run([
             install_db, "--no-defaults", "--user=root", f"--datadir={self.dir / 'data'}",
             "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve",
+            f"--tmpdir={self.dir / 'tmp'}",
         ], stdin=subprocess.DEVNULL, capture_output=True, check=False)
         # fmt: on
         if proc.returncode != 0:
@@ -309,7 +312,8 @@ class MariaDBServer:
             self._proc = spawn([
                 mariadbd, "--no-defaults", "--user=root", f"--datadir={self.dir / 'data'}",
                 f"--port={self.port}", f"--bind-address={self.host}", f"--socket={self.socket}",
-                f"--pid-file={self.dir / 'mysqld.pid'}", f"--log-error={log}", "--skip-name-resolve",
+                f"--pid-file={self.dir / 'mysqld.pid'}", f"--log-error={log}", f"--tmpdir={self.dir / 'tmp'}",
+                "--skip-name-resolve",
                 "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=48M",
                 "--log-bin=mysql-bin", "--binlog-format=ROW", "--server-id=1", "--binlog-row-image=FULL",
                 "--binlog-row-metadata=FULL", "--log-bin-trust-function-creators=1",

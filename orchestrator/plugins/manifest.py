@@ -1,0 +1,415 @@
+"""The plugin.json model, its loader, and the checks of job parameters against it.
+
+Loading never imports the plugin: it may need packages the orchestrator does not have, so the
+entry point is checked by parsing the module's source.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import logging
+import platform
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import ManifestError, ParamsError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "plugin.json"
+
+ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
+PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+ENTRY_POINT_PATTERN = rf"^{_IDENT}(\.{_IDENT})+$"
+_ENV_NAME = re.compile(rf"^{_IDENT}$")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a Python value, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def type_matches(type_: str, value: Any) -> bool:
+    """Whether `value` is of the declared parameter type. Booleans are not numbers."""
+    actual = json_type(value)
+    return actual == type_ or (type_ == "number" and actual == "integer")
+
+
+class ParamSpec(BaseModel):
+    """One declared parameter of a plugin."""
+
+    # strict: a manifest says `"required": true`, not `"yes"`; lax coercion would hide mistakes.
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    type: ParamType
+    required: bool = False
+    default: Any = None
+    enum: list[Any] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _values_match_type(self) -> ParamSpec:
+        if self.enum is not None:
+            if not self.enum:
+                raise ValueError("enum must not be empty")
+            bad = [v for v in self.enum if not type_matches(self.type, v)]
+            if bad:
+                raise ValueError(f"enum values {bad!r} are not of type {self.type}")
+        if self.default is not None:
+            if not type_matches(self.type, self.default):
+                raise ValueError(f"default {self.default!r} is not of type {self.type}")
+            if self.enum is not None and self.default not in self.enum:
+                raise ValueError(f"default {self.default!r} is not one of the enum values")
+        return self
+
+
+class Limits(BaseModel):
+    """Resource limits applied in the child (rlimits) before the plugin is imported."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    memory_mb: Annotated[int, Field(gt=0)] | None = None
+    cpu_seconds: Annotated[int, Field(gt=0)] | None = None
+
+
+class Manifest(BaseModel):
+    """A plugin.json. The example manifest of REQUIREMENTS.md is valid as written."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    version: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    author: str = ""
+    entry_point: Annotated[str, Field(pattern=ENTRY_POINT_PATTERN)]
+    parameters: dict[str, ParamSpec] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+    python_version: str | None = None
+    enabled: bool = True
+    tags: list[str] = Field(default_factory=list)
+    # -- optional extra keys (DESIGN.md "Plugins") --
+    queue: Annotated[str, Field(min_length=1)] | None = None
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+    retry_backoff: Annotated[float, Field(ge=0)] | None = None
+    env: list[str] = Field(default_factory=list)
+    limits: Limits | None = None
+    isolation: Literal["process", "pooled"] = "process"
+
+    @field_validator("parameters")
+    @classmethod
+    def _param_names(cls, value: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        # Parameters arrive as keyword arguments: a name that is not an identifier cannot be declared.
+        bad = [name for name in value if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"parameter names must be Python identifiers: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("dependencies")
+    @classmethod
+    def _requirements(cls, value: list[str]) -> list[str]:
+        for i, req in enumerate(value):
+            # A leading dash would reach the installer as an option (e.g. --index-url).
+            if not req.strip() or req.lstrip().startswith("-"):
+                raise ValueError(f"item {i} ({req!r}) is not a requirement like 'requests>=2.30'")
+        return [req.strip() for req in value]
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("python_version")
+    @classmethod
+    def _python_matches(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        running = platform.python_version()
+        if not specifier_matches(value, running):
+            raise ValueError(f"{value!r} does not match the orchestrator's Python {running}")
+        return value
+
+
+def specifier_matches(spec: str, version: str) -> bool:
+    """PEP 440 check of `version` against `spec` (e.g. ">=3.8,<4"). Raises ValueError if `spec` is bad."""
+    try:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    except ImportError:  # packaging is not a declared dependency: fall back to plain release numbers
+        return _simple_specifier_matches(spec, version)
+    try:
+        return SpecifierSet(spec).contains(version, prereleases=True)
+    except InvalidSpecifier as e:
+        raise ValueError(f"{spec!r} is not a version specifier like '>=3.8'") from e
+
+
+_CLAUSE = re.compile(r"^\s*(~=|==|!=|<=|>=|<|>)\s*(\d+(?:\.\d+)*)(\.\*)?\s*$")
+
+
+def _simple_specifier_matches(spec: str, version: str) -> bool:
+    """A small subset of PEP 440 for when `packaging` is absent: numeric releases and ==X.*."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+    have = parse(version)
+    for clause in spec.split(","):
+        match = _CLAUSE.match(clause)
+        if match is None:
+            raise ValueError(f"{spec!r} is not a version specifier like '>=3.8'")
+        op, text, wildcard = match.groups()
+        want = parse(text)
+        width = len(want)
+        cut, padded = have[:width], want + (0,) * (len(have) - width)
+        ok = {
+            "==": cut == want if wildcard else have == padded,
+            "!=": cut != want if wildcard else have != padded,
+            ">=": have >= padded,
+            "<=": have <= padded,
+            ">": have > padded,
+            "<": have < padded,
+            "~=": have >= padded and have[: max(width - 1, 1)] == want[: max(width - 1, 1)],
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _format_error(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return f"'{loc}' is required"
+    if kind == "literal_error":
+        expected = str(err["ctx"]["expected"]).replace("'", "").replace(" or ", ", ")
+        return f"{loc}: must be one of {expected}"
+    if kind == "string_pattern_mismatch" and loc == "entry_point":
+        return "entry_point: must look like 'module.function' (e.g. 'main.run')"
+    if kind == "string_pattern_mismatch" and loc == "name":
+        return "name: must start with a letter or '_' and contain only letters, digits, '_' and '-'"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _unknown_keys(raw: dict[str, Any]) -> list[str]:
+    """Unknown keys are reported, not refused: newer manifests must still load on older orchestrators."""
+    warnings = [f"unknown key '{key}' ignored" for key in raw if key not in Manifest.model_fields]
+    params = raw.get("parameters")
+    if isinstance(params, dict):
+        for pname, spec in params.items():
+            if isinstance(spec, dict):
+                warnings += [
+                    f"unknown key 'parameters.{pname}.{key}' ignored"
+                    for key in spec
+                    if key not in ParamSpec.model_fields
+                ]
+    limits = raw.get("limits")
+    if isinstance(limits, dict):
+        warnings += [f"unknown key 'limits.{key}' ignored" for key in limits if key not in Limits.model_fields]
+    return warnings
+
+
+def load_manifest(plugin_dir: Path) -> tuple[Manifest, list[str]]:
+    """Read and check `plugin_dir/plugin.json` and its entry point (blocking file I/O).
+
+    Returns:
+        The manifest and the warnings (unknown keys).
+
+    Raises:
+        ManifestError: one message naming each problem.
+    """
+    path = plugin_dir / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{MANIFEST_FILE}: not found in {plugin_dir}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{MANIFEST_FILE}: cannot be read: {e}") from e
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{MANIFEST_FILE}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{MANIFEST_FILE}: must be a JSON object, got {json_type(raw)}")
+    warnings = _unknown_keys(raw)
+    try:
+        manifest = Manifest.model_validate({k: v for k, v in raw.items() if k in Manifest.model_fields})
+    except ValidationError as e:
+        problems = "; ".join(_format_error(err) for err in e.errors(include_url=False))
+        raise ManifestError(f"{MANIFEST_FILE}: {problems}") from e
+    check_entry_point(plugin_dir, manifest.entry_point)
+    return manifest, warnings
+
+
+def check_entry_point(plugin_dir: Path, entry_point: str) -> None:
+    """Make sure the entry point's module exists and defines the name at top level, without importing it.
+
+    Raises:
+        ManifestError: the module file is missing, does not parse, or lacks the name.
+    """
+    module, _, func = entry_point.rpartition(".")
+    parts = module.split(".")
+    candidates = [plugin_dir.joinpath(*parts[:-1], parts[-1] + ".py"), plugin_dir.joinpath(*parts, "__init__.py")]
+    source_path = next((p for p in candidates if p.is_file()), None)
+    if source_path is None:
+        rel = candidates[0].relative_to(plugin_dir)
+        raise ManifestError(f"entry point {entry_point!r}: module file {rel} not found")
+    rel = source_path.relative_to(plugin_dir)
+    try:
+        tree = ast.parse(source_path.read_bytes(), filename=str(rel))
+    except SyntaxError as e:
+        raise ManifestError(f"entry point {entry_point!r}: {rel} has a syntax error at line {e.lineno}: {e.msg}") from e
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"entry point {entry_point!r}: {rel} cannot be read: {e}") from e
+    names, star_import = _defined_names(tree.body)
+    if func not in names and not star_import:
+        raise ManifestError(f"entry point {entry_point!r}: module {rel} has no function {func!r}")
+
+
+def _defined_names(body: list[ast.stmt]) -> tuple[set[str], bool]:
+    """Names bound at module level (including inside top-level if/try/with), and whether `import *` occurs."""
+    names: set[str] = set()
+    star = False
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                star |= alias.name == "*"
+                names.add(alias.asname or alias.name.split(".")[0])
+        else:
+            nested: list[ast.stmt] = []
+            if isinstance(node, ast.If | ast.Try | ast.With):
+                nested = node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+                for handler in getattr(node, "handlers", []):
+                    nested += handler.body
+            sub_names, sub_star = _defined_names(nested)
+            names |= sub_names
+            star |= sub_star
+    return names, star
+
+
+def validate_params(manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
+    """Check job parameters against the declaration; return them with defaults filled in.
+
+    Raises:
+        ParamsError: listing every problem (missing, wrong type, not in enum, unknown name).
+    """
+    problems: list[str] = []
+    declared = manifest.parameters
+    for key in params:
+        if key not in declared:
+            known = ", ".join(declared) or "none"
+            problems.append(f"unknown parameter '{key}' (declared: {known})")
+    out: dict[str, Any] = {}
+    for name, spec in declared.items():
+        if name not in params or (params[name] is None and spec.required):
+            if spec.required:
+                problems.append(f"'{name}' is required ({spec.type})")
+            elif spec.default is not None:
+                out[name] = copy.deepcopy(spec.default)  # a mutable default must not be shared between jobs
+            continue
+        value = params[name]
+        if value is None:  # explicit null for an optional parameter: passed through as None
+            out[name] = None
+        elif not type_matches(spec.type, value):
+            problems.append(f"'{name}' must be {spec.type}, got {json_type(value)} {value!r:.60}")
+        elif spec.enum is not None and value not in spec.enum:
+            problems.append(f"'{name}' must be one of {', '.join(map(repr, spec.enum))}, got {value!r:.60}")
+        else:
+            out[name] = value
+    if problems:
+        raise ParamsError(manifest.name, problems)
+    return out
+
+
+def coerce_cli_params(manifest: Manifest, pairs: list[str]) -> dict[str, Any]:
+    """Turn command-line `key=value` strings into values of the declared types.
+
+    Undeclared keys are parsed as JSON when they parse, else kept as strings; `validate_params`
+    refuses them later with the full list of declared names.
+
+    Raises:
+        ParamsError: a pair without `=`, or a value that does not parse as its declared type.
+    """
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"{pair!r}: expected KEY=VALUE")
+            continue
+        spec = manifest.parameters.get(key)
+        try:
+            out[key] = _coerce(spec.type if spec else None, raw)
+        except ValueError as e:
+            problems.append(f"'{key}': {e}")
+    if problems:
+        raise ParamsError(manifest.name, problems)
+    return out
+
+
+def _coerce(type_: str | None, raw: str) -> Any:
+    text = raw.strip()
+    if type_ == "string":
+        return raw
+    if type_ == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if type_ == "number":
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if type_ == "boolean":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"expected true/false/1/0/yes/no, got {raw!r}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if type_ is None:
+            return raw
+        raise ValueError(f"expected a JSON {type_}, got {raw!r}") from None
+    if type_ is not None and not type_matches(type_, value):
+        raise ValueError(f"expected a JSON {type_}, got {json_type(value)}")
+    return value

@@ -1,0 +1,198 @@
+"""Every command. Thin: parse, call the app or the client, render.
+
+Exit codes: 0 success, 1 the thing failed (a job failed, unhealthy, not found), 2 usage or
+validation error (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+from orchestrator import commands
+from orchestrator.config import Settings, load_settings
+from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
+from orchestrator.logs import configure
+from orchestrator.render import Output
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `5m`, `1.5h`, `250ms` or plain seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        msg = f"bad duration {text!r}: use e.g. 30s, 5m, 2h"
+        raise argparse.ArgumentTypeError(msg)
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_at(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        msg = f"bad --at {text!r}: use ISO 8601, e.g. 2026-11-24T02:00:00+00:00"
+        raise argparse.ArgumentTypeError(msg) from e
+
+
+def _params_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter (repeatable)")
+    p.add_argument("--params-json", metavar="JSON", help="parameters as one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="TOML config file (default: ./orchestrator.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run workers, scheduler, change capture and the status endpoint")
+    run.add_argument("--config", type=Path, dest="run_config", help=argparse.SUPPRESS)
+    run.add_argument("--queues", help="serve only these queues (comma-separated)")
+    run.add_argument("--role", choices=["all", "worker", "leader"], default="all")
+
+    health = sub.add_parser("health", help="probe /health of a running orchestrator (exit 0 healthy, 1 not)")
+    health.add_argument("--url", help="base URL (default: from ORCH_HTTP_HOST/ORCH_HTTP_PORT)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--json", action="store_true")
+
+    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    config.add_argument("--json", action="store_true")
+
+    plugins = sub.add_parser("plugins", help="list, show, test, install, scaffold, enable or disable plugins")
+    psub = plugins.add_subparsers(dest="plugins_command", required=True, metavar="ACTION")
+    psub.add_parser("list", help="every plugin with its state").add_argument("--json", action="store_true")
+    show = psub.add_parser("show", help="one plugin's manifest, parameters and venv")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    test = psub.add_parser("test", help="run a plugin once now through the launcher (no queue)")
+    test.add_argument("name")
+    _params_options(test)
+    test.add_argument("--timeout", type=parse_duration, help="override the manifest timeout")
+    test.add_argument("--json", action="store_true")
+    install = psub.add_parser("install", help="build plugin virtualenvs")
+    install.add_argument("names", nargs="*")
+    psub.add_parser("new", help="scaffold a plugin folder").add_argument("name")
+    psub.add_parser("enable", help="allow triggers (seen by every instance)").add_argument("name")
+    psub.add_parser("disable", help="refuse new triggers (seen by every instance)").add_argument("name")
+
+    trigger = sub.add_parser("trigger", help="enqueue a job; prints its id")
+    trigger.add_argument("name")
+    _params_options(trigger)
+    trigger.add_argument("--priority", help="high, default, low or 0-9 (0 most urgent)")
+    trigger.add_argument("--queue")
+    trigger.add_argument("--job-id", help="your own id; an existing id is not enqueued again")
+    when = trigger.add_mutually_exclusive_group()
+    when.add_argument("--defer", type=parse_duration, help="start no earlier than this from now (30s, 5m)")
+    when.add_argument("--at", type=parse_at, help="start no earlier than this ISO 8601 time")
+    trigger.add_argument("--wait", action="store_true", help="wait for the result (exit 1 if the job fails)")
+    trigger.add_argument("--timeout", type=parse_duration, help="with --wait: give up after this long")
+    trigger.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="a job's or a batch's state")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+
+    batch = sub.add_parser("batch", help='enqueue a JSON list of {"plugin", "params"} (FILE or - for stdin)')
+    batch.add_argument("file")
+    batch.add_argument("--wait", action="store_true", help="show progress until every job is final")
+    batch.add_argument("--timeout", type=parse_duration)
+    batch.add_argument("--json", action="store_true")
+
+    jobs = sub.add_parser("jobs", help="list, stats, logs, cancel, retry")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jlist = jsub.add_parser("list", help="jobs, newest first")
+    jlist.add_argument("--state", choices=["queued", "deferred", "running", "succeeded", "failed", "cancelled"])
+    jlist.add_argument("--plugin")
+    jlist.add_argument("--limit", type=int, default=50)
+    jlist.add_argument("--json", action="store_true")
+    jsub.add_parser("stats", help="counts per state, depth and running per queue").add_argument(
+        "--json", action="store_true"
+    )
+    logs = jsub.add_parser("logs", help="a job's captured output")
+    logs.add_argument("id")
+    logs.add_argument("--follow", "-f", action="store_true")
+    cancel = jsub.add_parser("cancel", help="remove a queued job or stop a running one")
+    cancel.add_argument("id")
+    cancel.add_argument("--json", action="store_true")
+    retry = jsub.add_parser("retry", help="run a failed or cancelled job again with the same params")
+    retry.add_argument("id")
+    retry.add_argument("--json", action="store_true")
+    return parser
+
+
+Handler = Callable[[argparse.Namespace, Settings, Output], Awaitable[int]]
+
+HANDLERS: dict[str, Handler] = {
+    "run": commands.run,
+    "health": commands.health,
+    "config": commands.show_config,
+    "plugins": commands.plugins,
+    "trigger": commands.trigger,
+    "status": commands.status,
+    "batch": commands.batch,
+    "jobs": commands.jobs,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(as_json=getattr(args, "json", False))
+    config_path = getattr(args, "run_config", None) or args.config
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as e:
+        out.error(str(e))
+        return EXIT_USAGE
+    configure(settings.log_level if args.command == "run" else "WARNING", settings.log_format)
+    return _run_async(HANDLERS[args.command](args, settings, out), out, long_running=args.command == "run")
+
+
+def _run_async(coro: Awaitable[int], out: Output, *, long_running: bool) -> int:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        if not long_running:
+            # Ctrl-C in a short command: stop quietly.
+            runner.get_loop().add_signal_handler(signal.SIGINT, _interrupt)
+        try:
+            return runner.run(_guard(coro, out))
+        except KeyboardInterrupt:
+            return 130
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+async def _guard(coro: Awaitable[int], out: Output) -> int:
+    """Map the error tree to exit codes in one place."""
+    try:
+        return await coro
+    except (ConfigError, JobError, PluginError) as e:
+        out.error(str(e))
+        if out.as_json:
+            out.json({"error": str(e), **({"problems": e.problems} if hasattr(e, "problems") else {})})
+        return EXIT_USAGE
+    except NotFoundError as e:
+        out.error(str(e))
+        return EXIT_FAILED
+    except json.JSONDecodeError as e:
+        out.error(f"bad JSON: {e}")
+        return EXIT_USAGE
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The async Python API: trigger, batch, status, result, cancel, retry, list, stats.
+
+Usable from another application (a FastAPI service, say) with only a Redis URL: plugin manifests
+and queue names are read from what running instances publish in Redis.
+
+    async with await Client.connect("redis://localhost:6379/0") as client:
+        job = await client.trigger("data_processor", {"operation": "sync_data"}, priority="high")
+        print(await client.result(job.job_id, timeout_s=60))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self, cast
+
+from arq.connections import ArqRedis
+
+from orchestrator.errors import JobError, NotFoundError
+from orchestrator.jobs.batch import batch_status, submit_batch
+from orchestrator.jobs.model import TERMINAL, Keys, record_to_json
+from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
+
+DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Triggered:
+    job_id: str
+    created: bool  # False: a job with this id already existed and nothing was enqueued
+
+
+def connect_redis(url: str) -> ArqRedis:
+    return cast(ArqRedis, ArqRedis.from_url(url))
+
+
+class Client:
+    """Jobs over Redis.
+
+    Args:
+        redis: a connection; closed by `close()` only when the client created it (`connect`).
+        catalog: where manifests come from (default: published by running instances).
+        queues: queue name -> concurrency (default: published by running instances).
+        defaults: queue/timeout/retry fallbacks.
+        result_ttl_s: how long records are kept.
+    """
+
+    def __init__(
+        self,
+        redis: ArqRedis,
+        *,
+        catalog: PluginCatalog | None = None,
+        queues: Mapping[str, int] | None = None,
+        defaults: JobDefaults | None = None,
+        result_ttl_s: float = DEFAULT_RESULT_TTL_S,
+        owns_redis: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.store = JobStore(redis, result_ttl_s=result_ttl_s)
+        self._catalog = catalog or RedisCatalog(self.store)
+        self._queues = dict(queues) if queues is not None else None
+        self._defaults = defaults or JobDefaults()
+        self._owns_redis = owns_redis
+
+    @classmethod
+    async def connect(cls, redis_url: str, **kwargs: Any) -> Client:
+        return cls(connect_redis(redis_url), owns_redis=True, **kwargs)
+
+    async def close(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def queues(self) -> dict[str, int]:
+        if self._queues is not None:
+            return self._queues
+        raw = await self.redis.hgetall(Keys.queues)  # type: ignore[misc]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def _submitter(self) -> Submitter:
+        return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults)
+
+    # -- jobs --
+    async def trigger(
+        self,
+        plugin: str,
+        params: dict[str, Any] | None = None,
+        *,
+        priority: str | int | None = None,
+        queue: str | None = None,
+        job_id: str | None = None,
+        defer_s: float | None = None,
+        at: datetime | None = None,
+        source: str = "api",
+        context: dict[str, Any] | None = None,
+    ) -> Triggered:
+        """Validate against the manifest and enqueue. Raises JobError / ParamsError (nothing enqueued)."""
+        request = JobRequest(
+            plugin=plugin,
+            params=params or {},
+            priority=priority,
+            queue=queue,
+            job_id=job_id,
+            defer_s=defer_s,
+            at=at,
+            source=source,
+            context=context or {},
+        )
+        new_id, created = await (await self._submitter()).submit(request)
+        return Triggered(new_id, created)
+
+    async def batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """All entries valid, or BatchError listing each problem and nothing enqueued."""
+        return await submit_batch(await self._submitter(), entries)
+
+    async def batch_status(self, batch_id: str) -> dict[str, Any]:
+        return await batch_status(await self._submitter(), batch_id)
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        record = await self.store.get(job_id)
+        return record_to_json(record) if record else None
+
+    async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe before reading the state, so a finish in between is not missed.
+            await pubsub.subscribe(Keys.done_channel(job_id))
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    job = await self.status(job_id)
+                    if job is None:
+                        msg = f"no job {job_id!r}"
+                        raise NotFoundError(msg)
+                    if job["state"] in TERMINAL:
+                        return job
+                    # Bounded wait: a deferred retry publishes nothing until it ends.
+                    await pubsub.get_message(timeout=5.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def cancel(self, job_id: str, *, wait_s: float = 10.0) -> str:
+        """Returns the job's state after the cancel: `cancelled`, or its final state if it had already ended."""
+        record = await self.store.get(job_id)
+        if record is None:
+            msg = f"no job {job_id!r}"
+            raise NotFoundError(msg)
+        outcome = await self.store.cancel(job_id, record["queue"])
+        if outcome == "cancelling":
+            # Its worker stops the process group; wait for it to say so.
+            with contextlib.suppress(TimeoutError):
+                return (await self.result(job_id, timeout_s=wait_s))["state"]  # type: ignore[no-any-return]
+        return outcome
+
+    async def retry(self, job_id: str) -> str:
+        """Run a failed or cancelled job again with the same params; returns the new job id."""
+        record = await self.store.get(job_id)
+        if record is None:
+            msg = f"no job {job_id!r}"
+            raise NotFoundError(msg)
+        if record["state"] not in {"failed", "cancelled"}:
+            msg = f"job {job_id} is {record['state']}: only failed or cancelled jobs can be retried"
+            raise JobError(msg)
+        triggered = await self.trigger(
+            record["plugin"],
+            record.get("params") or {},
+            priority=record.get("priority"),
+            queue=record.get("queue"),
+            source="retry",
+            context=record.get("context") or {},
+        )
+        await self.store.redis.hset(  # type: ignore[misc]
+            Keys.job(triggered.job_id), "retry_of", job_id
+        )
+        await self.store.redis.hset(Keys.job(job_id), "retried_as", triggered.job_id)  # type: ignore[misc]
+        return triggered.job_id
+
+    async def list(
+        self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return await self.store.list_jobs(state=state, plugin=plugin, limit=limit)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.store.stats(await self.queues())
+
+    async def logs(self, job_id: str, *, follow: bool = False, poll_s: float = 0.5) -> AsyncIterator[tuple[str, str]]:
+        """(stream, line) pairs; with follow, until the job is final."""
+        last = "-"
+        while True:
+            entries = await self.store.read_log(job_id, after=last)
+            for entry_id, stream, line in entries:
+                last = entry_id
+                yield stream, line
+            if not follow:
+                return
+            state = (await self.store.states_of([job_id]))[0]
+            if state is None or state in TERMINAL:
+                for entry_id, stream, line in await self.store.read_log(job_id, after=last):
+                    last = entry_id
+                    yield stream, line
+                return
+            await asyncio.sleep(poll_s)
+
+    # -- plugins --
+    async def set_enabled(self, plugin: str, enabled: bool) -> None:
+        """Stored in Redis: every instance sees it at the next trigger."""
+        await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
+
+    async def published_plugins(self) -> dict[str, Any]:
+        raw = await self.redis.hgetall(Keys.plugins)  # type: ignore[misc]
+        return {k.decode(): json.loads(v) for k, v in raw.items()}

@@ -1,0 +1,337 @@
+"""The bodies of the CLI commands (the parser lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestrator.app import Orchestrator, build_client, build_registry, redis_connection
+from orchestrator.client import Client
+from orchestrator.config import Settings
+from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
+from orchestrator.jobs.batch import parse_batch
+from orchestrator.plugins.launcher import Launcher
+from orchestrator.plugins.manifest import coerce_cli_params, validate_params
+from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.render import (
+    Output,
+    job_detail,
+    jobs_table,
+    plugins_table,
+    queues_table,
+    stats_table,
+    styled,
+)
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+# -- run / health / config --
+async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    app = Orchestrator(settings, role=args.role, queues=queues)
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal() -> None:
+        # First signal: graceful. Second: stop waiting for running jobs.
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            app.stop()
+        else:
+            out.note("second signal: exiting now")
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await app.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return OK
+
+
+async def health(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    import aiohttp
+
+    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
+    url = (args.url or f"http://{host}:{settings.http_port}").rstrip("/") + "/health"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.timeout)) as session,
+            session.get(url) as response,
+        ):
+            body = await response.json(content_type=None)
+            healthy = response.status == 200
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as e:
+        body, healthy = {"status": "unreachable", "url": url, "error": str(e) or type(e).__name__}, False
+    if args.json:
+        out.json(body)
+    elif healthy:
+        out.line("healthy")
+    else:
+        failing = {k: v for k, v in (body.get("components") or {}).items() if v.get("status") != "ok"}
+        out.line(f"unhealthy: {json.dumps(failing or body)}")
+    return OK if healthy else FAILED
+
+
+async def show_config(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    data = settings.masked()
+    if args.json:
+        out.json(data)
+    else:
+        for key, value in data.items():
+            out.line(f"{key} = {json.dumps(value)}")
+    return OK
+
+
+# -- plugins --
+async def _registry(settings: Settings) -> PluginRegistry:
+    registry, _ = build_registry(settings)
+    await registry.load()
+    return registry
+
+
+async def _overrides(settings: Settings) -> dict[str, bool]:
+    """Enable/disable flags stored in Redis, if a Redis is reachable (never starts one)."""
+    try:
+        async with redis_connection(settings, start_embedded=False) as (redis, _):
+            raw = await redis.hgetall("orch:plugin-enabled")  # type: ignore[misc]
+            return {k.decode(): v == b"1" for k, v in raw.items()}
+    except (ConfigError, OSError, Exception):  # noqa: BLE001 - listing plugins must work without Redis
+        return {}
+
+
+async def plugins(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    action = args.plugins_command
+    if action == "new":
+        from orchestrator.plugins.scaffold import create_plugin
+
+        path = create_plugin(settings.plugins_dir, args.name)
+        out.line(str(path))
+        return OK
+    if action in {"enable", "disable"}:
+        registry = await _registry(settings)
+        if registry.get(args.name) is None:
+            raise NotFoundError(f"no plugin {args.name!r} in {settings.plugins_dir}")
+        async with redis_connection(settings) as (redis, _):
+            await build_client(settings, redis, registry).set_enabled(args.name, action == "enable")
+        out.line(f"{args.name} {action}d")
+        return OK
+    registry = await _registry(settings)
+    if action == "list":
+        overrides = await _overrides(settings)
+        rows = [{**p.to_json(), "enabled": overrides.get(p.name, p.enabled)} for p in registry.all()]
+        out.json(rows) if args.json else out.out.print(plugins_table(rows))
+        return OK
+    if action == "install":
+        return await _install(registry, args.names, out)
+    info = registry.get(args.name)
+    if info is None:
+        raise NotFoundError(f"no plugin {args.name!r} in {settings.plugins_dir}")
+    if action == "show":
+        data = info.to_json()
+        out.json(data) if args.json else out.out.print_json(json.dumps(data, default=str))
+        return OK
+    return await _test_plugin(args, settings, registry, out)
+
+
+async def _install(registry: PluginRegistry, names: list[str], out: Output) -> int:
+    wanted = names or [p.name for p in registry.all() if p.state != "invalid"]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=out.err) as bar:
+        task = bar.add_task("building virtualenvs", total=len(wanted))
+        errors: dict[str, str | None] = {}
+        for name in wanted:
+            bar.update(task, description=f"building {name}")
+            errors.update(await registry.install([name]))
+            bar.advance(task)
+    for name, error in errors.items():
+        out.line(f"{name}: {'ready' if error is None else 'FAILED: ' + error}")
+    return FAILED if any(errors.values()) else OK
+
+
+def _params(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.params_json:
+        loaded = json.loads(args.params_json)
+        if not isinstance(loaded, dict):
+            raise ParamsError(manifest.name, ["--params-json must be a JSON object"])
+        params.update(loaded)
+    params.update(coerce_cli_params(manifest, args.param))
+    return params
+
+
+async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: PluginRegistry, out: Output) -> int:
+    info = registry.get(args.name)
+    assert info is not None
+    if info.manifest is None:
+        raise PluginError(f"plugin {args.name} is invalid: {info.reason}")
+    params = validate_params(info.manifest, _params(args, info.manifest))
+    info = await registry.ensure_ready(args.name)
+    assert info.manifest is not None
+    _, envs = build_registry(settings)
+    python = await envs.ensure(info.path, info.manifest)
+    launcher = Launcher(kill_grace_s=settings.kill_grace_s)
+    timeout = args.timeout or info.manifest.timeout or settings.job_timeout_s
+    result = await launcher.run(
+        info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=python, timeout_s=timeout
+    )
+    if args.json:
+        out.json(result.to_json())
+    elif result.ok:
+        out.out.print_json(json.dumps(result.result, default=str))
+    else:
+        out.error(result.error or "failed")
+        if result.traceback:
+            out.note(result.traceback)
+        if result.log_tail:
+            out.note("--- log tail ---\n" + result.log_tail[-4000:])
+    return OK if result.ok else FAILED
+
+
+# -- jobs --
+@contextlib.asynccontextmanager
+async def _client(settings: Settings, *, write: bool = False, local_plugins: bool = False) -> Any:
+    registry = await _registry(settings) if local_plugins else None
+    async with redis_connection(settings, start_embedded=write) as (redis, _):
+        yield build_client(settings, redis, registry)
+
+
+async def trigger(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    registry = await _registry(settings)
+    info = registry.get(args.name)
+    manifest = info.manifest if info else None
+    params = _params(args, manifest) if manifest else json.loads(args.params_json or "{}")
+    async with redis_connection(settings) as (redis, _):
+        client = build_client(settings, redis, registry)
+        triggered = await client.trigger(
+            args.name,
+            params,
+            priority=args.priority,
+            queue=args.queue,
+            job_id=args.job_id,
+            defer_s=args.defer,
+            at=args.at,
+            source="cli",
+        )
+        if not triggered.created:
+            out.note(f"job {triggered.job_id} already exists: not enqueued again")
+        if not args.wait:
+            out.json({"job_id": triggered.job_id, "created": triggered.created}) if args.json else out.line(
+                triggered.job_id
+            )
+            return OK
+        try:
+            job = await client.result(triggered.job_id, timeout_s=args.timeout)
+        except TimeoutError:
+            out.error(f"job {triggered.job_id} not finished after {args.timeout}s")
+            return FAILED
+    return _print_job_outcome(job, out)
+
+
+def _print_job_outcome(job: dict[str, Any], out: Output) -> int:
+    if out.as_json:
+        out.json(job)
+    elif job["state"] == "succeeded":
+        out.out.print_json(json.dumps(job["result"], default=str))
+    else:
+        out.error(f"job {job['job_id']} {job['state']}: {job.get('error')}")
+        if job.get("log_tail"):
+            out.note("--- log tail ---\n" + job["log_tail"][-4000:])
+    return OK if job["state"] == "succeeded" else FAILED
+
+
+async def status(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    async with _client(settings) as client:
+        job = await client.status(args.id)
+        if job is None:
+            try:
+                batch = await client.batch_status(args.id)
+            except NotFoundError:
+                raise NotFoundError(f"no job or batch {args.id!r}") from None
+            out.json(batch) if args.json else out.out.print(
+                f"batch {batch['batch_id']}: {batch['total']} jobs, "
+                + ", ".join(f"{styled(s)} {n}" for s, n in batch["states"].items() if n)
+                + (" (done)" if batch["done"] else "")
+            )
+            return OK
+    out.json(job) if args.json else out.out.print(job_detail(job))
+    return OK if job["state"] != "failed" else FAILED
+
+
+async def batch(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    text = sys.stdin.read() if args.file == "-" else await asyncio.to_thread(Path(args.file).read_text)
+    entries = parse_batch(json.loads(text))
+    async with _client(settings, write=True, local_plugins=True) as client:
+        created = await client.batch(entries)
+        if not args.wait:
+            out.json(created) if args.json else out.line(created["batch_id"])
+            return OK
+        state = await _follow_batch(client, created["batch_id"], len(created["job_ids"]), args.timeout, out)
+    if args.json:
+        out.json(state)
+    failed = state["states"]["failed"] + state["states"]["cancelled"]
+    return OK if state["done"] and not failed else FAILED
+
+
+async def _follow_batch(client: Client, batch_id: str, total: int, timeout_s: float | None, out: Output) -> Any:
+    progress = Progress(
+        TextColumn(f"batch {batch_id[:8]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out.err,  # stdout stays clean for --json
+        disable=out.as_json,
+    )
+    with progress, contextlib.suppress(TimeoutError):
+        task = progress.add_task("jobs", total=total)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                state = await client.batch_status(batch_id)
+                finished = sum(state["states"][s] for s in ("succeeded", "failed", "cancelled"))
+                progress.update(task, completed=finished)
+                if state["done"]:
+                    break
+                await asyncio.sleep(0.2)
+    return await client.batch_status(batch_id)
+
+
+async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    action = args.jobs_command
+    write = action in {"cancel", "retry"}
+    async with _client(settings, write=write, local_plugins=action == "retry") as client:
+        if action == "list":
+            rows = await client.list(state=args.state, plugin=args.plugin, limit=args.limit)
+            out.json(rows) if args.json else out.out.print(jobs_table(rows))
+        elif action == "stats":
+            data = await client.stats()
+            if args.json:
+                out.json(data)
+            else:
+                out.out.print(stats_table(data))
+                out.out.print(queues_table(data))
+        elif action == "logs":
+            if await client.status(args.id) is None:
+                raise NotFoundError(f"no job {args.id!r}")
+            async for stream, line in client.logs(args.id, follow=args.follow):
+                (sys.stderr if stream == "stderr" else sys.stdout).write(line + "\n")
+        elif action == "cancel":
+            state = await client.cancel(args.id)
+            out.json({"job_id": args.id, "state": state}) if args.json else out.line(f"{args.id} {state}")
+            return OK if state == "cancelled" else FAILED
+        elif action == "retry":
+            new_id = await client.retry(args.id)
+            out.json({"job_id": new_id, "retry_of": args.id}) if args.json else out.line(new_id)
+    return OK

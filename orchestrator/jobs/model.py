@@ -1,0 +1,193 @@
+"""Job vocabulary: states, priorities, Redis key names and the record <-> JSON mapping."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, get_args
+
+JobState = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
+STATES: Final[tuple[JobState, ...]] = get_args(JobState)
+TERMINAL: Final[frozenset[str]] = frozenset({"succeeded", "failed", "cancelled"})
+Source = Literal["cli", "api", "schedule", "cdc", "batch", "retry", "http"]
+
+# The old system's 0-9 scale (smaller = more urgent): 0-3 high, 4-6 default, 7-9 low.
+PRIORITY_NAMES: Final[dict[str, int]] = {"high": 1, "default": 5, "low": 8}
+# Subtracted from the arq score so that every ready job of a more urgent priority sorts first,
+# while FIFO order is kept inside one priority (the score is still the enqueue time).
+_PRIORITY_STEP_MS: Final[int] = 10**12
+
+
+def parse_priority(value: str | int | None) -> int:
+    """`high|default|low` or 0-9 -> 0-9. Raises ValueError with a message fit for the user."""
+    if value is None:
+        return PRIORITY_NAMES["default"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().lower() in PRIORITY_NAMES:
+        return PRIORITY_NAMES[value.strip().lower()]
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    else:
+        msg = f"priority {value!r}: expected high, default, low or 0-9"
+        raise ValueError(msg)
+    if not 0 <= number <= 9:
+        msg = f"priority {value!r}: expected high, default, low or 0-9"
+        raise ValueError(msg)
+    return number
+
+
+def priority_band(priority: int) -> str:
+    return "high" if priority <= 3 else "default" if priority <= 6 else "low"
+
+
+def queue_score(ready_at_ms: int, priority: int) -> int:
+    return ready_at_ms - (9 - priority) * _PRIORITY_STEP_MS
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Keys:
+    """Every Redis key and channel the job layer uses, in one place.
+
+    arq's own keys (`arq:job:*`, `arq:in-progress:*`, `arq:retry:*`, `arq:abort`) are arq's;
+    the queue sorted sets are named here so that arq workers read them.
+    """
+
+    prefix = "orch:"
+
+    @staticmethod
+    def job(job_id: str) -> str:
+        return f"orch:job:{job_id}"
+
+    @staticmethod
+    def log(job_id: str) -> str:
+        return f"orch:log:{job_id}"
+
+    @staticmethod
+    def state(state: str) -> str:
+        return f"orch:state:{state}"
+
+    @staticmethod
+    def plugin_jobs(plugin: str) -> str:
+        return f"orch:plugin-jobs:{plugin}"
+
+    all_jobs = "orch:jobs"
+
+    @staticmethod
+    def queue(queue: str) -> str:
+        return f"orch:queue:{queue}"
+
+    @staticmethod
+    def queue_running(queue: str) -> str:
+        return f"orch:queue-running:{queue}"
+
+    @staticmethod
+    def instance_running(instance_id: str) -> str:
+        return f"orch:instance-running:{instance_id}"
+
+    @staticmethod
+    def heartbeat(instance_id: str) -> str:
+        return f"orch:heartbeat:{instance_id}"
+
+    instances = "orch:instances"
+    queues = "orch:queues"  # queue -> concurrency, published by running instances
+    plugins = "orch:plugins"  # plugin -> manifest JSON, published by running instances
+    plugin_enabled = "orch:plugin-enabled"  # plugin -> "1"/"0": enable/disable seen by every instance
+
+    @staticmethod
+    def batch(batch_id: str) -> str:
+        return f"orch:batch:{batch_id}"
+
+    # pub/sub
+    @staticmethod
+    def wake_channel(queue: str) -> str:
+        return f"orch:wake:{queue}"
+
+    cancel_channel = "orch:cancel"
+
+    @staticmethod
+    def done_channel(job_id: str) -> str:
+        return f"orch:done:{job_id}"
+
+
+# Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
+_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
+_FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
+    {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s"}
+)
+_INT_FIELDS: Final[frozenset[str]] = frozenset({"priority", "attempt", "exit_code", "max_retries"})
+
+
+def encode_record(record: dict[str, Any]) -> dict[str, str]:
+    """Python values -> hash fields (None values are left out)."""
+    out: dict[str, str] = {}
+    for key, value in record.items():
+        if value is None:
+            continue
+        if key in _JSON_FIELDS:
+            out[key] = json.dumps(value, separators=(",", ":"))
+        else:
+            out[key] = str(value)
+    return out
+
+
+def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """Hash fields -> Python values."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = k.decode() if isinstance(k, bytes) else k
+        text = v.decode() if isinstance(v, bytes) else v
+        if key in _JSON_FIELDS:
+            out[key] = json.loads(text)
+        elif key in _FLOAT_FIELDS:
+            out[key] = float(text)
+        elif key in _INT_FIELDS:
+            out[key] = int(text)
+        else:
+            out[key] = text
+    return out
+
+
+def record_to_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The public job shape (DESIGN.md: JSON shapes scripts rely on)."""
+    return {
+        "job_id": record.get("job_id"),
+        "plugin": record.get("plugin"),
+        "params": record.get("params", {}),
+        "queue": record.get("queue"),
+        "priority": record.get("priority"),
+        "priority_band": priority_band(record.get("priority", 5)),
+        "source": record.get("source"),
+        "state": record.get("state"),
+        "attempt": record.get("attempt", 0),
+        "max_retries": record.get("max_retries"),
+        "enqueued_at": iso(record.get("enqueued_at")),
+        "defer_until": iso(record.get("defer_until")),
+        "started_at": iso(record.get("started_at")),
+        "finished_at": iso(record.get("finished_at")),
+        "duration_s": record.get("duration_s"),
+        "exit_code": record.get("exit_code"),
+        "result": record.get("result"),
+        "error": record.get("error"),
+        "error_type": record.get("error_type"),
+        "traceback": record.get("traceback"),
+        "log_tail": record.get("log_tail"),
+        "batch_id": record.get("batch_id"),
+        "retry_of": record.get("retry_of"),
+        "instance": record.get("instance"),
+    }

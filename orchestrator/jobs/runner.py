@@ -1,0 +1,206 @@
+"""The one arq job function: run a plugin job through the launcher and record what happened.
+
+Retries are ours, not arq's: a failed attempt is recorded, then re-scored in arq's queue with an
+exponential backoff (arq's `Retry`); when the attempts are used up the job is `failed` and stays
+listable and re-runnable. A cancellation is either a user's cancel (arq abort: `cancelled`) or a
+shutdown (put back in the queue; the interrupted attempt does not count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from arq.worker import Retry
+
+from orchestrator.errors import PluginError
+from orchestrator.jobs.model import now
+from orchestrator.jobs.state import JobStore
+from orchestrator.plugins.envs import VenvManager
+from orchestrator.plugins.launcher import Launcher, RunResult
+from orchestrator.plugins.registry import PluginRegistry
+
+logger = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 3600.0
+_LOG_FLUSH_S = 0.25
+_MAX_LOG_LINES = 5000
+
+
+def retry_delay(base_s: float, attempt: int) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1), scaled by a random 0.5-1.0."""
+    exponential: float = base_s * 2.0 ** max(attempt - 1, 0)
+    return min(exponential, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+
+
+class LogSink:
+    """Collects a job's output lines and writes them to its log stream in batches.
+
+    One pipelined write per flush interval, never one round trip per line.
+    """
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.pending: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def add(self, stream: str, line: str) -> None:
+        self.pending.append((stream, line))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        await self.store.append_log(self.job_id, lines, max_lines=_MAX_LOG_LINES)
+
+    async def run(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(_LOG_FLUSH_S)
+            await self.flush()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+
+class JobRunner:
+    """Runs one job per call; arq calls `run` as `run_plugin(ctx, job_id)`.
+
+    Args:
+        store: the job records.
+        registry: the plugins (their venvs are built on first use).
+        envs: the virtualenv manager, for the interpreter of each plugin.
+        launcher: starts the plugin's process.
+        instance_id: recorded on the job and used by crash recovery.
+        log_tail_bytes: how much of the output the record keeps.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        registry: PluginRegistry,
+        envs: VenvManager,
+        launcher: Launcher,
+        *,
+        instance_id: str,
+        log_tail_bytes: int,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.envs = envs
+        self.launcher = launcher
+        self.instance_id = instance_id
+        self.log_tail_bytes = log_tail_bytes
+        self.completed = 0
+        self.failed = 0
+        self.retried = 0
+
+    async def run(self, ctx: dict[str, Any], job_id: str) -> None:
+        worker = ctx["orch_worker"]
+        record = await self.store.start(job_id, worker.queue, self.instance_id)
+        if record is None or record.get("state") != "running":
+            return  # expired, or cancelled while arq was picking it up
+        try:
+            result = await self._launch(record)
+        except Exception as e:
+            # A bug or a lost Redis in our own launch path: record it as a failed attempt (retried
+            # like any other) rather than let arq drop the job with its record stuck in `running`.
+            logger.exception("job %s: internal error while running %s", job_id, record["plugin"])
+            result = _error_result(f"internal error: {type(e).__name__}: {e}", "InternalError")
+        except asyncio.CancelledError:
+            if job_id in worker.aborting_tasks:
+                await asyncio.shield(self._finish(record, "cancelled", {"error": "cancelled while running"}))
+            else:
+                # Shutdown: back to the queue; arq keeps it there and deletes its in-progress key.
+                fields = {"attempt": record["attempt"] - 1, "interrupted": now()}
+                await asyncio.shield(self.store.finish(record, "queued", fields, instance_id=self.instance_id))
+            raise
+        await self._record_outcome(record, result)
+
+    async def _launch(self, record: dict[str, Any]) -> RunResult:
+        job_id = record["job_id"]
+        sink = LogSink(self.store, job_id)
+        try:
+            info = await self.registry.ensure_ready(record["plugin"])
+            assert info.manifest is not None  # ensure_ready raises for invalid plugins
+            python = await self.envs.ensure(info.path, info.manifest)
+        except PluginError as e:
+            return _error_result(f"{type(e).__name__}: {e}", type(e).__name__)
+        context = {
+            **(record.get("context") or {}),
+            "job_id": job_id,
+            "attempt": record["attempt"],
+            "queue": record["queue"],
+            "source": record.get("source"),
+        }
+        async with asyncio.TaskGroup() as tg:
+            flusher = tg.create_task(sink.run(), name=f"log-flush:{job_id}")
+            try:
+                return await self.launcher.run(
+                    info,
+                    record.get("params") or {},
+                    context,
+                    python=python,
+                    timeout_s=record.get("timeout_s"),
+                    on_output=sink.add,
+                )
+            finally:
+                sink.close()
+                flusher.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(sink.flush())
+
+    async def _record_outcome(self, record: dict[str, Any], result: RunResult) -> None:
+        fields: dict[str, Any] = {
+            "finished_at": now(),
+            "duration_s": round(result.duration_s, 6),
+            "exit_code": result.exit_code,
+            "log_tail": result.log_tail[-self.log_tail_bytes :] if result.log_tail else None,
+        }
+        if result.ok:
+            fields["result"] = result.result
+            self.completed += 1
+            await self._finish(record, "succeeded", fields)
+            return
+        fields.update(error=result.error, error_type=result.error_type, traceback=result.traceback)
+        attempt, max_retries = record["attempt"], record.get("max_retries", 0)
+        if attempt <= max_retries:
+            delay = retry_delay(record.get("retry_backoff_s", 0.0), attempt)
+            fields["defer_until"] = now() + delay
+            self.retried += 1
+            logger.warning(
+                "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
+                record["job_id"], record["plugin"], attempt, delay, result.error,
+            )  # fmt: skip
+            await self.store.finish(record, "deferred", fields, instance_id=self.instance_id)
+            raise Retry(defer=delay)
+        self.failed += 1
+        logger.warning(
+            "job %s (%s) failed after %d attempt(s): %s", record["job_id"], record["plugin"], attempt, result.error
+        )
+        await self._finish(record, "failed", fields)
+
+    async def _finish(self, record: dict[str, Any], state: str, fields: dict[str, Any]) -> None:
+        fields.setdefault("finished_at", now())
+        await self.store.finish(record, state, fields, instance_id=self.instance_id)
+
+
+def _error_result(error: str, error_type: str) -> RunResult:
+    return RunResult(
+        ok=False,
+        result=None,
+        error=error,
+        error_type=error_type,
+        traceback=None,
+        exit_code=None,
+        timed_out=False,
+        duration_s=0.0,
+        log_tail="",
+        pid=None,
+    )

@@ -1,0 +1,204 @@
+"""Job requests: validated against the plugin's manifest, then enqueued in arq with the record.
+
+Every source (CLI, HTTP, Python API, batches, scheduler, change capture) comes through here, so
+a job that is in Redis has passed the same checks whoever asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from arq.jobs import serialize_job
+
+from orchestrator.errors import JobError, ParamsError
+from orchestrator.jobs.model import Keys, new_job_id, now, parse_priority, queue_score
+from orchestrator.jobs.state import JobStore
+from orchestrator.plugins.manifest import Manifest, validate_params
+
+ARQ_FUNCTION = "run_plugin"
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What the submitter needs to know of one plugin."""
+
+    manifest: Manifest | None
+    enabled: bool
+    state: str
+    reason: str | None = None
+
+
+class PluginCatalog(Protocol):
+    """Where manifests come from: the local plugins folder, or what running instances published."""
+
+    async def lookup(self, name: str) -> CatalogEntry | None: ...
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """Config values a job falls back to when its manifest does not say."""
+
+    default_queue: str = "default"
+    job_timeout_s: float = 1800.0
+    max_retries: int = 3
+    retry_backoff_s: float = 60.0
+
+
+@dataclass
+class JobRequest:
+    """One job to enqueue, as any source describes it."""
+
+    plugin: str
+    params: dict[str, Any] = field(default_factory=dict)
+    priority: str | int | None = None
+    queue: str | None = None
+    job_id: str | None = None
+    defer_s: float | None = None
+    at: datetime | None = None
+    source: str = "api"
+    batch_id: str | None = None
+    retry_of: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    record: dict[str, Any]
+    score: int
+    enqueue_ms: int
+
+
+class Submitter:
+    """Validates and enqueues jobs.
+
+    Args:
+        store: the job records.
+        catalog: the plugin manifests to validate against.
+        queues: the queue names this deployment knows (from config, or published by instances).
+        defaults: config fallbacks for queue, timeout and retries.
+    """
+
+    def __init__(self, store: JobStore, catalog: PluginCatalog, queues: set[str], defaults: JobDefaults) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.queues = queues
+        self.defaults = defaults
+
+    async def prepare(self, request: JobRequest) -> PreparedJob:
+        """Check everything; raise JobError / ParamsError (nothing is written)."""
+        entry = await self.catalog.lookup(request.plugin)
+        if entry is None or entry.manifest is None:
+            reason = f": {entry.reason}" if entry and entry.reason else ""
+            msg = f"unknown or invalid plugin {request.plugin!r}{reason}"
+            raise JobError(msg)
+        if not entry.enabled:
+            msg = f"plugin {request.plugin!r} is disabled (orchestrator plugins enable {request.plugin})"
+            raise JobError(msg)
+        manifest = entry.manifest
+        params = validate_params(manifest, request.params)
+        try:
+            priority = parse_priority(request.priority)
+        except ValueError as e:
+            raise JobError(str(e)) from e
+        queue = request.queue or manifest.queue or self.defaults.default_queue
+        if self.queues and queue not in self.queues:
+            msg = f"unknown queue {queue!r}; configured queues: {', '.join(sorted(self.queues))}"
+            raise JobError(msg)
+        if request.job_id is not None and (not request.job_id or len(request.job_id) > 200):
+            raise JobError("job id must be 1-200 characters")
+        try:
+            json_bytes(request.context)
+        except (TypeError, ValueError) as e:
+            msg = f"job context is not JSON-serialisable: {e}"
+            raise JobError(msg) from e
+
+        ts = now()
+        ready_at = ts
+        if request.at is not None:
+            at = request.at if request.at.tzinfo else request.at.replace(tzinfo=UTC)
+            ready_at = max(at.timestamp(), ts)
+        elif request.defer_s:
+            if request.defer_s < 0:
+                raise JobError("defer must not be negative")
+            ready_at = ts + request.defer_s
+        deferred = ready_at > ts
+        record: dict[str, Any] = {
+            "job_id": request.job_id or new_job_id(),
+            "plugin": manifest.name,
+            "params": params,
+            "queue": queue,
+            "priority": priority,
+            "source": request.source,
+            "state": "deferred" if deferred else "queued",
+            "attempt": 0,
+            "max_retries": manifest.max_retries if manifest.max_retries is not None else self.defaults.max_retries,
+            "retry_backoff_s": (
+                manifest.retry_backoff if manifest.retry_backoff is not None else self.defaults.retry_backoff_s
+            ),
+            "timeout_s": manifest.timeout or self.defaults.job_timeout_s,
+            "enqueued_at": ts,
+            "defer_until": ready_at if deferred else None,
+            "batch_id": request.batch_id,
+            "retry_of": request.retry_of,
+            "context": request.context or None,
+        }
+        # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
+        score = int(ready_at * 1000) if deferred else queue_score(int(ts * 1000), priority)
+        return PreparedJob(record=record, score=score, enqueue_ms=int(ts * 1000))
+
+    async def write(self, job: PreparedJob) -> bool:
+        payload = serialize_job(ARQ_FUNCTION, (job.record["job_id"],), {}, None, job.enqueue_ms, serializer=json_bytes)
+        return await self.store.enqueue(job.record, arq_payload=payload, score=job.score)
+
+    async def submit(self, request: JobRequest) -> tuple[str, bool]:
+        """(job id, created). created is False when a job with that id already exists."""
+        job = await self.prepare(request)
+        return job.record["job_id"], await self.write(job)
+
+
+class RedisCatalog:
+    """Manifests as the running instances published them: lets a client trigger with only a Redis URL."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    async def lookup(self, name: str) -> CatalogEntry | None:
+        raw = await self.store.redis.hget(Keys.plugins, name)  # type: ignore[misc]
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        manifest = Manifest.model_validate(data["manifest"]) if data.get("manifest") else None
+        enabled = await enabled_override(self.store, name)
+        return CatalogEntry(
+            manifest=manifest,
+            enabled=data.get("enabled", True) if enabled is None else enabled,
+            state=data.get("state", "ready"),
+            reason=data.get("reason"),
+        )
+
+
+async def enabled_override(store: JobStore, name: str) -> bool | None:
+    raw = await store.redis.hget(Keys.plugin_enabled, name)  # type: ignore[misc]
+    return None if raw is None else raw == b"1"
+
+
+__all__ = [
+    "ARQ_FUNCTION",
+    "CatalogEntry",
+    "JobDefaults",
+    "JobRequest",
+    "ParamsError",
+    "PluginCatalog",
+    "PreparedJob",
+    "RedisCatalog",
+    "Submitter",
+    "enabled_override",
+    "json_bytes",
+]

@@ -358,7 +358,7 @@ class MariaDBServer:
         try:
             async with conn.cursor() as cur:
                 # A connection leaked by an earlier test would hold metadata locks: DROP would wait ~forever.
-                await cur.execute("SET SESSION lock_wait_timeout = 10")
+                await cur.execute("SET SESSION lock_wait_timeout = 10, sql_notes = 0")  # no note for IF EXISTS
                 await cur.execute(
                     "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
                     (self.db,),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -142,6 +143,7 @@ class Orchestrator:
             logger.info("redis: %s", mask_url(settings.redis_url or ""))
         if settings.database_url is None:
             logger.info("change capture: off (no DATABASE_URL set)")
+        logger.info("settings: %s", json.dumps(settings.masked(), separators=(",", ":")))
         try:
             async with redis_connection(settings, start_embedded=False) as (redis, url):
                 self.state.redis_url = mask_url(url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncmy
 import pytest
 import redis.asyncio as aioredis
@@ -22,10 +24,20 @@ async def test_redis_answers(redis_url: str, redis_server: RedisServer) -> None:
         await client.aclose()
 
 
-async def test_redis_is_flushed_between_tests(redis_url: str) -> None:
+@pytest.fixture
+async def dirty_redis(redis_server: RedisServer) -> None:
+    """Leaves a key behind; requested before redis_url, it runs first."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.set("left-over", "1")
+    finally:
+        await client.aclose()
+
+
+async def test_redis_url_starts_empty(dirty_redis: None, redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        assert await client.get("greeting") is None
+        assert await client.dbsize() == 0
     finally:
         await client.aclose()
 
@@ -80,7 +92,25 @@ async def test_mariadb_answers_with_binlog_on(mysql_url: str, mariadb_server: Ma
         await conn.ensure_closed()
 
 
-async def test_mariadb_testdb_is_recreated_between_tests(mysql_url: str, mariadb_server: MariaDBServer) -> None:
+@pytest.fixture
+async def dirty_mariadb(mariadb_server: MariaDBServer) -> AsyncIterator[None]:
+    """Leaves a table behind and an idle connection on testdb; requested before mysql_url, it runs first."""
+    if not mariadb_server.running:
+        mariadb_server.start()
+    conn = await asyncmy.connect(**mariadb_server.connect_kwargs)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("CREATE TABLE IF NOT EXISTS left_over (id INT)")
+            await cur.execute("INSERT INTO left_over VALUES (1)")  # an open transaction holds a metadata lock
+        yield
+    finally:
+        await conn.ensure_closed()
+
+
+async def test_mysql_url_starts_with_an_empty_testdb(
+    dirty_mariadb: None, mysql_url: str, mariadb_server: MariaDBServer
+) -> None:
+    # to drop testdb, mysql_url had to kill the connection whose transaction holds a lock on it
     conn = await asyncmy.connect(**mariadb_server.connect_kwargs)
     try:
         async with conn.cursor() as cur:

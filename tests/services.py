@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -111,7 +111,7 @@ def run_async(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(fn())).result()
 
 
-def _external(what: str) -> None:
+def _external(what: str) -> NoReturn:
     pytest.skip(f"{what} points at an external server: the suite cannot stop or start it")
 
 

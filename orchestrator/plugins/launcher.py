@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.errors import PluginStartError
 from orchestrator.plugins.envs import PythonCmd
@@ -177,8 +177,8 @@ class Launcher:
         timed_out = False
         try:
             result_transport, _ = await loop.connect_read_pipe(lambda: result_proto, os.fdopen(read_fd, "rb", 0))
-            stdin = transport.get_pipe_transport(0)
-            assert isinstance(stdin, asyncio.WriteTransport)
+            # a cast, not an isinstance check: uvloop's pipe transports are not asyncio classes
+            stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
             stdin.write(payload)  # stdin stays open afterwards: it is the child's lifeline
             try:
                 async with asyncio.timeout(timeout_s):

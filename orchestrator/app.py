@@ -169,7 +169,14 @@ class Orchestrator:
             instance_id=self.state.instance_id,
             log_tail_bytes=settings.log_tail_bytes,
         )
-        pool = WorkerPool(redis, self.state.served_queues, runner, store, poll_delay_s=settings.poll_delay_s)
+        pool = WorkerPool(
+            redis,
+            self.state.served_queues,
+            runner,
+            store,
+            instance_id=self.state.instance_id,
+            poll_delay_s=settings.poll_delay_s,
+        )
         heartbeat = Heartbeat(
             store,
             self.state.instance_id,

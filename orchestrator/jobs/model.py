@@ -93,14 +93,6 @@ class Keys:
         return f"orch:queue:{queue}"
 
     @staticmethod
-    def queue_running(queue: str) -> str:
-        return f"orch:queue-running:{queue}"
-
-    @staticmethod
-    def instance_running(instance_id: str) -> str:
-        return f"orch:instance-running:{instance_id}"
-
-    @staticmethod
     def heartbeat(instance_id: str) -> str:
         return f"orch:heartbeat:{instance_id}"
 

@@ -1,9 +1,10 @@
 """The one arq job function: run a plugin job through the launcher and record what happened.
 
 Retries are ours, not arq's: a failed attempt is recorded, then re-scored in arq's queue with an
-exponential backoff (arq's `Retry`); when the attempts are used up the job is `failed` and stays
+exponential backoff; when the attempts are used up the job is `failed` and stays
 listable and re-runnable. A cancellation is either a user's cancel (arq abort: `cancelled`) or a
 shutdown (put back in the queue; the interrupted attempt does not count).
+Every outcome is one atomic script (JobStore.finish).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
-
-from arq.worker import Retry
 
 from orchestrator.errors import PluginError
 from orchestrator.jobs.model import now
@@ -70,7 +70,7 @@ class LogSink:
 
 
 class JobRunner:
-    """Runs one job per call; arq calls `run` as `run_plugin(ctx, job_id)`.
+    """Runs one claimed job per call.
 
     Args:
         store: the job records.
@@ -101,25 +101,28 @@ class JobRunner:
         self.failed = 0
         self.retried = 0
 
-    async def run(self, ctx: dict[str, Any], job_id: str) -> None:
-        worker = ctx["orch_worker"]
-        record = await self.store.start(job_id, worker.queue, self.instance_id)
-        if record is None or record.get("state") != "running":
-            return  # expired, or cancelled while arq was picking it up
+    async def run(self, record: dict[str, Any], *, aborted: Callable[[], bool]) -> None:
+        """Run a claimed job to an outcome and record it.
+
+        Args:
+            record: the claimed job (see JobStore.claim).
+            aborted: tells, on cancellation, whether a user cancelled it (else: shutdown).
+        """
+        job_id = record["job_id"]
         try:
             result = await self._launch(record)
         except Exception as e:
             # A bug or a lost Redis in our own launch path: record it as a failed attempt (retried
-            # like any other) rather than let arq drop the job with its record stuck in `running`.
+            # like any other) rather than leave the record in `running`.
             logger.exception("job %s: internal error while running %s", job_id, record["plugin"])
             result = _error_result(f"internal error: {type(e).__name__}: {e}", "InternalError")
         except asyncio.CancelledError:
-            if job_id in worker.aborting_tasks:
+            if aborted():
                 await asyncio.shield(self._finish(record, "cancelled", {"error": "cancelled while running"}))
             else:
-                # Shutdown: back to the queue; arq keeps it there and deletes its in-progress key.
+                # Shutdown: back to the queue; the interrupted attempt does not count.
                 fields = {"attempt": record["attempt"] - 1, "interrupted": now()}
-                await asyncio.shield(self.store.finish(record, "queued", fields, instance_id=self.instance_id))
+                await asyncio.shield(self.store.finish(record, "queued", fields))
             raise
         await self._record_outcome(record, result)
 
@@ -178,8 +181,8 @@ class JobRunner:
                 "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
                 record["job_id"], record["plugin"], attempt, delay, result.error,
             )  # fmt: skip
-            await self.store.finish(record, "deferred", fields, instance_id=self.instance_id)
-            raise Retry(defer=delay)
+            await self.store.finish(record, "deferred", fields, retry_score_ms=int((now() + delay) * 1000))
+            return
         self.failed += 1
         logger.warning(
             "job %s (%s) failed after %d attempt(s): %s", record["job_id"], record["plugin"], attempt, result.error
@@ -188,7 +191,7 @@ class JobRunner:
 
     async def _finish(self, record: dict[str, Any], state: str, fields: dict[str, Any]) -> None:
         fields.setdefault("finished_at", now())
-        await self.store.finish(record, state, fields, instance_id=self.instance_id)
+        await self.store.finish(record, state, fields)
 
 
 def _error_result(error: str, error_type: str) -> RunResult:

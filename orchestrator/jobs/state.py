@@ -11,17 +11,19 @@ import logging
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 
 from orchestrator.jobs.model import STATES, TERMINAL, Keys, decode_record, encode_record, now, record_to_json
 
 logger = logging.getLogger(__name__)
 
-# KEYS: record, arq job, queue zset, state zset, plugin zset, all-jobs zset
-# ARGV: job_id, ttl_ms, arq payload, queue score, index score, wake channel, field, value, ...
+# KEYS: record, arq job, queue zset, state zset, plugin zset, all-jobs zset, enabled-flags hash
+# ARGV: job_id, ttl_ms, arq payload, queue score, index score, wake channel, plugin, field, value, ...
+# Returns 1 (enqueued), 0 (the id exists: nothing written) or -1 (the plugin was disabled meanwhile).
 _ENQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('HGET', KEYS[7], ARGV[7]) == '0' then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
@@ -32,25 +34,61 @@ redis.call('PUBLISH', ARGV[6], ARGV[1])
 return 1
 """
 
-# KEYS: record, state:queued, state:deferred, state:running, instance-running set, queue-running zset
-# ARGV: job_id, instance id, now
-# Returns the record after the transition, or the untouched record when it is already final
-# (cancelled while arq was picking it up): the caller then does not run it.
-_START = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return nil end
-if st == 'succeeded' or st == 'failed' or st == 'cancelled' then
-  return redis.call('HGETALL', KEYS[1])
+# Claim ready jobs for this worker, all in one round trip. For each id: still in the queue and
+# due, not claimed by anyone (arq's in-progress key, set NX), and its record not final. Returns
+# [id, fields..., id, fields...] for the claimed ones (fields in _CLAIM_FIELDS order).
+# KEYS: queue zset. ARGV: now (s), now (ms), instance id, in-progress ttl ms, job ids...
+_CLAIM = """
+local out = {}
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= tonumber(ARGV[2])
+     and redis.call('SET', 'arq:in-progress:' .. id, '1', 'NX', 'PX', ARGV[4]) then
+    local rec = 'orch:job:' .. id
+    local st = redis.call('HGET', rec, 'state')
+    if st == 'queued' or st == 'deferred' then
+      local attempt = redis.call('HINCRBY', rec, 'attempt', 1)
+      redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[1], 'instance', ARGV[3])
+      if attempt > 1 then
+        redis.call('HDEL', rec, 'finished_at', 'duration_s', 'exit_code', 'error', 'error_type', 'traceback')
+      end
+      redis.call('ZREM', 'orch:state:' .. st, id)
+      redis.call('ZADD', 'orch:state:running', ARGV[1], id)
+      -- Out of the ready range while it runs, so pollers never read past running jobs; the
+      -- offset is taken back when it is put back (shutdown, dead instance).
+      redis.call('ZINCRBY', KEYS[1], __OFFSET__, id)
+      out[#out + 1] = id
+      out[#out + 1] = redis.call('HMGET', rec, __CLAIM_FIELDS__)
+    else
+      -- the record expired or is final (cancelled): this queue entry is an orphan
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('DEL', 'arq:job:' .. id, 'arq:in-progress:' .. id)
+    end
+  end
 end
-redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[3], 'instance', ARGV[2])
-redis.call('HDEL', KEYS[1], 'finished_at', 'duration_s', 'exit_code', 'error', 'error_type', 'traceback')
+return out
+"""
+
+# Leave `running`. KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset
+# ARGV: job_id, now, ttl_ms, mode ('final' | 'retry' | 'putback'), new queue score (retry),
+#       done channel, field, value, ...
+_FINISH = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
-return redis.call('HGETALL', KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('DEL', KEYS[4])
+if ARGV[4] == 'final' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('DEL', KEYS[5])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  redis.call('PUBLISH', ARGV[6], ARGV[1])
+elseif ARGV[4] == 'retry' then
+  redis.call('ZADD', KEYS[6], 'XX', ARGV[5], ARGV[1])
+else
+  redis.call('ZINCRBY', KEYS[6], -__OFFSET__, ARGV[1])
+end
+return 1
 """
 
 # KEYS: record, arq job, queue zset, arq in-progress, state:queued, state:deferred, state:cancelled, arq abort zset
@@ -67,7 +105,7 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[6], ARGV[1])
   redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], 'cancelled')
+  redis.call('PUBLISH', ARGV[4], ARGV[1])
   return 'cancelled'
 end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
@@ -77,30 +115,43 @@ return 'cancelling'
 """
 
 # Put back every job a dead instance was running: arq's in-progress key would otherwise hold
-# them until the job timeout. KEYS: instance-running set, instances hash, state:running, state:queued
-# ARGV: instance id, now. Returns the released job ids.
+# them until it expires. KEYS: state:running, state:queued, instances hash. ARGV: instance id, now.
+# Returns the released job ids.
 _RELEASE = """
-local ids = redis.call('SMEMBERS', KEYS[1])
-for _, id in ipairs(ids) do
+local released = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local rec = 'orch:job:' .. id
-  redis.call('DEL', 'arq:in-progress:' .. id)
-  if redis.call('HGET', rec, 'state') == 'running' then
-    local q = redis.call('HGET', rec, 'queue')
-    redis.call('HINCRBY', rec, 'attempt', -1)
-    redis.call('HSET', rec, 'state', 'queued', 'interrupted', ARGV[2])
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZADD', KEYS[4], ARGV[2], id)
-    if q then
-      redis.call('ZREM', 'orch:queue-running:' .. q, id)
-      redis.call('PUBLISH', 'orch:wake:' .. q, id)
+  local owner = redis.call('HGET', rec, 'instance')
+  if owner == ARGV[1] or owner == false then
+    redis.call('DEL', 'arq:in-progress:' .. id)
+    redis.call('ZREM', KEYS[1], id)
+    if owner == ARGV[1] then
+      redis.call('HINCRBY', rec, 'attempt', -1)
+      redis.call('HSET', rec, 'state', 'queued', 'interrupted', ARGV[2])
+      redis.call('ZADD', KEYS[2], ARGV[2], id)
+      local q = redis.call('HGET', rec, 'queue')
+      if q then
+        redis.call('ZINCRBY', 'orch:queue:' .. q, -__OFFSET__, id)
+        redis.call('PUBLISH', 'orch:wake:' .. q, id)
+      end
+      released[#released + 1] = id
     end
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('DEL', 'orch:heartbeat:' .. ARGV[1])
-return ids
+return released
 """
+
+# What a worker needs of a claimed job (everything else stays in Redis).
+_CLAIM_FIELDS = (
+    "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
+    "timeout_s", "context", "batch_id",
+)  # fmt: skip
+# Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
+CLAIMED_OFFSET_MS = 10**14
+_CLAIM = _CLAIM.replace("__CLAIM_FIELDS__", ", ".join(f"'{f}'" for f in _CLAIM_FIELDS))
+_CLAIM, _FINISH, _RELEASE = (s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for s in (_CLAIM, _FINISH, _RELEASE))
 
 
 class JobStore:
@@ -115,18 +166,24 @@ class JobStore:
         self.redis = redis
         self.ttl_ms = int(result_ttl_s * 1000)
         self._enqueue = redis.register_script(_ENQUEUE)
-        self._start = redis.register_script(_START)
         self._cancel = redis.register_script(_CANCEL)
         self._release = redis.register_script(_RELEASE)
+        self._claim = redis.register_script(_CLAIM)
+        self._finish = redis.register_script(_FINISH)
 
     # -- writes --
-    async def enqueue(self, record: dict[str, Any], *, arq_payload: bytes, score: int) -> bool:
-        """Create the record and the arq job at once; False (nothing written) if the id exists."""
+    async def enqueue(self, record: dict[str, Any], *, arq_payload: bytes, score: int) -> int:
+        """Create the record and the arq job at once.
+
+        Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
+        disabled: the flag is checked inside the same script, so a disable is never raced).
+        """
         job_id = record["job_id"]
-        fields = encode_record(record)
-        args: list[Any] = [job_id, self.ttl_ms, arq_payload, score, record["enqueued_at"]]
-        args.append(Keys.wake_channel(record["queue"]))
-        for k, v in fields.items():
+        args: list[Any] = [
+            job_id, self.ttl_ms, arq_payload, score, record["enqueued_at"], Keys.wake_channel(record["queue"]),
+            record["plugin"],
+        ]  # fmt: skip
+        for k, v in encode_record(record).items():
             args += [k, v]
         keys = [
             Keys.job(job_id),
@@ -135,50 +192,44 @@ class JobStore:
             Keys.state(record["state"]),
             Keys.plugin_jobs(record["plugin"]),
             Keys.all_jobs,
+            Keys.plugin_enabled,
         ]
-        return bool(await self._enqueue(keys=keys, args=args))
+        return int(await self._enqueue(keys=keys, args=args))
 
-    async def start(self, job_id: str, queue: str, instance_id: str) -> dict[str, Any] | None:
+    async def claim(
+        self, queue: str, job_ids: list[str], instance_id: str, in_progress_ttl_ms: int
+    ) -> list[dict[str, Any]]:
+        """Claim the given ready jobs for this instance; returns the records of those it got."""
+        if not job_ids:
+            return []
+        ts = now()
+        flat = await self._claim(
+            keys=[Keys.queue(queue)], args=[ts, int(ts * 1000), instance_id, in_progress_ttl_ms, *job_ids]
+        )
+        claimed = []
+        for job_id, values in zip(flat[::2], flat[1::2], strict=True):
+            raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
+            claimed.append({**decode_record(raw), "job_id": job_id.decode(), "started_at": ts})
+        return claimed
+
+    async def finish(
+        self, record: dict[str, Any], new_state: str, fields: dict[str, Any], *, retry_score_ms: int = 0
+    ) -> None:
+        """Leave `running` for a final state, `deferred` (a retry at `retry_score_ms`) or `queued` (put back)."""
+        job_id = record["job_id"]
+        mode = "final" if new_state in TERMINAL else "retry" if new_state == "deferred" else "putback"
+        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id)]
+        for k, v in encode_record({**fields, "state": new_state}).items():
+            args += [k, v]
         keys = [
             Keys.job(job_id),
-            Keys.state("queued"),
-            Keys.state("deferred"),
             Keys.state("running"),
-            Keys.instance_running(instance_id),
-            Keys.queue_running(queue),
+            Keys.state(new_state),
+            in_progress_key_prefix + job_id,
+            job_key_prefix + job_id,
+            Keys.queue(record["queue"]),
         ]
-        flat = await self._start(keys=keys, args=[job_id, instance_id, now()])
-        if not flat:
-            return None
-        return decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-
-    async def finish(self, record: dict[str, Any], new_state: str, fields: dict[str, Any], *, instance_id: str) -> None:
-        """Leave `running` for `new_state` (a final state, `deferred` for a retry, `queued` when put back)."""
-        job_id = record["job_id"]
-        ts = now()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(Keys.job(job_id), mapping=encode_record({**fields, "state": new_state}))
-            pipe.pexpire(Keys.job(job_id), self.ttl_ms)
-            pipe.zrem(Keys.state("running"), job_id)
-            pipe.zadd(Keys.state(new_state), {job_id: ts})
-            pipe.srem(Keys.instance_running(instance_id), job_id)
-            pipe.zrem(Keys.queue_running(record["queue"]), job_id)
-            if new_state in TERMINAL:
-                pipe.publish(Keys.done_channel(job_id), new_state)
-            await pipe.execute()
-
-    async def mark_final_without_run(self, job_id: str, state: str, error: str) -> None:
-        """arq gave up on a job before our code ran (aborted before start, expired payload)."""
-        ts = now()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(Keys.job(job_id), mapping={"state": state, "finished_at": str(ts), "error": error})
-            pipe.pexpire(Keys.job(job_id), self.ttl_ms)
-            for s in STATES:
-                if s != state:
-                    pipe.zrem(Keys.state(s), job_id)
-            pipe.zadd(Keys.state(state), {job_id: ts})
-            pipe.publish(Keys.done_channel(job_id), state)
-            await pipe.execute()
+        await self._finish(keys=keys, args=args)
 
     async def cancel(self, job_id: str, queue: str) -> str:
         """'cancelled' (it was waiting), 'cancelling' (it runs: its worker stops it), a final state, or 'missing'."""
@@ -196,7 +247,7 @@ class JobStore:
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def release_instance(self, instance_id: str) -> list[str]:
-        keys = [Keys.instance_running(instance_id), Keys.instances, Keys.state("running"), Keys.state("queued")]
+        keys = [Keys.state("running"), Keys.state("queued"), Keys.instances]
         ids = await self._release(keys=keys, args=[instance_id, now()])
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
@@ -208,10 +259,6 @@ class JobStore:
                 pipe.xadd(Keys.log(job_id), {"s": stream, "l": line}, maxlen=max_lines, approximate=True)
             pipe.pexpire(Keys.log(job_id), self.ttl_ms)
             await pipe.execute()
-
-    async def forget_retry_counter(self, job_id: str) -> None:
-        # arq counts its own tries and gives up after max_tries; ours are counted in the record.
-        await self.redis.delete(retry_key_prefix + job_id)
 
     # -- reads --
     async def get(self, job_id: str) -> dict[str, Any] | None:
@@ -257,15 +304,25 @@ class JobStore:
                 pipe.zcard(Keys.state(s))
             for q in queues:
                 pipe.zcard(Keys.queue(q))
-                pipe.zcard(Keys.queue_running(q))
+            pipe.zrange(Keys.state("running"), 0, -1)
             counts = await pipe.execute()
         states = dict(zip(STATES, counts[: len(STATES)], strict=True))
-        out_queues = {}
-        rest = counts[len(STATES) :]
-        for i, (q, concurrency) in enumerate(queues.items()):
-            total, running = rest[2 * i], rest[2 * i + 1]
+        totals = counts[len(STATES) : len(STATES) + len(queues)]
+        # Running jobs are few (bounded by the total concurrency): count them per queue from their records.
+        running_ids = [i.decode() for i in counts[-1]]
+        running: dict[str, int] = dict.fromkeys(queues, 0)
+        if running_ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in running_ids:
+                    pipe.hget(Keys.job(job_id), "queue")
+                for q in await pipe.execute():
+                    if q is not None and q.decode() in running:
+                        running[q.decode()] += 1
+        out_queues = {
             # arq keeps a running job in its queue set until it finishes
-            out_queues[q] = {"depth": max(total - running, 0), "running": running, "concurrency": concurrency}
+            q: {"depth": max(total - running[q], 0), "running": running[q], "concurrency": concurrency}
+            for (q, concurrency), total in zip(queues.items(), totals, strict=True)
+        }
         return {"states": states, "queues": out_queues}
 
     async def trim_indexes(self) -> int:

@@ -154,8 +154,14 @@ class Submitter:
         return PreparedJob(record=record, score=score, enqueue_ms=int(ts * 1000))
 
     async def write(self, job: PreparedJob) -> bool:
+        """Enqueue; False when a job with this id already exists (nothing written)."""
+        # arq's payload format, so arq's own tools can read the queue.
         payload = serialize_job(ARQ_FUNCTION, (job.record["job_id"],), {}, None, job.enqueue_ms, serializer=json_bytes)
-        return await self.store.enqueue(job.record, arq_payload=payload, score=job.score)
+        outcome = await self.store.enqueue(job.record, arq_payload=payload, score=job.score)
+        if outcome < 0:
+            msg = f"plugin {job.record['plugin']!r} is disabled (orchestrator plugins enable {job.record['plugin']})"
+            raise JobError(msg)
+        return outcome == 1
 
     async def submit(self, request: JobRequest) -> tuple[str, bool]:
         """(job id, created). created is False when a job with that id already exists."""

@@ -6,13 +6,23 @@ DB_CHANGE_POLLING_INTERVAL) keep working unchanged; everything else is ORCH_* or
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from orchestrator.errors import ConfigError
 
@@ -21,7 +31,7 @@ MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "m
 
 
 def _alias(*names: str, default: Any = None) -> Any:
-    """Env names first (case-insensitive), then the TOML key (the field name itself)."""
+    """The env names of a field. The TOML key is the field name (populate_by_name), never an env name."""
     return Field(default=default, validation_alias=AliasChoices(*names))
 
 
@@ -64,59 +74,51 @@ class Settings(BaseSettings):
     )
 
     # -- seed names (REQUIREMENTS.md): must keep working unchanged --
-    redis_url: str | None = _alias("ORCH_REDIS_URL", "REDIS_URL", "redis_url")
-    database_url: SecretStr | None = _alias("ORCH_DATABASE_URL", "DATABASE_URL", "database_url")
+    redis_url: str | None = _alias("ORCH_REDIS_URL", "REDIS_URL")
+    database_url: SecretStr | None = _alias("ORCH_DATABASE_URL", "DATABASE_URL")
     es_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=AliasChoices("ORCH_ES_HOSTS", "ES_HOSTS", "es_hosts")
+        default_factory=list, validation_alias=AliasChoices("ORCH_ES_HOSTS", "ES_HOSTS")
     )
-    es_username: str | None = _alias("ORCH_ES_USERNAME", "ES_USERNAME", "es_username")
-    es_password: SecretStr | None = _alias("ORCH_ES_PASSWORD", "ES_PASSWORD", "es_password")
+    es_username: str | None = _alias("ORCH_ES_USERNAME", "ES_USERNAME")
+    es_password: SecretStr | None = _alias("ORCH_ES_PASSWORD", "ES_PASSWORD")
     es_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        default=30.0, validation_alias=AliasChoices("ORCH_ES_TIMEOUT", "ES_TIMEOUT", "es_timeout_s")
+        default=30.0, validation_alias=AliasChoices("ORCH_ES_TIMEOUT", "ES_TIMEOUT")
     )
-    plugins_dir: Path = Field(
-        default=Path("plugins"), validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR", "plugins_dir")
-    )
-    plugin_venv_dir: Path | None = _alias("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR", "plugin_venv_dir")
+    plugins_dir: Path = Field(default=Path("plugins"), validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR"))
+    plugin_venv_dir: Path | None = _alias("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR")
     db_change_polling_interval_s: Annotated[float, Field(gt=0)] = Field(
         default=5.0,
-        validation_alias=AliasChoices(
-            "ORCH_DB_CHANGE_POLLING_INTERVAL", "DB_CHANGE_POLLING_INTERVAL", "db_change_polling_interval_s"
-        ),
+        validation_alias=AliasChoices("ORCH_DB_CHANGE_POLLING_INTERVAL", "DB_CHANGE_POLLING_INTERVAL"),
     )
 
     # -- process --
-    state_dir: Path = _alias("ORCH_STATE_DIR", "state_dir", default=Path(".orchestrator"))
-    instance_id: str | None = _alias("ORCH_INSTANCE_ID", "instance_id")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _alias("ORCH_LOG_LEVEL", "log_level", default="INFO")
-    log_format: Literal["auto", "console", "json"] = _alias("ORCH_LOG_FORMAT", "log_format", default="auto")
-    shutdown_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_SHUTDOWN_GRACE_S", "shutdown_grace_s", default=30.0)
+    state_dir: Path = _alias("ORCH_STATE_DIR", default=Path(".orchestrator"))
+    instance_id: str | None = _alias("ORCH_INSTANCE_ID")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _alias("ORCH_LOG_LEVEL", default="INFO")
+    log_format: Literal["auto", "console", "json"] = _alias("ORCH_LOG_FORMAT", default="auto")
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_SHUTDOWN_GRACE_S", default=30.0)
 
     # -- monitor --
-    http_host: str = _alias("ORCH_HTTP_HOST", "http_host", default="127.0.0.1")
-    http_port: Annotated[int, Field(ge=0, le=65535)] = _alias("ORCH_HTTP_PORT", "http_port", default=8080)
-    api_token: SecretStr | None = _alias("ORCH_API_TOKEN", "api_token")
+    http_host: str = _alias("ORCH_HTTP_HOST", default="127.0.0.1")
+    http_port: Annotated[int, Field(ge=0, le=65535)] = _alias("ORCH_HTTP_PORT", default=8080)
+    api_token: SecretStr | None = _alias("ORCH_API_TOKEN")
 
     # -- jobs --
     queues: dict[str, QueueSettings] = Field(
-        default_factory=_default_queues, validation_alias=AliasChoices("ORCH_QUEUES", "queues")
+        default_factory=_default_queues, validation_alias=AliasChoices("ORCH_QUEUES")
     )
-    default_queue: str = _alias("ORCH_DEFAULT_QUEUE", "default_queue", default="default")
-    job_timeout_s: Annotated[float, Field(gt=0)] = _alias(
-        "ORCH_JOB_TIMEOUT_S", "job_timeout_s", default=1800.0
-    )  # the seed hard time limit: 30 min
-    kill_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_KILL_GRACE_S", "kill_grace_s", default=5.0)
-    max_retries: Annotated[int, Field(ge=0)] = _alias("ORCH_MAX_RETRIES", "max_retries", default=3)
-    retry_backoff_s: Annotated[float, Field(ge=0)] = _alias(
-        "ORCH_RETRY_BACKOFF_S", "retry_backoff_s", default=60.0
-    )  # the seed countdown=60
-    result_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_RESULT_TTL_S", "result_ttl_s", default=7 * 24 * 3600.0)
-    log_tail_bytes: Annotated[int, Field(ge=1024)] = _alias("ORCH_LOG_TAIL_BYTES", "log_tail_bytes", default=64 * 1024)
-    heartbeat_interval_s: Annotated[float, Field(gt=0)] = _alias(
-        "ORCH_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", default=2.0
-    )
-    instance_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_INSTANCE_TTL_S", "instance_ttl_s", default=10.0)
-    poll_delay_s: Annotated[float, Field(gt=0)] = _alias("ORCH_POLL_DELAY_S", "poll_delay_s", default=1.0)
+    default_queue: str = _alias("ORCH_DEFAULT_QUEUE", default="default")
+    # the seed's hard time limit: 30 min
+    job_timeout_s: Annotated[float, Field(gt=0)] = _alias("ORCH_JOB_TIMEOUT_S", default=1800.0)
+    kill_grace_s: Annotated[float, Field(ge=0)] = _alias("ORCH_KILL_GRACE_S", default=5.0)
+    max_retries: Annotated[int, Field(ge=0)] = _alias("ORCH_MAX_RETRIES", default=3)
+    # the seed's countdown=60
+    retry_backoff_s: Annotated[float, Field(ge=0)] = _alias("ORCH_RETRY_BACKOFF_S", default=60.0)
+    result_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_RESULT_TTL_S", default=7 * 24 * 3600.0)
+    log_tail_bytes: Annotated[int, Field(ge=1024)] = _alias("ORCH_LOG_TAIL_BYTES", default=64 * 1024)
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = _alias("ORCH_HEARTBEAT_INTERVAL_S", default=2.0)
+    instance_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_INSTANCE_TTL_S", default=10.0)
+    poll_delay_s: Annotated[float, Field(gt=0)] = _alias("ORCH_POLL_DELAY_S", default=1.0)
 
     @field_validator("es_hosts", mode="before")
     @classmethod
@@ -131,10 +133,15 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in MYSQL_SCHEMES:
-            msg = f"scheme {scheme!r} is not MySQL; expected one of {', '.join(sorted(MYSQL_SCHEMES))}"
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in MYSQL_SCHEMES:
+            msg = f"scheme {parts.scheme!r} is not MySQL; expected one of {', '.join(sorted(MYSQL_SCHEMES))}"
             raise ValueError(msg)
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            # never echo the URL: it holds the password (an unencoded '#', '/' or '?' in it lands here too)
+            raise ValueError("the port is not a number (percent-encode special characters in the password)") from None
         return value
 
     @field_validator("redis_url", mode="after")
@@ -154,6 +161,24 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _default_queue_is_configured(self) -> Settings:
+        if self.default_queue not in self.queues and "default_queue" not in self.model_fields_set:
+            # Users list their named queues (warehouse, statistics, ...) as they had them in Celery;
+            # jobs that name no queue still need one.
+            self.queues[self.default_queue] = QueueSettings()
+        if self.default_queue not in self.queues:
+            msg = (
+                f"default_queue {self.default_queue!r} is not a configured queue ({', '.join(self.queues)}); "
+                f"add [queues.{self.default_queue}] or set default_queue"
+            )
+            raise ValueError(msg)
+        return self
+
+    def __repr_args__(self) -> Any:
+        # repr() must not leak secrets either (a Redis URL may carry a password)
+        yield from self.masked().items()
 
     @classmethod
     def settings_customise_sources(
@@ -200,15 +225,14 @@ class Settings(BaseSettings):
 
 def mask_url(url: str) -> str:
     """`mysql://u:secret@h/db` -> `mysql://u:***@h/db`; URLs without a password are returned as-is."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    if parts.password is None:
+    # Split by hand: urlsplit stops the host part at an unencoded '#', '/' or '?' in the password.
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -248,4 +272,10 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as e:
         where = f" (in {path} or the environment)" if path else ""
         msg = f"bad setting{where}: {format_validation_error(e)}"
+        raise ConfigError(msg) from e
+    except SettingsError as e:
+        # e.g. ORCH_QUEUES that is not JSON; the message names the field, not the value
+        field = re.search(r'field "(\w+)"', str(e))
+        name = f"ORCH_{field.group(1).upper()}" if field else "settings"
+        msg = f"bad setting: {name}: cannot parse the value" + (f" ({e.__cause__})" if e.__cause__ else "")
         raise ConfigError(msg) from e

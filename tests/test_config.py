@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic_settings import SettingsError
 
 from orchestrator.config import MYSQL_SCHEMES, QueueSettings, Settings, load_settings, mask_url
 from orchestrator.errors import ConfigError
@@ -80,7 +79,8 @@ def test_orch_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_QUEUES", '{"warehouse": {"concurrency": 2}}')
     s = load_settings()
     assert (s.http_port, s.log_level, s.state_dir) == (9000, "DEBUG", Path("/var/lib/orch"))
-    assert s.queues == {"warehouse": QueueSettings(concurrency=2)}
+    # the default queue is added when the named queues do not include it
+    assert s.queues == {"warehouse": QueueSettings(concurrency=2), "default": QueueSettings()}
 
 
 def test_unix_socket_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,15 +237,9 @@ def test_settings_is_the_loaded_type() -> None:
     assert isinstance(load_settings(), Settings)
 
 
-# -- known bugs in config.py (reported; xfail until fixed) --
+# -- bugs found in review, fixed: these guard against their return --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="config.py bug: the TOML-key alias of every field is also read as an env name, so unprefixed "
-    "STATE_DIR, LOG_LEVEL, HTTP_PORT, API_TOKEN... from the environment or .env change the settings",
-)
 @pytest.mark.parametrize(
     ("name", "value", "field", "default"),
     [
@@ -262,35 +256,18 @@ def test_only_orch_names_and_seed_names_come_from_environment(
     assert getattr(load_settings(), field) == default
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SettingsError,
-    reason="config.py bug: invalid JSON in ORCH_QUEUES raises pydantic_settings.SettingsError, not ConfigError",
-)
 def test_bad_json_in_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_QUEUES", "{warehouse: 3")
     with pytest.raises(ConfigError, match="QUEUES"):
         load_settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="config.py bug: DATABASE_URL is only checked for its scheme; a bad port passes load_settings() "
-    "and mysql_params() later raises a bare ValueError",
-)
 def test_database_url_with_bad_port_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "mysql://app:pw@db:33o6/shop")
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         load_settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="config.py bug: a password with an unencoded '#' (or '/', '?') ends the netloc for urlsplit, so "
-    "mask_url() finds no password and masked() prints the URL with the secret in clear",
-)
 def test_masked_never_shows_an_unencoded_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "mysql+pymysql://app:ab#cd@db:3306/shop")
     try:
@@ -301,12 +278,6 @@ def test_masked_never_shows_an_unencoded_password(monkeypatch: pytest.MonkeyPatc
     assert "ab#cd" not in json.dumps(s.masked())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="config.py bug: a [queues.*] table replaces the default high/default/low queues, so default_queue "
-    "names a queue that has no settings; nothing checks default_queue against queues",
-)
 @pytest.mark.parametrize(
     ("toml", "env"),
     [("[queues.warehouse]\nconcurrency = 3\n", {}), ("", {"ORCH_DEFAULT_QUEUE": "nowhere"})],

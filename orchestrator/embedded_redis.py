@@ -112,7 +112,7 @@ class EmbeddedRedis:
             # everysec bounds the loss to one second only if the machine itself goes down.
             "--appendfsync", "everysec",
             "--save", "",
-            "--daemonize", "no",
+            "--daemonize", "yes",
             "--pidfile", str(self.data_dir / "redis.pid"),
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
@@ -121,15 +121,16 @@ class EmbeddedRedis:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # outlive a kill -9 of this process; reused by the next one
+            start_new_session=True,
         )
+        # --daemonize: the server forks away and this child exits at once, so the server outlives a
+        # kill -9 of this process and no handle to a still-running child is left behind.
+        await proc.wait()
         for _ in range(200):
             if await self.ping():
                 self.started_here = True
-                logger.info("embedded redis started pid=%d socket=%s", proc.pid, self.socket_path)
+                logger.info("embedded redis started socket=%s", self.socket_path)
                 return
-            if proc.returncode is not None:
-                break
             await asyncio.sleep(0.025)
         log_tail = await asyncio.to_thread(_tail, self.data_dir / "redis.log")
         msg = f"embedded redis-server did not start (see {self.data_dir / 'redis.log'}): {log_tail}"

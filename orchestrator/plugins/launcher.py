@@ -38,6 +38,7 @@ OutputFn = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 # After the child exits, how long its pipes may stay open (held by an escaped grandchild) before we stop reading.
 DRAIN_S = 1.0
+_DECODE_INLINE_BYTES = 1 << 20
 _SIGNAL_HINTS = {signal.SIGXCPU: " (cpu_seconds limit)", signal.SIGKILL: ""}
 
 
@@ -141,7 +142,7 @@ class Launcher:
             "limits": manifest.limits.model_dump() if manifest.limits else None,
         }
         payload = json.dumps(request, default=_json_default).encode() + b"\n"
-        env = self._child_env(plugin, context)
+        env = self._child_env(plugin, context, python[0])
         capture = LogCapture(self.log_cap_bytes, self.max_line_bytes, on_output)
         loop = asyncio.get_running_loop()
         interpreter, flags = python
@@ -201,8 +202,16 @@ class Launcher:
                 transport.close()
                 if result_transport is not None:
                     result_transport.close()
+        raw = result_proto.line()
+        reply: Any = None
+        if raw is not None:
+            try:  # a big result is decoded off the loop
+                reply = json.loads(raw) if len(raw) < _DECODE_INLINE_BYTES else await asyncio.to_thread(json.loads, raw)
+            except ValueError:
+                reply = None
         return _outcome(
-            raw=result_proto.line(),
+            raw=raw,
+            reply=reply,
             too_large=result_proto.too_large,
             exit_code=transport.get_returncode(),
             timed_out=timed_out,
@@ -224,10 +233,14 @@ class Launcher:
             _killpg(pid, signal.SIGKILL)  # runs even if we are cancelled again while waiting
         await asyncio.shield(proto.exited)
 
-    def _child_env(self, plugin: PluginInfo, context: dict[str, Any]) -> dict[str, str]:
+    def _child_env(self, plugin: PluginInfo, context: dict[str, Any], interpreter: Path) -> dict[str, str]:
         source = os.environ if self.env_source is None else self.env_source
         declared = plugin.manifest.env if plugin.manifest else []
         env = {name: source[name] for name in (*BASE_ENV, *declared) if name in source}
+        if plugin.venv is not None and plugin.venv in interpreter.parents:
+            # as if activated: console scripts of the plugin's dependencies are found by name
+            env["PATH"] = os.pathsep.join(filter(None, [str(plugin.venv / "bin"), env.get("PATH")]))
+            env["VIRTUAL_ENV"] = str(plugin.venv)
         env.update(ORCH_PLUGIN=plugin.name, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         if context.get("job_id") is not None:
             env["ORCH_JOB_ID"] = str(context["job_id"])
@@ -237,6 +250,7 @@ class Launcher:
 def _outcome(
     *,
     raw: bytes | None,
+    reply: Any,
     too_large: bool,
     exit_code: int | None,
     timed_out: bool,
@@ -249,16 +263,9 @@ def _outcome(
     base = RunResult(
         ok=False, exit_code=exit_code, timed_out=timed_out, duration_s=duration_s, log_tail=log_tail, pid=pid
     )
-    reply: dict[str, Any] | None = None
-    if raw is not None:
-        try:
-            decoded = json.loads(raw)
-            reply = decoded if isinstance(decoded, dict) and "ok" in decoded else None
-        except ValueError:
-            reply = None
-        if reply is None:
-            base.error_type, base.error = "ProtocolError", f"the plugin process sent a malformed result: {raw[:200]!r}"
-            return base
+    if raw is not None and not (isinstance(reply, dict) and "ok" in reply):
+        base.error_type, base.error = "ProtocolError", f"the plugin process sent a malformed result: {raw[:200]!r}"
+        return base
     if reply is not None:
         base.result = reply.get("result")
     if timed_out:

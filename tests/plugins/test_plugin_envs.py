@@ -15,9 +15,12 @@ from orchestrator.plugins import Launcher, Manifest, PluginRegistry, VenvManager
 from orchestrator.plugins.envs import READY_MARKER
 
 MakePlugin = Callable[..., Path]
-USES_INICONFIG = (
-    "import iniconfig, sys\ndef run(**kw):\n    return {'prefix': sys.prefix, 'file': iniconfig.__file__}\n"
-)
+USES_INICONFIG = """
+import iniconfig, os, sys
+def run(**kw):
+    env = os.environ
+    return {"prefix": sys.prefix, "file": iniconfig.__file__, "path": env["PATH"], "venv": env["VIRTUAL_ENV"]}
+"""
 
 
 def listing(folder: Path) -> list[str]:
@@ -69,6 +72,8 @@ async def test_venv_built_once_then_reused(
     assert result.ok, result
     assert Path(result.result["prefix"]) == info.venv  # runs from the final location after the rename
     assert result.result["file"].startswith(str(info.venv))
+    assert result.result["path"].startswith(f"{info.venv / 'bin'}:")  # as if activated
+    assert result.result["venv"] == str(info.venv)
 
     # A restarted orchestrator (new manager, new registry) finds the venv ready without building.
     envs2 = VenvManager(venv_dir)

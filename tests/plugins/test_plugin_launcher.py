@@ -187,6 +187,15 @@ async def test_async_entry_point(launcher: Launcher, load_plugin: LoadPlugin) ->
     assert result.result["n"] == 42
 
 
+async def test_big_result_comes_back_whole(launcher: Launcher, load_plugin: LoadPlugin) -> None:
+    info = await load_plugin("big", "def run(**kw):\n    return {'blob': 'x' * 3_000_000, 'n': list(range(100_000))}\n")
+    result = await run(launcher, info)
+    assert result.ok, result.error
+    assert len(result.result["blob"]) == 3_000_000 and result.result["n"][-1] == 99_999
+    small = await run(Launcher(result_cap_bytes=1000), info)
+    assert not small.ok and small.error_type == "ResultTooLarge"
+
+
 async def test_prints_cannot_corrupt_the_result(launcher: Launcher, load_plugin: LoadPlugin) -> None:
     info = await load_plugin(
         "liar",

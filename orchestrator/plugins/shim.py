@@ -207,7 +207,10 @@ def main() -> None:
         out, ok = handle(request, dumps)
     except Exception as exc:  # noqa: BLE001 - a malformed request is a parent bug, reported like a plugin error
         out, ok = dumps(_error(exc, "ShimError")), False
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()  # the plugin's last lines before its result, in the log
+    except (OSError, ValueError):
+        pass  # the plugin closed or broke stdout: its result still goes out
     _write_all(result_fd, out.encode("ascii") + b"\n")
     os.close(result_fd)
     if not ok:

@@ -196,6 +196,15 @@ async def test_big_result_comes_back_whole(launcher: Launcher, load_plugin: Load
     assert not small.ok and small.error_type == "ResultTooLarge"
 
 
+async def test_plugin_closing_its_stdio_still_returns(launcher: Launcher, load_plugin: LoadPlugin) -> None:
+    info = await load_plugin(
+        "closer",
+        "import sys\ndef run(**kw):\n    print('bye')\n    sys.stdout.close()\n    sys.stdin.close()\n    return 5\n",
+    )
+    result = await run(launcher, info)
+    assert result.ok and result.result == 5, result
+
+
 async def test_prints_cannot_corrupt_the_result(launcher: Launcher, load_plugin: LoadPlugin) -> None:
     info = await load_plugin(
         "liar",

@@ -196,6 +196,7 @@ class Orchestrator:
             settings.http_port,
         )
         self.http = http
+        await http.start()
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(pool.run(), name="workers"),
@@ -204,7 +205,6 @@ class Orchestrator:
                 tg.create_task(self._build_venvs(registry, store), name="venv-builder"),
             ]
             self._tasks = {t.get_name(): t for t in tasks}
-            await http.started.wait()
             self.ready.set()
             await self.stop_event.wait()
             logger.info("shutdown requested: no new jobs are taken")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator import commands
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
+from orchestrator.errors import ConfigError, JobError, NotFoundError, OrchestratorError, PluginError, StartupError
 from orchestrator.logs import configure
 from orchestrator.render import Output
 
@@ -176,7 +176,10 @@ def _interrupt() -> None:
 async def _guard(coro: Awaitable[int], out: Output) -> int:
     """Map the error tree to exit codes in one place."""
     try:
-        return await coro
+        return await _unwrap_groups(coro)
+    except StartupError as e:
+        out.error(str(e))
+        return EXIT_FAILED
     except (ConfigError, JobError, PluginError) as e:
         out.error(str(e))
         if out.as_json:
@@ -188,6 +191,20 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
     except json.JSONDecodeError as e:
         out.error(f"bad JSON: {e}")
         return EXIT_USAGE
+
+
+async def _unwrap_groups(coro: Awaitable[int]) -> int:
+    """A component that fails inside the app's TaskGroup arrives as an ExceptionGroup: surface the
+    first error of ours so it gets its one-line message and exit code, not a traceback."""
+    try:
+        return await coro
+    except* OrchestratorError as group:
+        raise _first(group) from None
+
+
+def _first(group: BaseExceptionGroup[OrchestratorError]) -> OrchestratorError:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def entry() -> None:  # pragma: no cover

@@ -48,5 +48,9 @@ class NotFoundError(OrchestratorError):
     """A job, batch, schedule or plugin does not exist."""
 
 
+class StartupError(OrchestratorError):
+    """`orchestrator run` cannot start a component (a port in use, Redis unreachable)."""
+
+
 class ChangeFeedError(OrchestratorError):
     """The MySQL change feed cannot be read."""

@@ -64,6 +64,7 @@ class Heartbeat:
         if released:
             logger.warning("instance %s restarted: released %d interrupted job(s)", self.instance_id, len(released))
         await self.beat()
+        self.healthy = True
 
     async def beat(self) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -85,9 +85,16 @@ class QueueWorker(Worker):
     async def serve(self, tg: asyncio.TaskGroup) -> None:
         """Claim and start jobs until cancelled; job tasks go into `tg`."""
         self._tg = tg
+        backoff_s = 0.1
         while True:
             self.wake.clear()
-            next_due_s = await self._poll_iteration_timed()
+            try:
+                next_due_s = await self._poll_iteration_timed()
+                backoff_s = 0.1
+            except (RedisError, OSError) as e:
+                # Redis went away: keep the running jobs, retry with backoff, never crash the process.
+                logger.warning("worker.%s redis_error=%s retry_in=%.1fs", self.queue, e, backoff_s)
+                next_due_s, backoff_s = backoff_s, min(backoff_s * 2, 5.0)
             try:
                 async with asyncio.timeout(min(self.poll_delay_s, next_due_s)):
                     await self.wake.wait()

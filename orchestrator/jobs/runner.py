@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from orchestrator.errors import PluginError
 from orchestrator.jobs.model import now
@@ -122,7 +124,8 @@ class JobRunner:
             else:
                 # Shutdown: back to the queue; the interrupted attempt does not count.
                 fields = {"attempt": record["attempt"] - 1, "interrupted": now()}
-                await asyncio.shield(self.store.finish(record, "queued", fields))
+                # Bounded: at shutdown with Redis away, the heartbeat expiry puts it back instead.
+                await asyncio.shield(self._durably(self.store.finish, record, "queued", fields, give_up_after_s=5.0))
             raise
         await self._record_outcome(record, result)
 
@@ -181,7 +184,8 @@ class JobRunner:
                 "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
                 record["job_id"], record["plugin"], attempt, delay, result.error,
             )  # fmt: skip
-            await self.store.finish(record, "deferred", fields, retry_score_ms=int((now() + delay) * 1000))
+            retry_at_ms = int((now() + delay) * 1000)
+            await self._durably(self.store.finish, record, "deferred", fields, retry_score_ms=retry_at_ms)
             return
         self.failed += 1
         logger.warning(
@@ -191,7 +195,26 @@ class JobRunner:
 
     async def _finish(self, record: dict[str, Any], state: str, fields: dict[str, Any]) -> None:
         fields.setdefault("finished_at", now())
-        await self.store.finish(record, state, fields)
+        await self._durably(self.store.finish, record, state, fields)
+
+    async def _durably(
+        self, write: Callable[..., Awaitable[None]], *args: Any, give_up_after_s: float | None = None, **kwargs: Any
+    ) -> None:
+        """An outcome must reach Redis: if Redis is away, keep trying (with backoff) until it is back."""
+        backoff_s = 0.2
+        deadline = None if give_up_after_s is None else asyncio.get_running_loop().time() + give_up_after_s
+        while True:
+            try:
+                await write(*args, **kwargs)
+                return
+            except (RedisError, OSError) as e:
+                if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                    raise
+                logger.warning(
+                    "job %s: cannot record outcome yet (%s); retrying in %.1fs", args[0]["job_id"], e, backoff_s
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
 
 
 def _error_result(error: str, error_type: str) -> RunResult:

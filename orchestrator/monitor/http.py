@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from orchestrator.errors import JobError, NotFoundError, OrchestratorError
+from orchestrator.errors import JobError, NotFoundError, OrchestratorError, StartupError
 from orchestrator.jobs.state import JobStore
 from orchestrator.monitor.health import ComponentHealth, overall
 from orchestrator.monitor.metrics import Metrics
@@ -238,6 +239,8 @@ async def errors_middleware(
     except OrchestratorError as e:
         problems = getattr(e, "problems", None)
         return _json({"error": str(e), **({"problems": problems} if problems else {})}, 400)
+    except (RedisError, OSError) as e:
+        return _json({"error": f"redis unavailable: {e}"}, 503)
 
 
 def build_app(context: MonitorContext) -> web.Application:
@@ -271,19 +274,28 @@ class HttpServer:
         self.host = host
         self.port = port
         self.bound_port: int | None = None
-        self.started = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind before anything else starts, so a taken port fails the start-up, not a running process."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            msg = f"http_port: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
+            raise StartupError(msg) from e
+        server = site._server  # the only way to learn the port when binding port 0
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        logger.info("http: listening on http://%s:%s", self.host, self.bound_port)
 
     async def run(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
+        """Serve until cancelled (`start` first)."""
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            server = site._server  # the only way to learn the port when binding port 0
-            sockets = getattr(server, "sockets", None) or []
-            self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
-            logger.info("http: listening on http://%s:%s", self.host, self.bound_port)
-            self.started.set()
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            if self._runner is not None:
+                await self._runner.cleanup()

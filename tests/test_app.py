@@ -1,0 +1,138 @@
+"""The running app: status endpoint, health probe, API auth, start-up failures, and Redis going away."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import aiohttp
+
+from orchestrator.app import build_client, build_registry
+from orchestrator.client import Client, connect_redis
+from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
+from tests.services import RedisServer
+
+
+def _base(app) -> str:  # type: ignore[no-untyped-def]
+    return f"http://127.0.0.1:{app.http.bound_port}"
+
+
+async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    (tmp_path / "plugins" / "broken").mkdir()
+    (tmp_path / "plugins" / "broken" / "plugin.json").write_text("{not json")
+    settings = make_settings(tmp_path, redis_url)
+    async with run_app(settings) as app, aiohttp.ClientSession() as http:
+        base = _base(app)
+        async with http.get(f"{base}/live") as r:
+            assert r.status == 200
+        async with http.get(f"{base}/health") as r:
+            body = await r.json()
+            assert r.status == 200 and body["status"] == "ok"
+            assert set(body["components"]) == {"redis", "workers", "heartbeat"}
+        async with http.get(f"{base}/status") as r:
+            status = await r.json()
+        assert status["instance_id"] == app.state.instance_id
+        assert status["plugins"]["valid"] == ["probe"]
+        assert "broken" in status["plugins"]["invalid"]
+        assert status["queues"]["default"] == {"depth": 0, "running": 0, "concurrency": 4}
+        async with http.get(f"{base}/api/plugins") as r:
+            plugins = {p["name"]: p for p in await r.json()}
+        assert plugins["broken"]["state"] == "invalid" and plugins["broken"]["reason"]
+        assert plugins["probe"]["state"] == "ready" and plugins["probe"]["reason"] is None
+        async with http.get(f"{base}/api/jobs/nope") as r:
+            assert r.status == 404
+
+        async with Client(connect_redis(redis_url), owns_redis=True) as client:
+            job = await client.trigger("probe")
+            await client.result(job.job_id, timeout_s=20)
+        async with http.get(f"{base}/api/jobs?state=succeeded") as r:
+            assert [j["job_id"] for j in await r.json()] == [job.job_id]
+        async with http.get(f"{base}/metrics") as r:
+            text = await r.text()
+        assert 'orchestrator_jobs{state="succeeded"} 1.0' in text
+        assert "orchestrator_up 1.0" in text
+
+
+async def test_api_writes_need_the_token(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    job = {"plugin": "probe", "params": {"name": "http"}}
+    async with aiohttp.ClientSession() as http:
+        async with (
+            run_app(make_settings(tmp_path, redis_url)) as app,
+            http.post(f"{_base(app)}/api/jobs", json=job) as r,
+        ):
+            assert r.status == 403 and "ORCH_API_TOKEN" in (await r.json())["error"]
+        async with run_app(make_settings(tmp_path, redis_url, api_token="s3cret")) as app:
+            base = _base(app)
+            async with http.post(f"{base}/api/jobs", json=job, headers={"Authorization": "Bearer nope"}) as r:
+                assert r.status == 401
+            auth = {"Authorization": "Bearer s3cret"}
+            async with http.post(f"{base}/api/jobs", json={"plugin": "probe", "params": {"x": 1}}, headers=auth) as r:
+                assert r.status == 400 and "x" in (await r.json())["error"]
+            async with http.post(f"{base}/api/jobs", json=job, headers=auth) as r:
+                assert r.status == 201
+                job_id = (await r.json())["job_id"]
+            async with Client(connect_redis(redis_url), owns_redis=True) as client:
+                assert (await client.result(job_id, timeout_s=20))["source"] == "http"
+
+
+async def test_health_command(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url)
+    async with run_app(settings) as app:
+        r = await cli(settings, "health", "--url", _base(app))
+        assert r.rc == 0 and r.out.strip() == "healthy"
+    r = await cli(settings, "health", "--url", _base(app), "--timeout", "1")
+    assert r.rc == 1 and "unreachable" in r.out
+
+
+async def test_port_in_use_fails_start_up_with_one_line(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(tmp_path, redis_url, http_port=port)
+        r = await cli(settings, "run", ORCH_HTTP_PORT=str(port))
+    assert r.rc == 1, r.err
+    assert "cannot listen on 127.0.0.1" in r.err
+    assert "Traceback" not in r.err
+
+
+async def test_redis_going_away_keeps_the_process_serving(
+    tmp_path: Path, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Redis stops under a running app: /health says which component fails, /live still answers,
+    nothing crashes; when Redis is back, jobs run again without a restart."""
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url)
+    async with run_app(settings) as app, aiohttp.ClientSession() as http:
+        base = _base(app)
+        redis_server.stop()
+        try:
+            async with http.get(f"{base}/health") as r:
+                body = await r.json()
+            assert r.status == 503 and "redis" in body["failing"]
+            assert body["components"]["redis"]["error"]
+            async with http.get(f"{base}/live") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/api/stats") as r:
+                assert r.status == 503
+            await wait_for(lambda: not app.stop_event.is_set(), timeout_s=1)
+        finally:
+            redis_server.start()
+        await wait_for(lambda: _healthy(http, base), timeout_s=20, interval_s=0.2)
+        # The test Redis keeps no data across a restart: validate against the local plugins folder.
+        async with Client(connect_redis(redis_url), owns_redis=True) as client:
+            registry, _ = build_registry(settings)
+            await registry.load()
+            local = build_client(settings, client.redis, registry)
+            job = await local.trigger("probe", {"name": "after"})
+            done = await local.result(job.job_id, timeout_s=30)
+            assert done["state"] == "succeeded"
+
+
+async def _healthy(http: aiohttp.ClientSession, base: str) -> bool:
+    async with http.get(f"{base}/health") as r:
+        return r.status == 200

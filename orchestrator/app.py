@@ -11,6 +11,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -62,6 +63,15 @@ async def redis_connection(settings: Settings, *, start_embedded: bool = True) -
         yield redis, url
     finally:
         await redis.aclose()
+
+
+async def plugin_env_source() -> dict[str, str]:
+    """Where a plugin's declared `env` names are looked up: the environment, plus a `.env` in the
+    working directory (Settings reads `.env` without exporting it, and ES_HOSTS often lives there)."""
+    from dotenv import dotenv_values  # python-dotenv: pydantic-settings' own .env reader
+
+    from_file = await asyncio.to_thread(dotenv_values, ".env")
+    return {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}
 
 
 def job_defaults(settings: Settings) -> JobDefaults:
@@ -154,17 +164,16 @@ class Orchestrator:
 
     async def _run_with(self, redis: ArqRedis) -> None:
         settings = self.settings
-        registry, envs = build_registry(settings)
+        registry, _ = build_registry(settings)
         await registry.load()
         self._log_plugins(registry)
         store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
         await publish_queues(store, {q: s.concurrency for q, s in settings.queues.items()})
         await publish_plugins(store, registry.all())
-        launcher = Launcher(kill_grace_s=settings.kill_grace_s)
+        launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source())
         runner = JobRunner(
             store,
             registry,
-            envs,
             launcher,
             instance_id=self.state.instance_id,
             log_tail_bytes=settings.log_tail_bytes,
@@ -200,6 +209,7 @@ class Orchestrator:
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(pool.run(), name="workers"),
+                tg.create_task(runner.flush_logs(), name="log-flusher"),
                 tg.create_task(heartbeat.run(), name="heartbeat"),
                 tg.create_task(http.run(), name="http"),
                 tg.create_task(self._build_venvs(registry, store), name="venv-builder"),

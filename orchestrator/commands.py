@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.app import Orchestrator, build_client, build_registry, redis_connection
+from orchestrator.app import Orchestrator, build_client, build_registry, plugin_env_source, redis_connection
 from orchestrator.client import Client
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
@@ -183,7 +183,7 @@ async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: P
     assert info.manifest is not None
     _, envs = build_registry(settings)
     python = await envs.ensure(info.path, info.manifest)
-    launcher = Launcher(kill_grace_s=settings.kill_grace_s)
+    launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source())
     timeout = args.timeout or info.manifest.timeout or settings.job_timeout_s
     result = await launcher.run(
         info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=python, timeout_s=timeout

@@ -18,10 +18,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from orchestrator.errors import PluginError
+from orchestrator.errors import OrchestratorError
 from orchestrator.jobs.model import now
 from orchestrator.jobs.state import JobStore
-from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
 
@@ -39,36 +38,24 @@ def retry_delay(base_s: float, attempt: int) -> float:
 
 
 class LogSink:
-    """Collects a job's output lines and writes them to its log stream in batches.
+    """Collects one job's output lines until the runner's flusher writes them to its log stream.
 
-    One pipelined write per flush interval, never one round trip per line.
+    Lines are written in batches (one pipelined write per flush interval, never one round trip per
+    line), and a job that prints nothing costs nothing.
     """
 
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
         self.pending: list[tuple[str, str]] = []
-        self._wake = asyncio.Event()
-        self._closed = False
 
     def add(self, stream: str, line: str) -> None:
         self.pending.append((stream, line))
-        self._wake.set()
 
     async def flush(self) -> None:
-        lines, self.pending = self.pending, []
-        await self.store.append_log(self.job_id, lines, max_lines=_MAX_LOG_LINES)
-
-    async def run(self) -> None:
-        while not self._closed:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(_LOG_FLUSH_S)
-            await self.flush()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
+        if self.pending:
+            lines, self.pending = self.pending, []
+            await self.store.append_log(self.job_id, lines, max_lines=_MAX_LOG_LINES)
 
 
 class JobRunner:
@@ -77,7 +64,6 @@ class JobRunner:
     Args:
         store: the job records.
         registry: the plugins (their venvs are built on first use).
-        envs: the virtualenv manager, for the interpreter of each plugin.
         launcher: starts the plugin's process.
         instance_id: recorded on the job and used by crash recovery.
         log_tail_bytes: how much of the output the record keeps.
@@ -87,7 +73,6 @@ class JobRunner:
         self,
         store: JobStore,
         registry: PluginRegistry,
-        envs: VenvManager,
         launcher: Launcher,
         *,
         instance_id: str,
@@ -95,13 +80,13 @@ class JobRunner:
     ) -> None:
         self.store = store
         self.registry = registry
-        self.envs = envs
         self.launcher = launcher
         self.instance_id = instance_id
         self.log_tail_bytes = log_tail_bytes
         self.completed = 0
         self.failed = 0
         self.retried = 0
+        self._sinks: set[LogSink] = set()
 
     async def run(self, record: dict[str, Any], *, aborted: Callable[[], bool]) -> None:
         """Run a claimed job to an outcome and record it.
@@ -131,13 +116,6 @@ class JobRunner:
 
     async def _launch(self, record: dict[str, Any]) -> RunResult:
         job_id = record["job_id"]
-        sink = LogSink(self.store, job_id)
-        try:
-            info = await self.registry.ensure_ready(record["plugin"])
-            assert info.manifest is not None  # ensure_ready raises for invalid plugins
-            python = await self.envs.ensure(info.path, info.manifest)
-        except PluginError as e:
-            return _error_result(f"{type(e).__name__}: {e}", type(e).__name__)
         context = {
             **(record.get("context") or {}),
             "job_id": job_id,
@@ -145,22 +123,34 @@ class JobRunner:
             "queue": record["queue"],
             "source": record.get("source"),
         }
-        async with asyncio.TaskGroup() as tg:
-            flusher = tg.create_task(sink.run(), name=f"log-flush:{job_id}")
-            try:
-                return await self.launcher.run(
-                    info,
-                    record.get("params") or {},
-                    context,
-                    python=python,
-                    timeout_s=record.get("timeout_s"),
-                    on_output=sink.add,
-                )
-            finally:
-                sink.close()
-                flusher.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(sink.flush())
+        sink = LogSink(self.store, job_id)
+        self._sinks.add(sink)
+        try:
+            info = await self.registry.ensure_ready(record["plugin"])
+            assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
+            return await self.launcher.run(
+                info,
+                record.get("params") or {},
+                context,
+                python=info.python,
+                timeout_s=record.get("timeout_s"),
+                on_output=sink.add,
+            )
+        except OrchestratorError as e:
+            # not ready (venv build failed), gone from the plugins folder, interpreter missing
+            return _error_result(f"{type(e).__name__}: {e}", type(e).__name__)
+        finally:
+            self._sinks.discard(sink)
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(sink.flush())
+
+    async def flush_logs(self) -> None:
+        """The one background task that streams running jobs' output to Redis (for `jobs logs -f`)."""
+        while True:
+            await asyncio.sleep(_LOG_FLUSH_S)
+            for sink in list(self._sinks):
+                with contextlib.suppress(RedisError, OSError):
+                    await sink.flush()
 
     async def _record_outcome(self, record: dict[str, Any], result: RunResult) -> None:
         fields: dict[str, Any] = {

@@ -27,7 +27,8 @@ class Output:
 
     def __init__(self, *, as_json: bool = False) -> None:
         self.as_json = as_json
-        self.out = Console(soft_wrap=True)
+        # Piped output is read by scripts and grep: never fold names and ids at 80 columns.
+        self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
         self.err = Console(stderr=True, soft_wrap=True)
 
     def json(self, data: Any) -> None:
@@ -53,7 +54,9 @@ def styled(state: str | None) -> str:
 
 def plugins_table(plugins: list[dict[str, Any]]) -> Table:
     table = Table(title="plugins")
-    for col in ("name", "version", "enabled", "state", "queue", "tags", "venv", "reason"):
+    for col in ("name", "version", "enabled", "state", "queue"):
+        table.add_column(col, no_wrap=True)
+    for col in ("tags", "venv", "reason"):
         table.add_column(col, overflow="fold")
     for p in plugins:
         table.add_row(
@@ -81,9 +84,9 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
         "source",
         "enqueued_at",
         "duration_s",
-        "error",
     ):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True)
+    table.add_column("error", overflow="fold")
     for j in jobs:
         table.add_row(
             j["job_id"],

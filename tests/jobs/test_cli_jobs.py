@@ -127,3 +127,19 @@ async def test_plugins_enable_disable_is_seen_by_triggers(tmp_path: Path, redis_
         assert (await cli(settings, "plugins", "enable", "probe")).rc == 0
         assert (await cli(settings, "trigger", "probe")).rc == 0
         assert (await cli(settings, "plugins", "disable", "ghost")).rc == 1
+
+
+async def test_logs_follow_streams_until_the_job_ends(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url)
+    record = tmp_path / "events.jsonl"
+    async with run_app(settings):
+        r = await cli(settings, "trigger", "probe", "-p", "name=streamed", "-p", "sleep=2", "-p", f"record={record}")
+        job_id = r.out.strip()
+        await wait_for(lambda: read_events(record))  # running
+        r = await cli(settings, "jobs", "logs", job_id, "--follow")
+        assert r.rc == 0, r.err
+        assert r.out == "working on streamed\n"
+        assert [e["event"] for e in read_events(record)] == ["start", "end"]  # it returned only at the end
+        r = await cli(settings, "jobs", "logs", "nope")
+        assert r.rc == 1

@@ -196,3 +196,15 @@ async def _redis(url: str):  # type: ignore[no-untyped-def]
     from orchestrator.client import connect_redis
 
     return connect_redis(url)
+
+
+async def test_a_process_serves_only_its_queues(tmp_path: Path, redis_url: str, plugins_dir: Path) -> None:
+    settings = make_settings(tmp_path, redis_url)
+    async with run_app(settings, queues=["high"]), Client(await _redis(redis_url), owns_redis=True) as client:
+        on_high = await client.trigger("probe", queue="high")
+        on_low = await client.trigger("probe", queue="low")
+        assert (await client.result(on_high.job_id, timeout_s=20))["state"] == "succeeded"
+        assert (await client.status(on_low.job_id))["state"] == "queued"  # type: ignore[index]
+        assert (await client.stats())["queues"]["low"]["depth"] == 1
+    async with run_app(settings, queues=["low"]), Client(await _redis(redis_url), owns_redis=True) as client:
+        assert (await client.result(on_low.job_id, timeout_s=20))["state"] == "succeeded"

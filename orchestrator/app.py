@@ -31,7 +31,6 @@ from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults
 from orchestrator.monitor.health import ComponentHealth, redis_health, task_health
 from orchestrator.monitor.http import HttpServer, MonitorContext
-from orchestrator.monitor.metrics import Metrics
 from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
@@ -288,7 +287,6 @@ class Orchestrator:
             status_extra=status_extra,
             worker_stats=pool.stats,
             api_token=self.settings.api_token.get_secret_value() if self.settings.api_token else None,
-            metrics=Metrics(),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from orchestrator.app import Orchestrator, build_client, build_registry, plugin_env_source, redis_connection
 from orchestrator.client import Client
 from orchestrator.config import Settings
@@ -148,6 +146,8 @@ async def plugins(args: argparse.Namespace, settings: Settings, out: Output) -> 
 
 
 async def _install(registry: PluginRegistry, names: list[str], out: Output) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     wanted = names or [p.name for p in registry.all() if p.state != "invalid"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=out.err) as bar:
@@ -287,6 +287,8 @@ async def batch(args: argparse.Namespace, settings: Settings, out: Output) -> in
 
 
 async def _follow_batch(client: Client, batch_id: str, total: int, timeout_s: float | None, out: Output) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         TextColumn(f"batch {batch_id[:8]}"),
         BarColumn(),

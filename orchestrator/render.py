@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 STATE_STYLE = {
     "ready": "green",
@@ -23,13 +24,32 @@ STATE_STYLE = {
 
 
 class Output:
-    """stdout for results, stderr for errors; JSON when asked."""
+    """stdout for results, stderr for errors; JSON when asked.
+
+    rich is imported on first use: `orchestrator run` never draws a table, and its idle memory counts.
+    """
 
     def __init__(self, *, as_json: bool = False) -> None:
         self.as_json = as_json
-        # Piped output is read by scripts and grep: never fold names and ids at 80 columns.
-        self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-        self.err = Console(stderr=True, soft_wrap=True)
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from rich.console import Console
+
+            # Piped output is read by scripts and grep: never fold names and ids at 80 columns.
+            self._out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, soft_wrap=True)
+        return self._err
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -53,6 +73,8 @@ def styled(state: str | None) -> str:
 
 
 def plugins_table(plugins: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="plugins")
     for col in ("name", "version", "enabled", "state", "queue"):
         table.add_column(col, no_wrap=True)
@@ -73,6 +95,8 @@ def plugins_table(plugins: list[dict[str, Any]]) -> Table:
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"jobs ({len(jobs)})")
     for col in (
         "job_id",
@@ -104,6 +128,8 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
 
 
 def stats_table(stats: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="jobs by state")
     for state in stats["states"]:
         table.add_column(styled(state))
@@ -112,6 +138,8 @@ def stats_table(stats: dict[str, Any]) -> Table:
 
 
 def queues_table(stats: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="queues")
     for col in ("queue", "depth", "running", "concurrency"):
         table.add_column(col)
@@ -121,6 +149,8 @@ def queues_table(stats: dict[str, Any]) -> Table:
 
 
 def job_detail(job: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, title=f"job {job['job_id']}")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")

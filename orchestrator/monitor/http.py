@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -22,8 +22,10 @@ from redis.exceptions import RedisError
 from orchestrator.errors import JobError, NotFoundError, OrchestratorError, StartupError
 from orchestrator.jobs.state import JobStore
 from orchestrator.monitor.health import ComponentHealth, overall
-from orchestrator.monitor.metrics import Metrics
 from orchestrator.plugins.registry import PluginRegistry
+
+if TYPE_CHECKING:
+    from orchestrator.monitor.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class MonitorContext:
     status_extra: Callable[[], Awaitable[dict[str, Any]]]
     worker_stats: Callable[[], dict[str, Any]]
     api_token: str | None
-    metrics: Metrics
+    # Built on the first scrape: a process nobody scrapes does not load prometheus-client.
+    metrics: Metrics | None = None
 
 
 CONTEXT = web.AppKey("context", MonitorContext)
@@ -128,6 +131,10 @@ async def metrics(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     stats = await ctx.store.stats(await ctx.jobs.queues())
     _, body = overall(await ctx.health())
+    if ctx.metrics is None:
+        from orchestrator.monitor.metrics import Metrics
+
+        ctx.metrics = Metrics()
     payload = ctx.metrics.render(stats, ctx.worker_stats(), body["status"] == "ok")
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 

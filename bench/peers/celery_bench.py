@@ -1,0 +1,71 @@
+"""Celery 5 peer: the app a worker is started from, and the load generator.
+
+Worker (started by the harness, as a user would):
+    celery -A celery_bench worker --pool solo|prefork|threads --concurrency C --loglevel WARNING
+    celery -A celery_bench beat --schedule FILE --loglevel WARNING
+Load generator (a separate process):
+    python celery_bench.py {ready,throughput,latency} --redis-port P ...
+
+Broker and result backend are the same Redis (BENCH_REDIS_URL); results go through the Redis
+backend, so `.get()` waits on pub/sub.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from celery import Celery
+
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+app = Celery("celery_bench", broker=URL, backend=URL)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    result_expires=3600,
+)
+
+
+@app.task(name="noop")
+def noop() -> None:
+    return None
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import benchlib
+    import redis
+
+    args = benchlib.loadgen_args(["default"])
+    url = f"redis://{args.redis_host}:{args.redis_port}/0"
+    app.conf.broker_url = url
+    app.conf.result_backend = url
+    first = noop.delay()
+    first.get(timeout=30 if args.mode == "ready" else 10)
+    if args.mode == "ready":
+        benchlib.emit({"ready": {"state": first.state}})
+        return
+    if args.mode == "throughput":
+        r = redis.Redis(host=args.redis_host, port=args.redis_port)
+        progress = benchlib.KeyProgress()
+        prefix = "celery-task-meta-"
+
+        def enqueue() -> None:
+            progress.keys.append(prefix + noop.delay().id)
+
+        out = benchlib.throughput_sync(args, enqueue, lambda: progress.done_sync(r.exists))
+    else:
+
+        def roundtrip() -> None:
+            noop.delay().get(timeout=30)
+
+        out = benchlib.latency_sync(args, roundtrip)
+    out["variant"] = "delay().get()" if args.mode == "latency" else "delay()"
+    benchlib.emit(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,15 +19,12 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,200 +32,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import benchlib
+import render
 import report
-
-PEERS = BENCH / ".peers"
-PROJECT_PY = ROOT / ".venv" / "bin" / "python"
-ORCH_CONCURRENCY = 10
-
-
-@dataclass
-class Params:
-    quick: bool
-    reps: int
-    jobs: int
-    deadline_s: float
-    latency_n: int
-    latency_polled_n: int
-    monitor_n: int
-    idle_window_s: float
-    settle_s: float
-    startups_per_rep: int
-    spawn_n: int
-    spawn_seq: int
-    launcher_runs: int
-    profile_s: float
-
-
-def params_for(quick: bool, reps: int | None) -> Params:
-    if quick:
-        return Params(True, reps or 1, 2000, 8.0, 30, 3, 10, 3.0, 1.0, 3, 200, 50, 30, 3.0)
-    return Params(False, reps or 3, 10_000, 20.0, 200, 20, 50, 10.0, 2.0, 2, 500, 200, 200, 8.0)
-
-
-@dataclass
-class System:
-    name: str
-    worker: list[str]
-    loadgen: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    throughput: list[str] = field(default_factory=lambda: ["default"])
-    latency: list[str] = field(default_factory=lambda: ["default"])
-    polled: set[str] = field(default_factory=set)  # latency variants that poll (fewer jobs)
-    beat: list[str] | None = None  # started only for the footprint measurement
-    label: str = ""
-
-
-def systems(work: Path) -> list[System]:
-    peers = BENCH / "peers"
-    cel, saq, arq = PEERS / "celery/bin", PEERS / "saq/bin", PEERS / "arq/bin"
-    celery_worker = [str(cel / "celery"), "-A", "celery_bench", "worker", "--loglevel", "WARNING"]
-    beat = [
-        str(cel / "celery"),
-        "-A",
-        "celery_bench",
-        "beat",
-        "--loglevel",
-        "WARNING",
-        "--schedule",
-        str(work / "celerybeat-schedule"),
-    ]
-    return [
-        System(
-            "orchestrator",
-            [str(ROOT / ".venv/bin/orchestrator"), "run"],
-            [str(PROJECT_PY), str(BENCH / "orchestrator_bench.py")],
-            throughput=["process", "pooled"],
-            latency=["process", "pooled"],
-            label=f"orchestrator run, queue concurrency {ORCH_CONCURRENCY}",
-        ),
-        System(
-            "celery-solo",
-            [*celery_worker, "--pool", "solo", "--concurrency", "1"],
-            [str(cel / "python"), str(peers / "celery_bench.py")],
-            beat=beat,
-            label="Celery solo",
-        ),
-        System(
-            "celery-prefork",
-            [*celery_worker, "--pool", "prefork", "--concurrency", "2"],
-            [str(cel / "python"), str(peers / "celery_bench.py")],
-            beat=beat,
-            label="Celery prefork, 2 children",
-        ),
-        System(
-            "celery-threads",
-            [*celery_worker, "--pool", "threads", "--concurrency", "10"],
-            [str(cel / "python"), str(peers / "celery_bench.py")],
-            beat=beat,
-            label="Celery threads, 10",
-        ),
-        System(
-            "saq",
-            [str(saq / "saq"), "saq_bench.settings"],
-            [str(saq / "python"), str(peers / "saq_bench.py")],
-            throughput=["pubsub"],
-            latency=["pubsub", "apply"],
-            polled={"apply"},
-            label="SAQ, concurrency 10",
-        ),
-        System(
-            "arq-default",
-            [str(arq / "arq"), "arq_bench.WorkerSettings"],
-            [str(arq / "python"), str(peers / "arq_bench.py")],
-            env={"BENCH_ARQ_POLL_DELAY": "0.5"},
-            polled={"default"},
-            label="arq defaults: poll 0.5 s, max_jobs 10",
-        ),
-        System(
-            "arq-tuned",
-            [str(arq / "arq"), "arq_bench.WorkerSettings"],
-            [str(arq / "python"), str(peers / "arq_bench.py")],
-            env={"BENCH_ARQ_POLL_DELAY": "0.01"},
-            throughput=["tuned"],
-            latency=["tuned"],
-            label="arq poll_delay 0.01, max_jobs 10",
-        ),
-    ]
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-
-class Procs:
-    """Every process this harness starts; all are stopped on exit, failure or signal."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, tuple[subprocess.Popen[bytes], list[int]]] = {}
-
-    def start(self, cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(
-                cmd,
-                env=env,
-                cwd=cwd,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.live[proc.pid] = (proc, [proc.pid])
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> float:
-        """SIGTERM to its group, wait, SIGKILL; then SIGKILL any descendant seen before that is left."""
-        if proc.pid not in self.live:
-            return 0.0
-        seen = benchlib.tree(proc.pid)
-        started = time.monotonic()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        took = time.monotonic() - started
-        for pid in seen:
-            if pid != proc.pid and benchlib.cmdline(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        self.live.pop(proc.pid, None)
-        return took
-
-    def stop_all(self) -> None:
-        for proc, _ in list(self.live.values()):
-            with contextlib.suppress(Exception):
-                self.stop(proc, grace_s=5.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def base_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-    return {k: os.environ[k] for k in keep if k in os.environ}
-
-
-def wait_http(url: str, timeout_s: float) -> float | None:
-    """Seconds until `url` answers 200, polling every 10 ms; None on timeout."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout_s:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return time.perf_counter() - start
-        except OSError:
-            pass
-        time.sleep(0.01)
-    return None
-
-
-# -- the run --------------------------------------------------------------------------------------
+from procs import PEERS, PROJECT_PY, Procs, base_env, free_port, git_facts, machine_facts, versions, wait_http
+from systems import ORCH_CONCURRENCY, Params, System, params_for, systems
 
 
 class Harness:
@@ -626,74 +433,6 @@ class Harness:
                 self.procs.stop(worker)
 
 
-def machine_facts() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            lines = fh.readlines()
-        for line in lines:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-        mem = f"{kb / 1024 / 1024:.1f} GiB"
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total": mem,
-        "kernel": platform.release(),
-        "os": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def versions() -> dict[str, Any]:
-    probe = (
-        "import json,sys,importlib.metadata as m\nout={'python':sys.version.split()[0],'executable':sys.executable}\n"
-        "for p in sys.argv[1:]:\n    try: out[p]=m.version(p)\n    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))"
-    )
-    pkgs = {
-        "project": (PROJECT_PY, ["orchestrator", "arq", "redis", "hiredis", "uvloop", "aiohttp"]),
-        "celery": (PEERS / "celery/bin/python", ["celery", "kombu", "billiard", "redis", "hiredis", "packaging"]),
-        "saq": (PEERS / "saq/bin/python", ["saq", "redis", "hiredis", "typing_extensions"]),
-        "arq": (PEERS / "arq/bin/python", ["arq", "redis", "hiredis"]),
-        "tools": (PEERS / "tools/bin/python", ["py-spy"]),
-    }
-    out: dict[str, Any] = {}
-    for name, (py, names) in pkgs.items():
-        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-            out[name] = json.loads(
-                subprocess.run(
-                    [str(py), "-c", probe, *names], capture_output=True, text=True, timeout=30, check=False
-                ).stdout
-            )
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out["redis-server"] = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    pins = {}
-    for p in ("celery", "saq", "arq", "tools"):
-        with contextlib.suppress(OSError):
-            pins[p] = (PEERS / p / ".pins").read_text().strip()
-    out["pins"] = pins
-    return out
-
-
-def git_facts() -> dict[str, Any]:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=False).stdout.strip()
-
-    return {
-        "head": git("rev-parse", "HEAD"),
-        "describe": git("describe", "--always", "--dirty"),
-        "uncommitted_product_files": [ln for ln in git("status", "--porcelain", "--", "orchestrator").splitlines()],
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(prog="bench/run")
     ap.add_argument("--quick", action="store_true", help="1 repetition, fewer jobs: under 3 minutes")
@@ -767,7 +506,7 @@ def main() -> None:
     out.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({data['duration_s']}s)", flush=True)
     if not args.no_readme:
-        report.write_readme(data, BENCH / "README.md", out)
+        render.write_readme(data, BENCH / "README.md", out)
         print("updated bench/README.md", flush=True)
     print(report.console_summary(data), flush=True)
 

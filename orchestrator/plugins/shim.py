@@ -18,6 +18,7 @@ Protocol:
 `handle()` serves one request; a pooled worker can call it in a loop on the same lifeline.
 """
 
+import _signal  # type: ignore[import-not-found]  # built in, no stub; `signal` would import enum (5 ms)
 import _thread
 import io
 import posix as os  # built in; `os` would import os.path, stat and collections.abc first
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9
+# The kernel's parent-death signal. Not SIGKILL: that would kill this process alone, usually before
+# the lifeline thread has killed the group, and leave the plugin's own children running.
+DEATH_SIGNAL: "int | None" = getattr(_signal, "SIGPWR", None)
 
 
 def _codec() -> "tuple[Callable[[str], Any], Dumps]":
@@ -85,8 +89,15 @@ def _read_line(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def _kill_group() -> None:
+def _kill_group(*_signal_args: object) -> None:
     os.killpg(0, SIGKILL)  # this process, the plugin's children and their children
+
+
+def _start_watchdog(lifeline: int, parent_pid: int) -> None:
+    """From the main thread: the death signal's handler (only it may install one), then the thread."""
+    if DEATH_SIGNAL is not None:
+        _signal.signal(DEATH_SIGNAL, _kill_group)
+    _thread.start_new_thread(_watchdog, (lifeline, parent_pid))
 
 
 def _watchdog(lifeline: int, parent_pid: int) -> None:
@@ -96,7 +107,8 @@ def _watchdog(lifeline: int, parent_pid: int) -> None:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL)  # backup if this thread starves
+        if DEATH_SIGNAL is not None:  # backup if this thread starves: the main thread's handler kills the group
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL)
     except (ImportError, OSError, AttributeError):
         pass  # no libc prctl here (not Linux): the lifeline alone has to do
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
@@ -198,7 +210,7 @@ def main() -> None:
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    _thread.start_new_thread(_watchdog, (lifeline, parent_pid))
+    _start_watchdog(lifeline, parent_pid)
     if isinstance(sys.stdout, io.TextIOWrapper):  # line-buffered: the job log follows the plugin live
         sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
     loads, dumps = _codec()

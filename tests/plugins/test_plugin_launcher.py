@@ -342,10 +342,15 @@ async def test_missing_interpreter_is_a_start_error(launcher: Launcher, load_plu
         await launcher.run(info, {}, {}, python=(Path("/nonexistent/python"), []), timeout_s=5)
 
 
+@pytest.mark.parametrize("after_s", [0.0, 0.5])
 async def test_parent_death_kills_plugin_and_grandchild(
-    load_plugin: LoadPlugin, tmp_path: Path, plugins_dir: Path, venv_dir: Path, repo_root: Path
+    load_plugin: LoadPlugin, tmp_path: Path, plugins_dir: Path, venv_dir: Path, repo_root: Path, after_s: float
 ) -> None:
-    """The lifeline: a separate orchestrator-like process is SIGKILLed while its plugin runs."""
+    """The lifeline: a separate orchestrator-like process is SIGKILLed while its plugin runs.
+
+    After 0.2 s the kernel's parent-death signal is armed too: it must not kill the shim alone
+    before the group is killed (the grandchild would survive).
+    """
     await load_plugin("orphaned", HANG_WITH_GRANDCHILD, parameters=MARKER_PARAMS)
     marker = tmp_path / "pids.json"
     driver = tmp_path / "driver.py"
@@ -371,6 +376,7 @@ async def test_parent_death_kills_plugin_and_grandchild(
     try:
         pids = await wait_for_file(marker)
         assert alive(pids["pid"]) and alive(pids["child"])
+        await asyncio.sleep(after_s)
         proc.kill()
         await proc.wait()
         assert wait_dead([pids["pid"], pids["child"]], 3.0) == []

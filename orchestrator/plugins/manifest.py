@@ -33,6 +33,7 @@ __all__ = [
     "Manifest",
     "ParamSpec",
     "ParamType",
+    "PoolOptions",
     "check_entry_point",
     "coerce_cli_params",
     "load_manifest",
@@ -83,6 +84,32 @@ class Limits(BaseModel):
     cpu_seconds: Annotated[int, Field(gt=0)] | None = None
 
 
+class PoolOptions(BaseModel):
+    """How the warm children of an `"isolation": "pooled"` plugin are kept (manifest key `pool`).
+
+    A pooled plugin runs in long-lived children of its interpreter that import its module once and
+    then run many jobs each, one at a time. Module-level state (caches, clients, globals, changes to
+    os.environ other than the job's own variables) persists from one run to the next in the same
+    child: that is the point of pooling, and the reason it is opt-in. A plugin that needs a fresh
+    interpreter per run stays on "process". Async entry points share one event loop per child.
+
+    Attributes:
+        size: most children at once (jobs wait for a free one); default: as many as there are
+            concurrent jobs of this plugin (bounded by the queue's concurrency).
+        max_runs_per_process: a child is replaced after this many runs (Celery's max_tasks_per_child).
+        max_memory_mb: a child whose resident memory exceeds this after a run is replaced (Celery's
+            max_memory_per_child). The run itself completes; `limits.memory_mb` is the hard cap.
+        idle_s: a child idle for this long is stopped; the pool shrinks to what is in use.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    size: Annotated[int, Field(gt=0)] | None = None
+    max_runs_per_process: Annotated[int, Field(gt=0)] | None = 1000
+    max_memory_mb: Annotated[int, Field(gt=0)] | None = 512
+    idle_s: Annotated[float, Field(gt=0)] = 60.0
+
+
 class Manifest(BaseModel):
     """A plugin.json. The example manifest of REQUIREMENTS.md is valid as written."""
 
@@ -105,7 +132,9 @@ class Manifest(BaseModel):
     retry_backoff: Annotated[float, Field(ge=0)] | None = None
     env: list[str] = Field(default_factory=list)
     limits: Limits | None = None
+    # "process": a fresh child per run; "pooled": warm children reused across runs (see PoolOptions)
     isolation: Literal["process", "pooled"] = "process"
+    pool: PoolOptions = Field(default_factory=PoolOptions)
 
     @field_validator("parameters")
     @classmethod
@@ -216,9 +245,12 @@ def _unknown_keys(raw: dict[str, Any]) -> list[str]:
                     for key in spec
                     if key not in ParamSpec.model_fields
                 ]
-    limits = raw.get("limits")
-    if isinstance(limits, dict):
-        warnings += [f"unknown key 'limits.{key}' ignored" for key in limits if key not in Limits.model_fields]
+    for section, model in (("limits", Limits), ("pool", PoolOptions)):
+        value = raw.get(section)
+        if isinstance(value, dict):
+            warnings += [f"unknown key '{section}.{key}' ignored" for key in value if key not in model.model_fields]
+    if "pool" in raw and raw.get("isolation") != "pooled":
+        warnings.append("'pool' is ignored unless isolation is 'pooled'")
     return warnings
 
 

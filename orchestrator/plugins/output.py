@@ -1,20 +1,44 @@
-"""What the launcher reads from a child: log lines from stdout/stderr, and the result line.
+"""What the launcher reads from a child: log lines from stdout/stderr, the result line, and the
+RunResult made of them.
 
-Both work on raw bytes as they arrive, with hard caps, so undecodable output, a line of a gigabyte
-or 10,000 lines a second cannot break or stall a run.
+Reading works on raw bytes as they arrive, with hard caps, so undecodable output, a line of a
+gigabyte or 10,000 lines a second cannot break or stall a run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 STREAMS = {1: "stdout", 2: "stderr"}
 STDERR_MARK = "[stderr] "
+_SIGNAL_HINTS = {signal.SIGXCPU: " (cpu_seconds limit)", signal.SIGKILL: ""}
+
+
+@dataclass
+class RunResult:
+    """The outcome of one plugin call. `error` is one line; `log_tail` the end of stdout/stderr."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    duration_s: float = 0.0
+    log_tail: str = ""
+    pid: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class LogCapture:
@@ -119,3 +143,56 @@ class ResultProtocol(asyncio.Protocol):
     def line(self) -> bytes | None:
         """The result line, or None if none was completed (a line cut short by a crash does not count)."""
         return bytes(self._buf) if self._complete else None
+
+
+def outcome(
+    *,
+    raw: bytes | None,
+    reply: Any,
+    too_large: bool,
+    exit_code: int | None,
+    timed_out: bool,
+    timeout_s: float | None,
+    duration_s: float,
+    log_tail: str,
+    pid: int,
+) -> RunResult:
+    """Turn what the child left behind into a RunResult: the first applicable explanation wins.
+
+    `exit_code` is the shim's (0 after an ok result, 1 after an error) or the child's real one.
+    """
+    base = RunResult(
+        ok=False, exit_code=exit_code, timed_out=timed_out, duration_s=duration_s, log_tail=log_tail, pid=pid
+    )
+    if raw is not None and not (isinstance(reply, dict) and "ok" in reply):
+        base.error_type, base.error = "ProtocolError", f"the plugin process sent a malformed result: {raw[:200]!r}"
+        return base
+    if reply is not None:
+        base.result = reply.get("result")
+    if timed_out:
+        base.error_type, base.error = "Timeout", f"timed out after {timeout_s}s"
+    elif too_large:
+        base.error_type, base.error = "ResultTooLarge", "the result is too large"
+    elif reply is not None and not reply["ok"]:
+        base.error_type = str(reply.get("error_type") or "Error")
+        message = str(reply.get("error") or "").strip().splitlines()
+        base.error = f"{base.error_type}: {message[0]}" if message else base.error_type
+        base.traceback = reply.get("traceback")
+    elif exit_code is not None and exit_code < 0:
+        base.error_type, base.error = "Killed", f"killed by signal {_signal_name(-exit_code)}"
+    elif exit_code != 0:
+        what = "after returning a result" if reply is not None else "without a result"
+        base.error_type, base.error = "Exit", f"exited with code {exit_code} {what}"
+    elif reply is None:
+        base.error_type, base.error = "ProtocolError", "exited without a result"
+    else:
+        base.ok = True
+    return base
+
+
+def _signal_name(number: int) -> str:
+    try:
+        sig = signal.Signals(number)
+    except ValueError:
+        return f"{number}"
+    return sig.name + _SIGNAL_HINTS.get(sig, "")

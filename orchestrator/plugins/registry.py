@@ -60,6 +60,7 @@ class PluginInfo:
             "dependencies": list(m.dependencies) if m else [],
             "python_version": m.python_version if m else None,
             "isolation": m.isolation if m else None,
+            "pool": m.pool.model_dump(mode="json") if m and m.isolation == "pooled" else None,
             "timeout": m.timeout if m else None,
             "max_retries": m.max_retries if m else None,
             "retry_backoff": m.retry_backoff if m else None,

@@ -1,4 +1,4 @@
-"""Runs one plugin call inside the plugin's own interpreter: `python -I [-S] shim.py RESULT_FD`.
+"""Runs plugin calls inside the plugin's own interpreter: `python -I [-S] shim.py RESULT_FD [--pooled ...]`.
 
 Stdlib only and no orchestrator imports: this file is executed by path in the plugin's venv
 (the launcher runs its cached bytecode when the interpreter matches, to skip compiling it).
@@ -7,15 +7,27 @@ json` costs ~6 ms (it pulls in `re`), `os` ~1 ms, even `from __future__ import a
 0.3 ms. So JSON goes through the `_json` C accelerator, `posix` stands in for `os`, annotations
 are strings, and asyncio, traceback, resource and ctypes are imported only when needed.
 
-Protocol:
-- stdin: one JSON line `{"plugin_dir", "entry_point", "params", "context", "limits"}`; the parent
-  then keeps stdin open as a lifeline: EOF means the parent died and the whole process group is
-  killed. The plugin itself gets /dev/null as stdin.
-- fd RESULT_FD: one JSON line per request, `{"ok": true, "result": ...}` or `{"ok": false,
-  "error_type", "error", "traceback"}`. The plugin's prints go to stdout/stderr and cannot touch it.
+One-shot protocol (`shim.py RESULT_FD`, isolation "process"):
+- stdin: one JSON line `{"plugin_dir", "entry_point", "params", "context", "limits"[, "env"]}`;
+  the parent then keeps stdin open as a lifeline: EOF means the parent died and the whole process
+  group is killed. The plugin itself gets /dev/null as stdin. A prestarted child waits for that
+  line already past start-up; `env` (the job's whole environment) is then applied to os.environ
+  before anything of the plugin is imported.
+- fd RESULT_FD: one JSON line, `{"ok": true, "result": ...}` or `{"ok": false, "error_type",
+  "error", "traceback"}`. The plugin's prints go to stdout/stderr and cannot touch it.
 - exit code: 0 after a result with ok true, 1 after ok false; anything else (sys.exit(3), a
   signal) comes from the plugin and means there was no result.
-`handle()` serves one request; a pooled worker can call it in a loop on the same lifeline.
+
+Pooled protocol (`shim.py RESULT_FD --pooled LIFELINE_FD TOKEN`, isolation "pooled"):
+- stdin: one request line per job, the next only after the previous result; EOF means "stop"
+  (atexit handlers run, then the group is killed). LIFELINE_FD is a pipe the parent never writes:
+  its EOF (the parent died) kills the group at once, even in the middle of a job.
+- fd RESULT_FD: per request one line `SYNC RSS_KB {json}`: RSS_KB is this process's resident
+  memory after the run (0 unless the request asks "rss"); SYNC tells which of stdout (1) and
+  stderr (2) got the end-of-job marker `\0orch-sync:TOKEN`. A stream gets the marker only if the
+  parent has not read all of it yet (FIONREAD), so lines printed by a job are attributed to it
+  and the common case costs no extra wake-up in the parent.
+- If the plugin closed or broke stdout/stderr, the child exits after sending its result.
 """
 
 import _signal  # type: ignore[import-not-found]  # built in, no stub; `signal` would import enum (5 ms)
@@ -37,6 +49,8 @@ SIGKILL = 9
 # The kernel's parent-death signal. Not SIGKILL: that would kill this process alone, usually before
 # the lifeline thread has killed the group, and leave the plugin's own children running.
 DEATH_SIGNAL: "int | None" = getattr(_signal, "SIGPWR", None)
+FIONREAD = 0x541B  # Linux; elsewhere every job's output ends with a marker
+_state: "dict[str, Any]" = {}  # pooled child: the event loop for async entry points, limits applied
 
 
 def _codec() -> "tuple[Callable[[str], Any], Dumps]":
@@ -93,26 +107,37 @@ def _kill_group(*_signal_args: object) -> None:
     os.killpg(0, SIGKILL)  # this process, the plugin's children and their children
 
 
-def _start_watchdog(lifeline: int, parent_pid: int) -> None:
-    """From the main thread: the death signal's handler (only it may install one), then the thread."""
+def _start_watchdog(lifeline: int, parent_pid: int, *, now: bool = False) -> None:
+    """From the main thread: the death signal's handler (only it may install one), then the thread.
+
+    A one-shot child arms the death signal from the thread after 0.2 s: most calls are over before,
+    and ctypes costs ~4 ms to import. A warm child (`now`) arms it here, before serving: ctypes
+    imports os, and a thread importing os while a job sets its environment would race with it.
+    """
     if DEATH_SIGNAL is not None:
         _signal.signal(DEATH_SIGNAL, _kill_group)
-    _thread.start_new_thread(_watchdog, (lifeline, parent_pid))
+    if now:
+        _arm_death_signal(parent_pid)
+    _thread.start_new_thread(_watchdog, (lifeline, parent_pid, not now))
 
 
-def _watchdog(lifeline: int, parent_pid: int) -> None:
-    """Kill the process group as soon as the parent is gone: EOF on the lifeline, or the kernel's signal."""
-    # Most calls are over before this: ctypes costs ~4 ms to import, which short runs should not pay.
-    time.sleep(0.2)
+def _arm_death_signal(parent_pid: int) -> None:
     try:
         import ctypes
 
-        if DEATH_SIGNAL is not None:  # backup if this thread starves: the main thread's handler kills the group
+        if DEATH_SIGNAL is not None:  # backup if the watchdog starves: the main thread's handler kills the group
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL)
     except (ImportError, OSError, AttributeError):
         pass  # no libc prctl here (not Linux): the lifeline alone has to do
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         _kill_group()
+
+
+def _watchdog(lifeline: int, parent_pid: int, arm: bool) -> None:
+    """Kill the process group as soon as the parent is gone: EOF on the lifeline, or the kernel's signal."""
+    if arm:
+        time.sleep(0.2)
+        _arm_death_signal(parent_pid)
     try:
         while os.read(lifeline, 4096):
             pass
@@ -121,18 +146,50 @@ def _watchdog(lifeline: int, parent_pid: int) -> None:
     _kill_group()
 
 
-def _apply_limits(limits: "dict[str, Any] | None") -> None:
+def _apply_limits(limits: "dict[str, Any] | None", per_run: bool = False) -> None:
     if not limits:
         return
     import resource
 
-    if limits.get("memory_mb"):
+    if limits.get("memory_mb") and not (per_run and _state.get("memory_mb") == limits["memory_mb"]):
         size = int(limits["memory_mb"]) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        _state["memory_mb"] = limits["memory_mb"]
     if limits.get("cpu_seconds"):
         seconds = int(limits["cpu_seconds"])
-        # soft limit -> SIGXCPU; the hard limit one second later -> SIGKILL if SIGXCPU is caught
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+        if per_run:
+            # RLIMIT_CPU counts the whole life of the process: a warm child gets `seconds` more than it
+            # has used so far. Only the soft limit (SIGXCPU): a hard limit could never be raised again.
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            soft = int(usage.ru_utime + usage.ru_stime) + 1 + seconds
+            hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+            resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+        else:
+            # soft limit -> SIGXCPU; the hard limit one second later -> SIGKILL if SIGXCPU is caught
+            resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+
+
+def _set_env(env: "dict[str, str]") -> None:
+    """Make the process environment exactly `env` (the job's), before the plugin is imported or called."""
+    if "os" in sys.modules:  # os.environ exists: change it (it calls putenv/unsetenv itself)
+        import os as module  # not sys.modules["os"]: this waits if another thread is still importing it
+
+        environ = module.environ
+        for key in [k for k in environ if k not in env]:
+            del environ[key]
+        for key, value in env.items():
+            if environ.get(key) != value:
+                environ[key] = value
+        return
+    raw = os.environ  # bytes -> bytes; a later `import os` builds os.environ from it
+    want = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape") for k, v in env.items()}
+    for name in [k for k in raw if k not in want]:
+        os.unsetenv(name)
+        del raw[name]
+    for name, setting in want.items():
+        if raw.get(name) != setting:
+            os.putenv(name, setting)
+            raw[name] = setting
 
 
 def _load_entry(plugin_dir: str, entry_point: str) -> "Callable[..., Any]":
@@ -173,17 +230,33 @@ def _error(exc: BaseException, error_type: "str | None" = None) -> "dict[str, An
     }
 
 
-def handle(request: "dict[str, Any]", dumps: "Dumps") -> "tuple[str, bool]":
+def _run_in_child_loop(awaitable: "Awaitable[Any]") -> "Any":
+    """Pooled children keep one event loop: clients a plugin caches stay bound to a live loop."""
+    import asyncio
+
+    loop = _state.get("loop")
+    if loop is None or loop.is_closed():
+        loop = _state["loop"] = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop.run_until_complete(_await(awaitable))
+
+
+def handle(request: "dict[str, Any]", dumps: "Dumps", pooled: bool = False) -> "tuple[str, bool]":
     """Run one request; return the result line (without newline) and whether it is ok."""
     entry_point = request.get("entry_point", "?")
     try:
-        _apply_limits(request.get("limits"))
+        if request.get("env") is not None:
+            _set_env(request["env"])
+        _apply_limits(request.get("limits"), per_run=pooled)
         func = _load_entry(request["plugin_dir"], entry_point)
         result = func(**(request.get("params") or {}), **_accepted(func, request.get("context") or {}))
         if hasattr(result, "__await__"):  # async def entry points: only then is asyncio imported
-            import asyncio
+            if pooled:
+                result = _run_in_child_loop(result)
+            else:
+                import asyncio
 
-            result = asyncio.run(_await(result))
+                result = asyncio.run(_await(result))
     except Exception as exc:  # noqa: BLE001 - the plugin boundary: every error is reported, not raised
         return dumps(_error(exc)), False
     try:
@@ -198,10 +271,25 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
+def _flush_stdio() -> None:
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+        try:
+            stream.flush()  # type: ignore[union-attr]  # None is caught below
+        except (AttributeError, OSError, ValueError):
+            pass  # the plugin closed or broke it: its result still goes out
+
+
 def main() -> None:
     result_fd = int(sys.argv[1])
     os.set_inheritable(result_fd, False)  # children started with os.system/fork must not hold it open
     parent_pid = os.getppid()
+    # Done before the request arrives: a prestarted child has it behind it when its job comes.
+    if isinstance(sys.stdout, io.TextIOWrapper):  # line-buffered: the job log follows the plugin live
+        sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    loads, dumps = _codec()
+    if sys.argv[2:3] == ["--pooled"]:
+        serve(result_fd, int(sys.argv[3]), sys.argv[4].encode(), parent_pid, loads, dumps)
+        return
     line = _read_line(0)
     if not line:
         _kill_group()
@@ -211,22 +299,117 @@ def main() -> None:
     os.dup2(null, 0)
     os.close(null)
     _start_watchdog(lifeline, parent_pid)
-    if isinstance(sys.stdout, io.TextIOWrapper):  # line-buffered: the job log follows the plugin live
-        sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
-    loads, dumps = _codec()
     try:
         request = loads(line.decode("utf-8"))
         out, ok = handle(request, dumps)
     except Exception as exc:  # noqa: BLE001 - a malformed request is a parent bug, reported like a plugin error
         out, ok = dumps(_error(exc, "ShimError")), False
-    try:
-        sys.stdout.flush()  # the plugin's last lines before its result, in the log
-    except (OSError, ValueError):
-        pass  # the plugin closed or broke stdout: its result still goes out
+    _flush_stdio()  # the plugin's last lines before its result, in the log
     _write_all(result_fd, out.encode("ascii") + b"\n")
     os.close(result_fd)
     if not ok:
         sys.exit(1)
+
+
+# -- pooled mode -----------------------------------------------------------------------------------
+
+
+def _next_line(fd: int, buf: bytearray) -> "bytes | None":
+    """The next request line from `fd` (None at EOF); `buf` keeps what was read past it."""
+    searched = 0
+    while True:
+        nl = buf.find(b"\n", searched)
+        if nl != -1:
+            line = bytes(buf[:nl])
+            del buf[: nl + 1]
+            return line
+        searched = len(buf)
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        buf += chunk
+
+
+def _unread(fd: int) -> bool:
+    """Whether the pipe on `fd` still holds bytes the parent has not read (True when unsure)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        import fcntl
+
+        count = fcntl.ioctl(fd, FIONREAD, b"\0\0\0\0")
+    except (ImportError, OSError):
+        return True
+    return int.from_bytes(count, sys.byteorder) > 0
+
+
+def _end_of_job(marker: bytes, stdout: "Any", stderr: "Any") -> "tuple[int, bool]":
+    """Flush the job's output, mark its end where needed; return (SYNC mask, stdio still usable)."""
+    _flush_stdio()
+    sys.stdout, sys.stderr = stdout, stderr  # a plugin that swapped them affects only its own run
+    usable = not (getattr(stdout, "closed", True) or getattr(stderr, "closed", True))
+    sync = 0
+    for fd in (1, 2):
+        if _unread(fd):
+            try:
+                os.write(fd, marker)  # short: one atomic pipe write
+                sync |= fd
+            except OSError:
+                usable = False
+    return sync, usable
+
+
+def _rss_kb() -> int:
+    try:
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            pages = int(os.read(fd, 256).split()[1])
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def _stop() -> None:
+    """Told to stop between jobs (or the parent is gone): run atexit handlers, then end the group."""
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    finally:
+        _kill_group()
+
+
+def serve(
+    result_fd: int, lifeline: int, marker_token: bytes, parent_pid: int, loads: "Callable[[str], Any]", dumps: "Dumps"
+) -> None:
+    """A warm child: one request after another, each answered on result_fd, until stdin closes."""
+    os.set_inheritable(lifeline, False)
+    requests = os.dup(0)  # private; the plugin and its children get /dev/null as stdin
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _start_watchdog(lifeline, parent_pid, now=True)  # long-lived: arm everything before the first job
+    marker = b"\0orch-sync:" + marker_token
+    stdout, stderr = sys.stdout, sys.stderr
+    buf = bytearray()
+    while True:
+        line = _next_line(requests, buf)
+        if line is None:
+            _stop()
+        want_rss = False
+        try:
+            request = loads(line.decode("utf-8"))  # type: ignore[union-attr]  # None never gets here
+            want_rss = bool(request.get("rss"))
+            out, _ok = handle(request, dumps, pooled=True)
+        except Exception as exc:  # noqa: BLE001 - a malformed request is a parent bug, reported like a plugin error
+            out = dumps(_error(exc, "ShimError"))
+        sync, usable = _end_of_job(marker, stdout, stderr)
+        header = b"%d %d " % (sync, _rss_kb() if want_rss else 0)
+        _write_all(result_fd, header + out.encode("ascii") + b"\n")
+        if not usable:
+            sys.exit(0)  # the parent sees the exit and starts a new child for the next job
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,9 @@ def registry(plugins_dir: Path, envs: VenvManager) -> PluginRegistry:
 
 
 @pytest.fixture
-def launcher() -> Launcher:
-    return Launcher(kill_grace_s=1.0)
+async def launcher() -> AsyncIterator[Launcher]:
+    async with Launcher(kill_grace_s=1.0) as launcher:
+        yield launcher
 
 
 @pytest.fixture

@@ -83,14 +83,28 @@ def ratio(a: float | None, b: float | None) -> str:
 # -- summary --------------------------------------------------------------------------------------
 
 
+ORDER = ["orchestrator", "celery-solo", "celery-prefork", "celery-threads", "saq", "arq-default", "arq-tuned"]
+
+
+VARIANTS = ["process", "pooled", "pubsub", "apply", "default", "tuned"]
+
+
+def _order(key: str) -> tuple[int, int, str]:
+    system, _, variant = key.partition(":")
+    return (
+        ORDER.index(system) if system in ORDER else len(ORDER),
+        VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS),
+        key,
+    )
+
+
 def _runs(data: dict[str, Any], bench: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for r in data["runs"]:
         if r["bench"] == bench and r["ok"] and r["rep"] >= 0:
-            out.setdefault(f"{r['system']}:{r['variant']}" if bench != "footprint" else r["system"], []).append(
-                r["result"]
-            )
-    return out
+            key = f"{r['system']}:{r['variant']}" if bench != "footprint" else r["system"]
+            out.setdefault(key, []).append(r["result"])
+    return {k: out[k] for k in sorted(out, key=_order)}
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +116,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "n": rs[0]["n"],
             "done": [r["done"] for r in rs],
             "cut_at_deadline": any(r["cut_at_deadline"] for r in rs),
+            "cut_runs": sum(1 for r in rs if r["cut_at_deadline"]),
+            "runs": len(rs),
             "worker_cpu_ms_per_job": med([r.get("worker_cpu_ms_per_job") for r in rs]),
             "redis_cpu_ms_per_job": med([r.get("redis_cpu_ms_per_job") for r in rs]),
             "enqueue_per_s": med([r.get("enqueue_per_s") for r in rs]),
@@ -116,6 +132,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "cpu_pct": [r["worker"]["cpu_pct"] for r in rs],
             "cpu_median": med([r["worker"]["cpu_pct"] for r in rs]),
             "processes": rs[-1]["worker"]["processes"],
+            # the tree's root (the worker process itself) comes first in per_process_rss_mb
+            "main_rss_median": med([next(iter(r["worker"]["per_process_rss_mb"].values()), None) for r in rs]),
             "redis_cmds_per_s": med([r["redis_cmds_per_s"] for r in rs]),
             "redis_reads_per_s": med([r["redis_reads_per_s"] for r in rs]),
             "window_s": rs[-1]["window_s"],
@@ -136,6 +154,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "effective_isolation": [r.get("effective_isolation") for r in rs if "effective_isolation" in r],
             "distinct_plugin_pids": [r.get("distinct_plugin_pids") for r in rs if "distinct_plugin_pids" in r],
         }
+        if any("missed_notifications" in r for r in rs):
+            s["latency"][key]["missed_notifications"] = sum(r.get("missed_notifications", 0) for r in rs)
+            s["latency"][key]["jobs"] = sum(r["n"] for r in rs)
         phases = [r["phases_ms"] for r in rs if r.get("phases_ms")]
         if phases:
             s["latency"][key]["phases_ms"] = {k: med([ph.get(k) for ph in phases]) for k in phases[0]}
@@ -277,12 +298,18 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         f"{fmt(orr)} vs {fmt(arr)} socket reads per job, net of idle polling",
     )
     of = foot.get("orchestrator") or {}
+    main = of.get("main_rss_median")
     add(
         "idle RSS <= 60 MB",
         of.get("rss_median"),
         60.0,
         None if of.get("rss_median") is None else of["rss_median"] <= 60.0,
-        f"{fmt(of.get('rss_median'))} MB over {of.get('processes', '-')} process(es)",
+        f"{fmt(of.get('rss_median'))} MB over {of.get('processes', '-')} process(es)"
+        + (
+            f" (`orchestrator run` itself {fmt(main)} MB, its children {fmt(of['rss_median'] - main)} MB)"
+            if main is not None and of.get("processes", 1) > 1
+            else ""
+        ),
     )
     add(
         "idle CPU < 1% of a core",

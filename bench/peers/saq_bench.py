@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from saq import Queue
+from saq.job import TERMINAL_STATUSES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/, for benchlib
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -35,6 +36,23 @@ settings = {
 }
 
 
+async def wait_done(job: Any, timeout_s: float) -> int:
+    """Wait for a job through SAQ's pub/sub (`refresh(until_complete=...)`); returns the notifications missed.
+
+    refresh() reads the job, then subscribes: a job finishing in between is never notified and the wait
+    runs to its timeout. So wait 1 s at a time (the job is read again each time) and count those misses.
+    """
+    missed = 0
+    for _ in range(max(1, int(timeout_s))):
+        try:
+            await job.refresh(until_complete=1.0)
+        except TimeoutError:
+            missed += 1
+        if job.status in TERMINAL_STATUSES:
+            return missed
+    raise TimeoutError(f"job not complete after {timeout_s} s")
+
+
 async def amain() -> None:
     import benchlib
 
@@ -44,7 +62,7 @@ async def amain() -> None:
     try:
         job = await queue.enqueue("noop")
         assert job is not None
-        await job.refresh(until_complete=30 if args.mode == "ready" else 10)
+        await wait_done(job, 30 if args.mode == "ready" else 10)
         if args.mode == "ready":
             benchlib.emit({"ready": {"state": job.status.name}})
             return
@@ -65,14 +83,18 @@ async def amain() -> None:
                 async def roundtrip() -> None:
                     await queue.apply("noop", timeout=30)
             else:
+                missed = 0
 
                 async def roundtrip() -> None:
+                    nonlocal missed
                     j = await queue.enqueue("noop")
                     assert j is not None
-                    await j.refresh(until_complete=30)
+                    missed += await wait_done(j, 30)
 
             out = await benchlib.latency_async(args, roundtrip)
             out["variant"] = args.variant
+            if args.variant == "pubsub":
+                out["missed_notifications"] = missed
         benchlib.emit(out)
     finally:
         await queue.disconnect()

@@ -31,7 +31,7 @@ class Params:
 def params_for(quick: bool, reps: int | None) -> Params:
     if quick:
         return Params(True, reps or 1, 2000, 8.0, 30, 3, 10, 3.0, 1.0, 3, 200, 50, 30, 3.0)
-    return Params(False, reps or 3, 10_000, 20.0, 200, 20, 50, 10.0, 2.0, 2, 500, 200, 200, 8.0)
+    return Params(False, reps or 3, 10_000, 20.0, 200, 10, 50, 10.0, 2.0, 2, 500, 200, 100, 8.0)
 
 
 @dataclass

@@ -169,7 +169,13 @@ class Orchestrator:
         store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
         await publish_queues(store, {q: s.concurrency for q, s in settings.queues.items()})
         await publish_plugins(store, registry.all())
-        launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source())
+        # prestart: a `process` plugin that ran recently has its next child already started.
+        launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source(), prestart=True)
+        async with launcher:  # stops warm pooled children and prestarted spares last
+            await self._serve(redis, store, registry, launcher)
+
+    async def _serve(self, redis: ArqRedis, store: JobStore, registry: PluginRegistry, launcher: Launcher) -> None:
+        settings = self.settings
         runner = JobRunner(
             store,
             registry,

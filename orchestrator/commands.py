@@ -183,11 +183,11 @@ async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: P
     assert info.manifest is not None
     _, envs = build_registry(settings)
     python = await envs.ensure(info.path, info.manifest)
-    launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source())
     timeout = args.timeout or info.manifest.timeout or settings.job_timeout_s
-    result = await launcher.run(
-        info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=python, timeout_s=timeout
-    )
+    async with Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source()) as launcher:
+        result = await launcher.run(
+            info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=python, timeout_s=timeout
+        )
     if args.json:
         out.json(result.to_json())
     elif result.ok:

@@ -376,7 +376,7 @@ class ChildPool:
         child = PooledChild(self, b"\0orch-sync:" + token.encode(), life_w)
         try:
             _transport, result_transport = await spawn_child(
-                lambda: child,
+                child,
                 lambda: _ResultLines(child, self.result_cap_bytes),
                 self.cmd,
                 ("--pooled", str(life_r), token),

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from orchestrator.errors import PluginStartError
 from orchestrator.plugins.output import LogCapture, ResultProtocol, RunResult, outcome
@@ -106,8 +106,14 @@ class OneShot:
         self.result_transport.close()
 
 
+class Spawnable(Protocol):
+    """A subprocess protocol that tells when its process has exited."""
+
+    exited: asyncio.Future[None]
+
+
 async def spawn_child(
-    factory: Callable[[], asyncio.SubprocessProtocol],
+    proto: Spawnable,
     result_factory: Callable[[], asyncio.Protocol],
     cmd: Sequence[str],
     extra_args: Sequence[str],
@@ -126,7 +132,7 @@ async def spawn_child(
     read_fd, write_fd = os.pipe()
     try:
         transport, _ = await loop.subprocess_exec(
-            factory,
+            lambda: cast(asyncio.SubprocessProtocol, proto),
             *cmd,
             str(write_fd),
             *extra_args,
@@ -148,10 +154,17 @@ async def spawn_child(
     pipe = os.fdopen(read_fd, "rb", 0)
     try:
         result_transport, _ = await loop.connect_read_pipe(result_factory, pipe)
-    except BaseException:
-        pipe.close()
-        killpg(transport.get_pid(), signal.SIGKILL)
-        transport.close()
+    except BaseException:  # e.g. cancelled: the child must not outlive its spawn
+        try:
+            if not pipe.closed:  # asyncio closes the file object; uvloop closes the fd but not the object
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        finally:
+            killpg(transport.get_pid(), signal.SIGKILL)
+            transport.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_S):
+                    await asyncio.shield(proto.exited)  # reaped, not only signalled
         raise
     return transport, result_transport
 
@@ -162,7 +175,7 @@ async def spawn_oneshot(
     """Start a one-shot child; it waits for its request on stdin."""
     result = ResultProtocol(result_cap_bytes)
     proto = ChildProtocol(capture)
-    transport, result_transport = await spawn_child(lambda: proto, lambda: result, cmd, (), name=name, cwd=cwd, env=env)
+    transport, result_transport = await spawn_child(proto, lambda: result, cmd, (), name=name, cwd=cwd, env=env)
     return OneShot(transport, proto, result, result_transport, transport.get_pid(), time.monotonic())
 
 

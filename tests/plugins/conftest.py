@@ -89,3 +89,17 @@ async def load_plugin(make_plugin: MakePlugin, registry: PluginRegistry) -> Call
         return info
 
     return load
+
+
+@pytest.fixture
+def load_plugin_sync(make_plugin: MakePlugin, plugins_dir: Path, envs: VenvManager) -> Callable[..., PluginInfo]:
+    """make_plugin + a registry read outside any event loop (for tests that run their own loop)."""
+
+    def load(name: str, code: str, **kwargs: Any) -> PluginInfo:
+        make_plugin(name, code, **kwargs)
+        registry = PluginRegistry(plugins_dir, envs)
+        info = registry._inspect(plugins_dir / name)
+        assert info.python is not None, info.reason
+        return info
+
+    return load

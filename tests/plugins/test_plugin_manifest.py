@@ -343,3 +343,20 @@ def test_python_version_specifiers() -> None:
 def test_fallback_specifier_without_packaging(spec: str, version: str, expected: bool) -> None:
     assert _simple_specifier_matches(spec, version) is expected
     assert specifier_matches(spec, version) is expected  # agrees with packaging where both apply
+
+
+def test_pool_options(make_plugin: MakePlugin) -> None:
+    m = manifest(isolation="pooled")
+    assert (m.pool.size, m.pool.max_runs_per_process, m.pool.max_memory_mb, m.pool.idle_s) == (None, 1000, 512, 60.0)
+    folder = make_plugin(
+        "pooled",
+        isolation="pooled",
+        pool={"size": 4, "max_runs_per_process": None, "max_memory_mb": 256, "idle_s": 5, "warm": 2},
+    )
+    m, warnings = load_manifest(folder)
+    assert (m.pool.size, m.pool.max_runs_per_process, m.pool.max_memory_mb, m.pool.idle_s) == (4, None, 256, 5.0)
+    assert warnings == ["unknown key 'pool.warm' ignored"]
+    _, warnings = load_manifest(make_plugin("notpooled", pool={"size": 2}))
+    assert warnings == ["'pool' is ignored unless isolation is 'pooled'"]
+    with pytest.raises(ManifestError, match="pool.size: Input should be greater than 0"):
+        load_manifest(make_plugin("badpool", isolation="pooled", pool={"size": 0}))

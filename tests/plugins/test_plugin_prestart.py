@@ -116,3 +116,33 @@ async def test_no_prestart_unless_asked(launcher: Launcher, load_plugin: LoadPlu
         assert (await run(launcher, info, {})).ok
     await asyncio.sleep(0.2)
     assert children_of(os.getpid()) == before
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_aclose_while_a_spare_is_starting_leaves_no_child(
+    load_plugin_sync: Callable[..., PluginInfo], loop: str
+) -> None:
+    """aclose cancels the task starting a spare at any point of its start; the half-started child is reaped."""
+    info = load_plugin_sync("spawny", "def run(**kw):\n    return 1\n")
+
+    async def scenario() -> list[set[int]]:
+        leftovers = []
+        for steps in range(14):  # close after 0, 1, ... loop iterations of the spare's start
+            before = children_of(os.getpid())
+            launcher = Launcher(prestart=True)
+            await run(launcher, info, {})
+            second = asyncio.create_task(run(launcher, info, {}))  # busy: it starts a spare
+            for _ in range(steps + 1):
+                await asyncio.sleep(0)
+            await launcher.aclose()
+            assert (await second).ok
+            leftovers.append(children_of(os.getpid()) - before)
+        return leftovers
+
+    if loop == "uvloop":
+        import uvloop
+
+        leftovers = uvloop.run(scenario())
+    else:
+        leftovers = asyncio.run(scenario())
+    assert leftovers == [set()] * 14

@@ -417,7 +417,7 @@ class Harness:
                     s,
                     "throughput",
                     v,
-                    n=self.p.jobs,
+                    n=max(self.p.jobs, 10_000),  # enough to keep the worker busy for the whole profile
                     rep=-1,
                     worker_pid=worker.pid,
                     record=False,

@@ -371,6 +371,8 @@ def _launch_rows(o: dict[str, Any]) -> list[str]:
         bare = (x.get("bare") or {}).get("p50_ms")
         ratios = x.get("ratio_p50_to_bare") or {}
         for mode, v in x.items():
+            if mode == "launcher" and "process" in x:
+                continue  # an older name for the same figure
             if isinstance(v, dict) and "p50_ms" in v:
                 r = ratios.get(mode, x.get("ratio_p50") if mode == "launcher" else None)
                 if r is None and bare and mode != "bare":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
+_CACHE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Client:
         self._queues = dict(queues) if queues is not None else None
         self._defaults = defaults or JobDefaults()
         self._owns_redis = owns_redis
+        self._published_queues: tuple[float, dict[str, int]] | None = None
 
     @classmethod
     async def connect(cls, redis_url: str, **kwargs: Any) -> Client:
@@ -82,10 +85,16 @@ class Client:
         await self.close()
 
     async def queues(self) -> dict[str, int]:
+        """Queue name -> concurrency: from the config given, else as running instances published them
+        (cached briefly, so a busy producer does not pay a round trip per job)."""
         if self._queues is not None:
             return self._queues
+        if self._published_queues is not None and time.monotonic() - self._published_queues[0] < _CACHE_S:
+            return self._published_queues[1]
         raw = await self.redis.hgetall(Keys.queues)  # type: ignore[misc]
-        return {k.decode(): int(v) for k, v in raw.items()}
+        queues = {k.decode(): int(v) for k, v in raw.items()}
+        self._published_queues = (time.monotonic(), queues) if queues else None
+        return queues
 
     async def _submitter(self) -> Submitter:
         return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults)
@@ -216,6 +225,8 @@ class Client:
     async def set_enabled(self, plugin: str, enabled: bool) -> None:
         """Stored in Redis: every instance sees it at the next trigger."""
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
+        if isinstance(self._catalog, RedisCatalog):
+            self._catalog.invalidate()
 
     async def published_plugins(self) -> dict[str, Any]:
         raw = await self.redis.hgetall(Keys.plugins)  # type: ignore[misc]

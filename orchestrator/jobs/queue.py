@@ -103,35 +103,28 @@ class QueueWorker(Worker):
                 self._abort_requested = True
 
     async def _poll_iteration_timed(self) -> float:
-        """One pass; returns how long until the next deferred job is due (or the poll delay)."""
+        """One pass (one round trip); returns how long until the next deferred job is due, or the poll delay."""
+        wait_s = self.poll_delay_s
         free = self.max_jobs - self.job_counter
         if self.allow_pick_jobs and free > 0:
-            ids = await self.pool.zrangebyscore(self.queue_name, min="-inf", max=timestamp_ms(), start=0, num=free)
-            if ids:
-                records = await self.store.claim(
-                    self.queue, [i.decode() for i in ids], self.instance_id, _IN_PROGRESS_TTL_MS
-                )
-                for record in records:
-                    self._start(record)
-                if len(ids) == free:
-                    self.wake.set()  # there may be more: look again at once
+            records, next_due_ms = await self.store.claim(
+                self.queue,
+                free,
+                self.instance_id,
+                in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
+                look_ahead_ms=int(self.poll_delay_s * 1000),
+            )
+            for record in records:
+                self._start(record)
+            if len(records) == free:
+                self.wake.set()  # the queue may hold more: look again when a slot frees
+            elif next_due_ms is not None:
+                wait_s = max((next_due_ms - timestamp_ms()) / 1000, 0.001)
         if self._abort_requested:
             self._abort_requested = False
             await self._cancel_aborted_jobs()
         await self.heart_beat()
-        if self.max_jobs - self.job_counter > 0:
-            return await self._seconds_to_next_due()
-        return self.poll_delay_s
-
-    async def _seconds_to_next_due(self) -> float:
-        now_ms = timestamp_ms()
-        upcoming = await self.pool.zrangebyscore(
-            self.queue_name, min=now_ms, max=now_ms + int(self.poll_delay_s * 1000), start=0, num=1, withscores=True
-        )
-        if not upcoming:
-            return self.poll_delay_s
-        due_ms: float = upcoming[0][1]
-        return max((due_ms - now_ms) / 1000, 0.001)
+        return wait_s
 
     def _start(self, record: dict[str, Any]) -> None:
         assert self._tg is not None

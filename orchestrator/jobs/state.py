@@ -34,17 +34,17 @@ redis.call('PUBLISH', ARGV[6], ARGV[1])
 return 1
 """
 
-# Claim ready jobs for this worker, all in one round trip. For each id: still in the queue and
-# due, not claimed by anyone (arq's in-progress key, set NX), and its record not final. Returns
-# [id, fields..., id, fields...] for the claimed ones (fields in _CLAIM_FIELDS order).
-# KEYS: queue zset. ARGV: now (s), now (ms), instance id, in-progress ttl ms, job ids...
+# Claim up to N ready jobs for this worker, and say when the next deferred one is due: the whole
+# poll in one round trip, and atomic, so workers of several instances never contend for an id.
+# A job is claimed when it is due, not claimed by anyone (arq's in-progress key, set NX) and its
+# record is not final. Returns {next due score or '', id, fields, id, fields, ...} (fields in
+# _CLAIM_FIELDS order).
+# KEYS: queue zset. ARGV: now (s), now (ms), instance id, in-progress ttl ms, N, look-ahead ms
 _CLAIM = """
-local out = {}
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= tonumber(ARGV[2])
-     and redis.call('SET', 'arq:in-progress:' .. id, '1', 'NX', 'PX', ARGV[4]) then
+local out = {''}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
+for _, id in ipairs(ids) do
+  if redis.call('SET', 'arq:in-progress:' .. id, '1', 'NX', 'PX', ARGV[4]) then
     local rec = 'orch:job:' .. id
     local st = redis.call('HGET', rec, 'state')
     if st == 'queued' or st == 'deferred' then
@@ -67,6 +67,8 @@ for i = 5, #ARGV do
     end
   end
 end
+local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], ARGV[2] + ARGV[6], 'WITHSCORES', 'LIMIT', 0, 1)
+if upcoming[2] then out[1] = upcoming[2] end
 return out
 """
 
@@ -197,20 +199,20 @@ class JobStore:
         return int(await self._enqueue(keys=keys, args=args))
 
     async def claim(
-        self, queue: str, job_ids: list[str], instance_id: str, in_progress_ttl_ms: int
-    ) -> list[dict[str, Any]]:
-        """Claim the given ready jobs for this instance; returns the records of those it got."""
-        if not job_ids:
-            return []
+        self, queue: str, limit: int, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """Claim up to `limit` ready jobs; returns their records, and when the next deferred one is due (epoch ms)."""
         ts = now()
         flat = await self._claim(
-            keys=[Keys.queue(queue)], args=[ts, int(ts * 1000), instance_id, in_progress_ttl_ms, *job_ids]
+            keys=[Keys.queue(queue)],
+            args=[ts, int(ts * 1000), instance_id, in_progress_ttl_ms, limit, look_ahead_ms],
         )
+        next_due_ms = float(flat[0]) if flat[0] else None
         claimed = []
-        for job_id, values in zip(flat[::2], flat[1::2], strict=True):
+        for job_id, values in zip(flat[1::2], flat[2::2], strict=True):
             raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
             claimed.append({**decode_record(raw), "job_id": job_id.decode(), "started_at": ts})
-        return claimed
+        return claimed, next_due_ms
 
     async def finish(
         self, record: dict[str, Any], new_state: str, fields: dict[str, Any], *, retry_score_ms: int = 0

@@ -7,6 +7,7 @@ a job that is in Redis has passed the same checks whoever asked for it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -170,21 +171,40 @@ class Submitter:
 
 
 class RedisCatalog:
-    """Manifests as the running instances published them: lets a client trigger with only a Redis URL."""
+    """Manifests as the running instances published them: lets a client trigger with only a Redis URL.
 
-    def __init__(self, store: JobStore) -> None:
+    Entries are cached for `ttl_s`: a busy producer validates without a round trip per job. A
+    disable is still never missed: the enqueue script checks the flag itself.
+    """
+
+    def __init__(self, store: JobStore, *, ttl_s: float = 2.0) -> None:
         self.store = store
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, CatalogEntry | None]] = {}
 
     async def lookup(self, name: str) -> CatalogEntry | None:
-        raw = await self.store.redis.hget(Keys.plugins, name)  # type: ignore[misc]
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        entry = await self._fetch(name)
+        self._cache[name] = (time.monotonic(), entry)
+        return entry
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    async def _fetch(self, name: str) -> CatalogEntry | None:
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(Keys.plugins, name)
+            pipe.hget(Keys.plugin_enabled, name)
+            raw, flag = await pipe.execute()
         if raw is None:
             return None
         data = json.loads(raw)
         manifest = Manifest.model_validate(data["manifest"]) if data.get("manifest") else None
-        enabled = await enabled_override(self.store, name)
         return CatalogEntry(
             manifest=manifest,
-            enabled=data.get("enabled", True) if enabled is None else enabled,
+            enabled=data.get("enabled", True) if flag is None else flag == b"1",
             state=data.get("state", "ready"),
             reason=data.get("reason"),
         )

@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs.batch import batch_status, submit_batch
-from orchestrator.jobs.model import TERMINAL, Keys, record_to_json
+from orchestrator.jobs.model import TERMINAL, Keys, decode_record, record_to_json
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
@@ -35,6 +35,18 @@ _CACHE_S = 5.0
 class Triggered:
     job_id: str
     created: bool  # False: a job with this id already existed and nothing was enqueued
+
+
+def _record_from_message(data: bytes) -> dict[str, Any] | None:
+    """A done message carries the final record as a flat JSON list (see JobStore's scripts)."""
+    try:
+        flat = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(flat, list) or len(flat) % 2:
+        return None
+    record = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
+    return record_to_json(record) if record.get("state") in TERMINAL else None
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -154,7 +166,9 @@ class Client:
                     if job["state"] in TERMINAL:
                         return job
                     # Bounded wait: a deferred retry publishes nothing until it ends.
-                    await pubsub.get_message(timeout=5.0)
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None and (final := _record_from_message(message["data"])) is not None:
+                        return final
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -84,7 +84,8 @@ if ARGV[4] == 'final' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('DEL', KEYS[5])
   redis.call('ZREM', KEYS[6], ARGV[1])
-  redis.call('PUBLISH', ARGV[6], ARGV[1])
+  -- the record rides along: a waiter needs no second read
+  redis.call('PUBLISH', ARGV[6], cjson.encode(redis.call('HGETALL', KEYS[1])))
 elseif ARGV[4] == 'retry' then
   redis.call('ZADD', KEYS[6], 'XX', ARGV[5], ARGV[1])
 else
@@ -107,7 +108,7 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[6], ARGV[1])
   redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], ARGV[1])
+  redis.call('PUBLISH', ARGV[4], cjson.encode(redis.call('HGETALL', KEYS[1])))
   return 'cancelled'
 end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')

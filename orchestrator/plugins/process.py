@@ -188,7 +188,12 @@ async def run_oneshot(
     try:
         # a cast, not an isinstance check: uvloop's pipe transports are not asyncio classes
         stdin = cast(asyncio.WriteTransport, child.transport.get_pipe_transport(0))
-        stdin.write(payload)  # stdin stays open afterwards: it is the child's lifeline
+        try:
+            stdin.write(payload)  # stdin stays open afterwards: it is the child's lifeline
+        except (RuntimeError, OSError) as e:
+            # The child died before its request (a prestarted spare killed meanwhile): the outcome
+            # below reports how it exited; this must not escape as an internal error.
+            logger.warning("plugins.request_not_delivered plugin=%s pid=%d error=%s", name, pid, e)
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(proto.exited)

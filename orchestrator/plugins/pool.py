@@ -1,5 +1,8 @@
 """`pooled` isolation: warm children of one plugin interpreter that run many jobs each, one at a time.
 
+This module is the policy (which child runs a job, when children start, stop and are replaced);
+warm.py is one child's protocol.
+
 A warm child is `python <flags> shim.py RESULT_FD --pooled LIFELINE_FD TOKEN` (protocol in shim.py):
 same process group, minimal environment, rlimits and parent-death handling as a one-shot child,
 but it imports the plugin once and then serves one request after another.
@@ -28,221 +31,13 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
 
 from orchestrator.plugins.manifest import Manifest
 from orchestrator.plugins.output import LogCapture, RunResult, outcome
 from orchestrator.plugins.process import DRAIN_S, decode, killpg, spawn_child, stop_group
+from orchestrator.plugins.warm import Job, PooledChild, ResultLines
 
 logger = logging.getLogger(__name__)
-
-_HEAD_BYTES = 64  # enough for the `SYNC RSS_KB ` header of a result line
-
-
-class _Job:
-    """One run in a warm child, from its request to its result and the end of its output."""
-
-    __slots__ = ("capture", "done", "head", "line", "need", "replied", "seen", "stale", "timer", "too_large")
-
-    def __init__(self, capture: LogCapture, done: asyncio.Future[None]) -> None:
-        self.capture = capture
-        self.done = done
-        self.replied = False
-        self.line: bytes | None = None
-        self.head = b""
-        self.too_large = False
-        self.need = 0  # streams (1 stdout, 2 stderr) whose end-of-job marker must arrive first
-        self.seen = 0
-        self.stale = False  # the child's streams are out of step: do not reuse it
-        self.timer: asyncio.TimerHandle | None = None
-
-    def finish(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-class _ResultLines(asyncio.Protocol):
-    """Splits a warm child's result pipe into lines, each capped at `cap_bytes`."""
-
-    def __init__(self, child: PooledChild, cap_bytes: int) -> None:
-        self.child = child
-        self.cap_bytes = cap_bytes
-        self._buf = bytearray()
-        self._head = b""
-        self._too_large = False
-
-    def data_received(self, data: bytes) -> None:
-        if not self._buf and not self._too_large and data.find(b"\n") == len(data) - 1 <= self.cap_bytes:
-            self.child.result_line(data[:-1], b"", False)  # the usual case: one whole line in one read
-            return
-        start = 0
-        while start < len(data):
-            nl = data.find(b"\n", start)
-            piece = data[start:] if nl == -1 else data[start:nl]
-            if not self._too_large:
-                self._buf += piece
-                if len(self._buf) > self.cap_bytes:
-                    self._head, self._too_large = bytes(self._buf[:_HEAD_BYTES]), True
-                    self._buf.clear()
-            if nl == -1:
-                return
-            if self._too_large:
-                self.child.result_line(None, self._head, True)
-            else:
-                self.child.result_line(bytes(self._buf), b"", False)
-            self._buf.clear()
-            self._head, self._too_large = b"", False
-            start = nl + 1
-
-
-class PooledChild(asyncio.SubprocessProtocol):
-    """One warm child: routes its output to the job it runs and tells when that job is over."""
-
-    def __init__(self, pool: ChildPool, marker: bytes, lifeline: int) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.pool = pool
-        self.exited: asyncio.Future[None] = self.loop.create_future()
-        self.closed: asyncio.Future[None] = self.loop.create_future()
-        self.transport: asyncio.SubprocessTransport | None = None
-        self.result_transport: asyncio.BaseTransport | None = None
-        self.pid = 0
-        self.runs = 0
-        self.rss_kb = 0
-        self.idle_since = 0.0
-        self.job: _Job | None = None
-        self._marker = marker
-        self._lifeline: int | None = lifeline  # write end, never written: the child's watchdog reads it
-        self._carry = {1: b"", 2: b""}  # the start of a marker cut by a read
-        self._timers: list[asyncio.TimerHandle] = []
-
-    # -- asyncio callbacks --
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.SubprocessTransport, transport)
-        self.pid = self.transport.get_pid()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if self._carry.get(fd):
-            data, self._carry[fd] = self._carry[fd] + data, b""
-        marker = self._marker
-        while (at := data.find(marker)) != -1:
-            self._output(fd, data[:at])
-            self._end_of_output(fd)
-            data = data[at + len(marker) :]
-        # a marker cut in two by the read: keep back a tail that could be its start
-        start = max(0, len(data) - len(marker) + 1)
-        while (nul := data.find(b"\0", start)) != -1:
-            if marker.startswith(data[nul:]):
-                data, self._carry[fd] = data[:nul], data[nul:]
-                break
-            start = nul + 1
-        if data:
-            self._output(fd, data)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if self.job is not None:
-            self.job.capture.flush(fd)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-        self._close_lifeline()
-        if self.pid:
-            killpg(self.pid, signal.SIGKILL)  # stragglers: what the plugin left in the group
-        if self.job is not None:
-            self.job.finish()
-        self.pool.child_exited(self)
-        self._timers.append(self.loop.call_later(DRAIN_S, self.close))  # an escaped grandchild may hold a pipe
-
-    def connection_lost(self, exc: Exception | None) -> None:  # process gone and every pipe closed
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self.job is None:
-            self.close()
-
-    # -- jobs --
-
-    @property
-    def alive(self) -> bool:
-        return not self.exited.done()
-
-    def start(self, payload: bytes, capture: LogCapture) -> _Job:
-        job = self.job = _Job(capture, self.loop.create_future())
-        assert self.transport is not None
-        cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0)).write(payload)
-        if self.exited.done():
-            job.finish()
-        return job
-
-    def result_line(self, line: bytes | None, head: bytes, too_large: bool) -> None:
-        job = self.job
-        if job is None or job.replied:
-            logger.warning("plugins.pool_unexpected_result pid=%d: the child is replaced", self.pid)
-            self.pool.retire(self)
-            return
-        job.replied, job.too_large = True, too_large
-        src = head or line or b""
-        try:
-            gap1 = src.index(b" ", 0, _HEAD_BYTES)
-            gap2 = src.index(b" ", gap1 + 1, _HEAD_BYTES)
-            sync, rss_kb = int(src[:gap1]), int(src[gap1 + 1 : gap2])
-            job.line = None if line is None else line[gap2 + 1 :]
-        except ValueError:
-            sync, rss_kb, job.line, job.stale = 0, 0, line, True
-        job.need, self.rss_kb = sync, rss_kb
-        if job.need & ~job.seen:
-            job.timer = self.loop.call_later(DRAIN_S, self._markers_late, job)
-        else:
-            job.finish()
-
-    def _markers_late(self, job: _Job) -> None:
-        logger.warning("plugins.pool_output_out_of_step pid=%d: the child is replaced", self.pid)
-        job.stale = True
-        job.finish()
-
-    def _output(self, fd: int, data: bytes) -> None:
-        if self.job is not None:
-            self.job.capture.feed(fd, data)
-        elif data.strip():
-            logger.debug("plugins.pool_output_between_jobs pid=%d fd=%d bytes=%d", self.pid, fd, len(data))
-
-    def _end_of_output(self, fd: int) -> None:
-        job = self.job
-        if job is None:
-            return
-        job.capture.flush(fd)
-        job.seen |= fd
-        if job.replied and not job.need & ~job.seen:
-            if job.timer is not None:
-                job.timer.cancel()
-            job.finish()
-
-    # -- stopping --
-
-    def retire(self, grace_s: float) -> None:
-        """Ask an idle child to stop (EOF on its requests), with SIGKILL to its group after grace_s."""
-        if self.transport is not None:
-            stdin = self.transport.get_pipe_transport(0)
-            if stdin is not None:
-                stdin.close()
-        if self.alive:
-            self._timers.append(self.loop.call_later(grace_s, killpg, self.pid, signal.SIGKILL))
-
-    def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        self._close_lifeline()
-        if self.transport is not None:
-            self.transport.close()
-        if self.result_transport is not None:
-            self.result_transport.close()
-        self.pool.forget(self)
-
-    def _close_lifeline(self) -> None:
-        if self._lifeline is not None:
-            os.close(self._lifeline)
-            self._lifeline = None
 
 
 class ChildPool:
@@ -334,7 +129,7 @@ class ChildPool:
             pid=child.pid,
         )
 
-    async def _end(self, child: PooledChild, job: _Job, *, reuse: bool) -> None:
+    async def _end(self, child: PooledChild, job: Job, *, reuse: bool) -> None:
         """Detach the job from its child; keep the child for the next job or stop it."""
         if not child.alive:
             with contextlib.suppress(TimeoutError):  # the last lines of a crashed child
@@ -377,7 +172,7 @@ class ChildPool:
         try:
             _transport, result_transport = await spawn_child(
                 child,
-                lambda: _ResultLines(child, self.result_cap_bytes),
+                lambda: ResultLines(child, self.result_cap_bytes),
                 self.cmd,
                 ("--pooled", str(life_r), token),
                 name=self.name,

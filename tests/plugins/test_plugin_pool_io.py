@@ -13,7 +13,8 @@ import pytest
 
 from orchestrator.plugins import Launcher, Manifest, PluginInfo, RunResult
 from orchestrator.plugins.output import LogCapture
-from orchestrator.plugins.pool import ChildPool, PooledChild, _Job
+from orchestrator.plugins.pool import ChildPool
+from orchestrator.plugins.warm import Job, PooledChild
 from tests.plugins.helpers import alive, gone, wait_dead, wait_for_file
 from tests.plugins.test_plugin_pool import HANGER
 
@@ -104,7 +105,7 @@ async def test_marker_cut_across_reads_is_recognised() -> None:
     child = PooledChild(pool, marker, write_end)
     seen: list[str] = []
     capture = LogCapture(1 << 20, 1000, lambda _s, line: seen.append(line))
-    child.job = job = _Job(capture, asyncio.get_running_loop().create_future())
+    child.job = job = Job(capture, asyncio.get_running_loop().create_future())
     for byte in b"one\n\0not a marker\ntwo" + marker:
         child.pipe_data_received(1, bytes([byte]))
     assert seen == ["one", "\0not a marker", "two"] and job.seen == 1

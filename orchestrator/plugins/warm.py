@@ -163,7 +163,13 @@ class PooledChild(asyncio.SubprocessProtocol):
     def start(self, payload: bytes, capture: LogCapture) -> Job:
         job = self.job = Job(capture, self.loop.create_future())
         assert self.transport is not None
-        cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0)).write(payload)
+        try:
+            cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0)).write(payload)
+        except (RuntimeError, OSError, AttributeError) as e:
+            # Died while idle and the loop has seen its pipes close but not yet its exit: the job
+            # ends with the exit (as a crash); a child without its request pipe is no use anyway.
+            logger.warning("plugins.request_not_delivered pid=%d error=%s", self.pid, e)
+            killpg(self.pid, signal.SIGKILL)
         if self.exited.done():
             job.finish()
         return job

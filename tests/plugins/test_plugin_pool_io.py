@@ -267,3 +267,33 @@ async def test_first_job_of_every_new_child_gets_its_env(launcher: Launcher, loa
     results = await asyncio.gather(*(run(launcher, info, context={"job_id": f"j{i}"}) for i in range(40)))
     assert [r.result[1] if r.ok else r.error for r in results] == [f"j{i}" for i in range(40)]
     assert len({r.pid for r in results}) == 40
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_warm_child_killed_while_idle_fails_at_most_the_next_job(
+    load_plugin_sync: Callable[..., PluginInfo], loop: str
+) -> None:
+    """The loop may not have seen the exit yet when the next job picks the child: no exception escapes."""
+    import signal
+
+    info = load_plugin_sync("victimpool", "import os\ndef run(**kw):\n    return os.getpid()\n", isolation="pooled")
+
+    async def scenario() -> list[RunResult]:
+        results = []
+        async with Launcher(kill_grace_s=0.5) as launcher:
+            for _ in range(5):
+                warm = await run(launcher, info)
+                os.kill(warm.result, signal.SIGKILL)
+                results.append(await run(launcher, info))  # no await in between: the exit is not seen yet
+                results.append(await run(launcher, info))
+        return results
+
+    if loop == "uvloop":
+        import uvloop
+
+        results = uvloop.run(scenario())
+    else:
+        results = asyncio.run(scenario())
+    for right_after, next_one in zip(results[::2], results[1::2], strict=True):
+        assert right_after.ok or right_after.error == "killed by signal SIGKILL", right_after
+        assert next_one.ok, next_one

@@ -43,7 +43,7 @@ def priority_band(priority: int) -> str:
     return "high" if priority <= 3 else "default" if priority <= 6 else "low"
 
 
-def queue_score(ready_at_ms: int, priority: int) -> int:
+def queue_score(ready_at_ms: float, priority: int) -> float:
     return ready_at_ms - (9 - priority) * _PRIORITY_STEP_MS
 
 

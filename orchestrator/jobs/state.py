@@ -175,7 +175,7 @@ class JobStore:
         self._finish = redis.register_script(_FINISH)
 
     # -- writes --
-    async def enqueue(self, record: dict[str, Any], *, arq_payload: bytes, score: int) -> int:
+    async def enqueue(self, record: dict[str, Any], *, arq_payload: bytes, score: float) -> int:
         """Create the record and the arq job at once.
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is

@@ -72,7 +72,7 @@ class JobRequest:
 @dataclass(frozen=True)
 class PreparedJob:
     record: dict[str, Any]
-    score: int
+    score: float
     enqueue_ms: int
 
 
@@ -151,7 +151,9 @@ class Submitter:
             "context": request.context or None,
         }
         # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
-        score = int(ready_at * 1000) if deferred else queue_score(int(ts * 1000), priority)
+        # Microsecond resolution (a fraction of arq's ms score): two jobs enqueued in the same
+        # millisecond keep their order instead of being ordered by id.
+        score = round(ready_at * 1000, 3) if deferred else queue_score(round(ts * 1000, 3), priority)
         return PreparedJob(record=record, score=score, enqueue_ms=int(ts * 1000))
 
     async def write(self, job: PreparedJob) -> bool:

@@ -170,7 +170,12 @@ class Orchestrator:
         await publish_queues(store, {q: s.concurrency for q, s in settings.queues.items()})
         await publish_plugins(store, registry.all())
         # prestart: a `process` plugin that ran recently has its next child already started.
-        launcher = Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source(), prestart=True)
+        launcher = Launcher(
+            kill_grace_s=settings.kill_grace_s,
+            env_source=await plugin_env_source(),
+            prestart=settings.plugin_prestart,
+            spare_idle_s=settings.plugin_spare_idle_s,
+        )
         async with launcher:  # stops warm pooled children and prestarted spares last
             await self._serve(redis, store, registry, launcher)
 

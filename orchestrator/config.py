@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     instance_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_INSTANCE_TTL_S", default=10.0)
     poll_delay_s: Annotated[float, Field(gt=0)] = _alias("ORCH_POLL_DELAY_S", default=1.0)
 
+    # -- plugins --
+    # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
+    plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)
+    plugin_spare_idle_s: Annotated[float, Field(gt=0)] = _alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
+
     @field_validator("es_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:

@@ -118,8 +118,35 @@ def _external(what: str) -> NoReturn:
 # -- Redis --
 
 
-class RedisServer:
+class _ServerProcess:
+    """What a private server child and an external server share: running / pid / stop."""
+
+    external: bool
+    _proc: subprocess.Popen[bytes] | None
+    _env_name: str
+
+    @property
+    def running(self) -> bool:
+        if self.external:
+            return True
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self) -> None:
+        """SIGTERM the server and wait for a clean shutdown (SIGKILL if it is stuck)."""
+        if self.external:
+            _external(self._env_name)
+        if self._proc is not None:
+            terminate(self._proc)
+
+
+class RedisServer(_ServerProcess):
     """A redis-server on 127.0.0.1:`port`, data in `dir` (no RDB, no AOF)."""
+
+    _env_name = REDIS_ENV
 
     def __init__(self, binary: str | None, dir: Path | None, url: str | None = None) -> None:
         self.binary = binary
@@ -147,16 +174,6 @@ class RedisServer:
         server = cls(binary, tmp_dir)
         server.start()
         return server
-
-    @property
-    def running(self) -> bool:
-        if self.external:
-            return True
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
         """Start (or restart on the same port and dir); returns once it answers PING."""
@@ -195,13 +212,6 @@ class RedisServer:
             time.sleep(0.01)
         return False
 
-    def stop(self) -> None:
-        """SIGTERM the server and wait for it; clients get connection refused until start()."""
-        if self.external:
-            _external(REDIS_ENV)
-        if self._proc is not None:
-            terminate(self._proc)
-
     def __repr__(self) -> str:
         return f"RedisServer(url={self.url!r}, external={self.external})"
 
@@ -218,8 +228,10 @@ def redis_ping(host: str, port: int) -> bool:
 # -- MariaDB --
 
 
-class MariaDBServer:
+class MariaDBServer(_ServerProcess):
     """A mariadbd on 127.0.0.1:`port` with binlog on (ROW, FULL image and metadata), user root without password."""
+
+    _env_name = MYSQL_ENV
 
     def __init__(self, dir: Path | None, url: str | None = None) -> None:
         self.dir = dir
@@ -260,16 +272,6 @@ class MariaDBServer:
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `asyncmy.connect()` (TCP)."""
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password, "db": self.db}
-
-    @property
-    def running(self) -> bool:
-        if self.external:
-            return True
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def _install(self) -> None:
         assert self.dir is not None
@@ -341,13 +343,6 @@ class MariaDBServer:
                 pass
             time.sleep(0.02)
         return False
-
-    def stop(self) -> None:
-        """SIGTERM mariadbd and wait for a clean shutdown (SIGKILL if it is stuck)."""
-        if self.external:
-            _external(MYSQL_ENV)
-        if self._proc is not None:
-            terminate(self._proc)
 
     async def recreate_db(self) -> None:
         """DROP and CREATE the test database, after killing connections still using it."""

@@ -299,11 +299,3 @@ class Orchestrator:
             worker_stats=pool.stats,
             api_token=self.settings.api_token.get_secret_value() if self.settings.api_token else None,
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "instance_id": self.state.instance_id,
-            "role": self.role,
-            "queues": self.state.served_queues,
-            "settings": self.settings.masked(),
-        }

@@ -241,7 +241,3 @@ class Client:
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
         if isinstance(self._catalog, RedisCatalog):
             self._catalog.invalidate()
-
-    async def published_plugins(self) -> dict[str, Any]:
-        raw = await self.redis.hgetall(Keys.plugins)  # type: ignore[misc]
-        return {k.decode(): json.loads(v) for k, v in raw.items()}

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from orchestrator.app import Orchestrator, build_client, build_registry, plugin_env_source, redis_connection
 from orchestrator.client import Client
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
 from orchestrator.jobs.batch import parse_batch
+from orchestrator.jobs.model import Keys
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.manifest import coerce_cli_params, validate_params
 from orchestrator.plugins.registry import PluginRegistry
@@ -105,9 +108,9 @@ async def _overrides(settings: Settings) -> dict[str, bool]:
     """Enable/disable flags stored in Redis, if a Redis is reachable (never starts one)."""
     try:
         async with redis_connection(settings, start_embedded=False) as (redis, _):
-            raw = await redis.hgetall("orch:plugin-enabled")  # type: ignore[misc]
+            raw = await redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
             return {k.decode(): v == b"1" for k, v in raw.items()}
-    except (ConfigError, OSError, Exception):  # noqa: BLE001 - listing plugins must work without Redis
+    except (ConfigError, RedisError, OSError):  # listing plugins must work without Redis
         return {}
 
 
@@ -179,14 +182,12 @@ async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: P
     if info.manifest is None:
         raise PluginError(f"plugin {args.name} is invalid: {info.reason}")
     params = validate_params(info.manifest, _params(args, info.manifest))
-    info = await registry.ensure_ready(args.name)
-    assert info.manifest is not None
-    _, envs = build_registry(settings)
-    python = await envs.ensure(info.path, info.manifest)
+    info = await registry.ensure_ready(args.name)  # builds the venv if needed
+    assert info.manifest is not None and info.python is not None
     timeout = args.timeout or info.manifest.timeout or settings.job_timeout_s
     async with Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source()) as launcher:
         result = await launcher.run(
-            info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=python, timeout_s=timeout
+            info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=info.python, timeout_s=timeout
         )
     if args.json:
         out.json(result.to_json())

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -102,15 +102,16 @@ class JobRunner:
             # A bug or a lost Redis in our own launch path: record it as a failed attempt (retried
             # like any other) rather than leave the record in `running`.
             logger.exception("job %s: internal error while running %s", job_id, record["plugin"])
-            result = _error_result(f"internal error: {type(e).__name__}: {e}", "InternalError")
+            result = RunResult(ok=False, error=f"internal error: {type(e).__name__}: {e}", error_type="InternalError")
         except asyncio.CancelledError:
             if aborted():
-                await asyncio.shield(self._finish(record, "cancelled", {"error": "cancelled while running"}))
+                fields = {"error": "cancelled while running", "finished_at": now()}
+                await asyncio.shield(self._record(record, "cancelled", fields))
             else:
-                # Shutdown: back to the queue; the interrupted attempt does not count.
+                # Shutdown: back to the queue; the interrupted attempt does not count. Bounded: at
+                # shutdown with Redis away, the heartbeat expiry puts it back instead.
                 fields = {"attempt": record["attempt"] - 1, "interrupted": now()}
-                # Bounded: at shutdown with Redis away, the heartbeat expiry puts it back instead.
-                await asyncio.shield(self._durably(self.store.finish, record, "queued", fields, give_up_after_s=5.0))
+                await asyncio.shield(self._record(record, "queued", fields, give_up_after_s=5.0))
             raise
         await self._record_outcome(record, result)
 
@@ -138,7 +139,7 @@ class JobRunner:
             )
         except OrchestratorError as e:
             # not ready (venv build failed), gone from the plugins folder, interpreter missing
-            return _error_result(f"{type(e).__name__}: {e}", type(e).__name__)
+            return RunResult(ok=False, error=f"{type(e).__name__}: {e}", error_type=type(e).__name__)
         finally:
             self._sinks.discard(sink)
             with contextlib.suppress(RedisError, OSError):
@@ -162,61 +163,48 @@ class JobRunner:
         if result.ok:
             fields["result"] = result.result
             self.completed += 1
-            await self._finish(record, "succeeded", fields)
+            await self._record(record, "succeeded", fields)
             return
         fields.update(error=result.error, error_type=result.error_type, traceback=result.traceback)
         attempt, max_retries = record["attempt"], record.get("max_retries", 0)
         if attempt <= max_retries:
             delay = retry_delay(record.get("retry_backoff_s", 0.0), attempt)
-            fields["defer_until"] = now() + delay
+            fields["defer_until"] = retry_at = now() + delay
             self.retried += 1
             logger.warning(
                 "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
                 record["job_id"], record["plugin"], attempt, delay, result.error,
             )  # fmt: skip
-            retry_at_ms = int((now() + delay) * 1000)
-            await self._durably(self.store.finish, record, "deferred", fields, retry_score_ms=retry_at_ms)
+            await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
             return
         self.failed += 1
         logger.warning(
             "job %s (%s) failed after %d attempt(s): %s", record["job_id"], record["plugin"], attempt, result.error
         )
-        await self._finish(record, "failed", fields)
+        await self._record(record, "failed", fields)
 
-    async def _finish(self, record: dict[str, Any], state: str, fields: dict[str, Any]) -> None:
-        fields.setdefault("finished_at", now())
-        await self._durably(self.store.finish, record, state, fields)
-
-    async def _durably(
-        self, write: Callable[..., Awaitable[None]], *args: Any, give_up_after_s: float | None = None, **kwargs: Any
+    async def _record(
+        self,
+        record: dict[str, Any],
+        state: str,
+        fields: dict[str, Any],
+        *,
+        retry_score_ms: int = 0,
+        give_up_after_s: float | None = None,
     ) -> None:
         """An outcome must reach Redis: if Redis is away, keep trying (with backoff) until it is back."""
+        loop = asyncio.get_running_loop()
+        deadline = None if give_up_after_s is None else loop.time() + give_up_after_s
         backoff_s = 0.2
-        deadline = None if give_up_after_s is None else asyncio.get_running_loop().time() + give_up_after_s
         while True:
             try:
-                await write(*args, **kwargs)
+                await self.store.finish(record, state, fields, retry_score_ms=retry_score_ms)
                 return
             except (RedisError, OSError) as e:
-                if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                if deadline is not None and loop.time() > deadline:
                     raise
                 logger.warning(
-                    "job %s: cannot record outcome yet (%s); retrying in %.1fs", args[0]["job_id"], e, backoff_s
+                    "job %s: cannot record outcome yet (%s); retrying in %.1fs", record["job_id"], e, backoff_s
                 )
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
-
-
-def _error_result(error: str, error_type: str) -> RunResult:
-    return RunResult(
-        ok=False,
-        result=None,
-        error=error,
-        error_type=error_type,
-        traceback=None,
-        exit_code=None,
-        timed_out=False,
-        duration_s=0.0,
-        log_tail="",
-        pid=None,
-    )

@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 
 from orchestrator.client import Client, connect_redis
-from tests.jobs.helpers import RunProcess, make_plugin, make_settings, pid_alive, read_events, wait_for
+from tests.jobs.conftest import StartRun
+from tests.jobs.helpers import make_plugin, make_settings, pid_alive, read_events, wait_for
 
 
-async def test_sigterm_lets_running_jobs_finish_within_grace(tmp_path: Path, redis_url: str) -> None:
+async def test_sigterm_lets_running_jobs_finish_within_grace(
+    tmp_path: Path, redis_url: str, start_run: StartRun
+) -> None:
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url, shutdown_grace_s=10.0)
     record = tmp_path / "events.jsonl"
-    proc = RunProcess(settings, tmp_path / "run.log")
-    await proc.start()
+    proc = await start_run(settings, tmp_path / "run.log")
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         await wait_for(client.queues)  # published: the app is up
         ids = [(await client.trigger("probe", {"sleep": 1.0, "record": str(record)})).job_id for _ in range(3)]
@@ -30,12 +32,13 @@ async def test_sigterm_lets_running_jobs_finish_within_grace(tmp_path: Path, red
     assert "shutdown complete" in proc.log()
 
 
-async def test_sigterm_puts_back_jobs_that_outlive_the_grace(tmp_path: Path, redis_url: str) -> None:
+async def test_sigterm_puts_back_jobs_that_outlive_the_grace(
+    tmp_path: Path, redis_url: str, start_run: StartRun
+) -> None:
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url, shutdown_grace_s=0.5)
     record = tmp_path / "events.jsonl"
-    proc = RunProcess(settings, tmp_path / "run.log")
-    await proc.start()
+    proc = await start_run(settings, tmp_path / "run.log")
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         await wait_for(client.queues)
         ids = [
@@ -55,7 +58,9 @@ async def test_sigterm_puts_back_jobs_that_outlive_the_grace(tmp_path: Path, red
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-async def test_kill_9_with_20_running_and_100_queued_loses_nothing(tmp_path: Path, redis_url: str) -> None:
+async def test_kill_9_with_20_running_and_100_queued_loses_nothing(
+    tmp_path: Path, redis_url: str, start_run: StartRun
+) -> None:
     """kill -9 of the whole orchestrator; after a restart every job ends `succeeded`, none ran twice at once,
     and the interrupted ones start again within 30 s."""
     make_plugin(tmp_path / "plugins")
@@ -63,8 +68,7 @@ async def test_kill_9_with_20_running_and_100_queued_loses_nothing(tmp_path: Pat
         tmp_path, redis_url, queues={"default": {"concurrency": 20}}, heartbeat_interval_s=2.0, instance_ttl_s=10.0
     )
     record = tmp_path / "events.jsonl"
-    first = RunProcess(settings, tmp_path / "run1.log")
-    await first.start()
+    first = await start_run(settings, tmp_path / "run1.log")
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         await wait_for(client.queues)
         ids = [
@@ -81,8 +85,7 @@ async def test_kill_9_with_20_running_and_100_queued_loses_nothing(tmp_path: Pat
         await wait_for(lambda: not any(pid_alive(p) for p in plugin_pids), timeout_s=5)
 
         restart_wall = time.time()
-        second = RunProcess(settings, tmp_path / "run2.log")
-        await second.start()
+        second = await start_run(settings, tmp_path / "run2.log")
         try:
             await wait_for(lambda: _all_succeeded(client, ids), timeout_s=150, interval_s=0.5)
         finally:

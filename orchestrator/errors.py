@@ -52,5 +52,10 @@ class StartupError(OrchestratorError):
     """`orchestrator run` cannot start a component (a port in use, Redis unreachable)."""
 
 
+class FencedError(OrchestratorError):
+    """A leader-only write carried a lease token that is no longer current: this instance lost the
+    lease (it stalled, or Redis was away) and another leads now. Nothing was written."""
+
+
 class ChangeFeedError(OrchestratorError):
     """The MySQL change feed cannot be read."""

@@ -100,6 +100,9 @@ class Keys:
     queues = "orch:queues"  # queue -> concurrency, published by running instances
     plugins = "orch:plugins"  # plugin -> manifest JSON, published by running instances
     plugin_enabled = "orch:plugin-enabled"  # plugin -> "1"/"0": enable/disable seen by every instance
+    leader = "orch:leader"  # hash {instance, token, since} with a TTL: the leader lease
+    leader_epoch = "orch:leader:epoch"  # the fencing-token counter; only grows
+    component_status = "orch:component-status"  # leader-only component -> its status JSON
 
     @staticmethod
     def batch(batch_id: str) -> str:

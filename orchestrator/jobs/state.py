@@ -8,31 +8,60 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from redis.exceptions import ResponseError
 
+from orchestrator.jobs.leader import Fence, fence_check, no_fence_arg, raise_if_fenced
 from orchestrator.jobs.model import STATES, TERMINAL, Keys, decode_record, encode_record, now, record_to_json
 
 logger = logging.getLogger(__name__)
 
-# KEYS: record, arq job, queue zset, state zset, plugin zset, all-jobs zset, enabled-flags hash
-# ARGV: job_id, ttl_ms, arq payload, queue score, index score, wake channel, plugin, field, value, ...
-# Returns 1 (enqueued), 0 (the id exists: nothing written) or -1 (the plugin was disabled meanwhile).
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('HGET', KEYS[7], ARGV[7]) == '0' then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
-redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
-redis.call('PUBLISH', ARGV[6], ARGV[1])
-return 1
+# Enqueue N jobs (one for a trigger, many for a batch or a change-capture round) and, optionally,
+# write a checkpoint in the same atomic step, all refused when a leader-only fence is stale.
+# A job whose id exists is skipped (0), one whose plugin was disabled meanwhile too (-1).
+# KEYS: enabled-flags hash, all-jobs zset, leader hash, [checkpoint hash,]
+#       then per job: record, arq job, queue zset, state zset, plugin zset
+# ARGV: fence token or '', ttl ms, N, C (checkpoint pairs), C field/value pairs,
+#       then per job: job_id, arq payload, queue score, index score, wake channel, plugin, F, F items
+# Returns one outcome per job: 1 (enqueued), 0 (id exists), -1 (plugin disabled).
+_ENQUEUE = (
+    fence_check(3, 1)
+    + """
+local ttl, n, c = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5 + 2 * c
+local k = (c > 0) and 5 or 4
+local out, woken = {}, {}
+for i = 1, n do
+  local id, nf = ARGV[a], tonumber(ARGV[a + 6])
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    out[i] = 0
+  elseif redis.call('HGET', KEYS[1], ARGV[a + 5]) == '0' then
+    out[i] = -1
+  else
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 7, a + 6 + nf))
+    redis.call('PEXPIRE', KEYS[k], ttl)
+    redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ttl)
+    redis.call('ZADD', KEYS[k + 2], ARGV[a + 2], id)
+    redis.call('ZADD', KEYS[k + 3], ARGV[a + 3], id)
+    redis.call('ZADD', KEYS[k + 4], ARGV[a + 3], id)
+    redis.call('ZADD', KEYS[2], ARGV[a + 3], id)
+    woken[ARGV[a + 4]] = id
+    out[i] = 1
+  end
+  a = a + 7 + nf
+  k = k + 5
+end
+if c > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * c)) end
+-- one wake-up per queue, however many jobs went into it
+for channel, id in pairs(woken) do redis.call('PUBLISH', channel, id) end
+return out
 """
+)
 
 # Claim up to N ready jobs for this worker, and say when the next deferred one is due: the whole
 # poll in one round trip, and atomic, so workers of several instances never contend for an id.
@@ -157,6 +186,23 @@ _CLAIM = _CLAIM.replace("__CLAIM_FIELDS__", ", ".join(f"'{f}'" for f in _CLAIM_F
 _CLAIM, _FINISH, _RELEASE = (s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for s in (_CLAIM, _FINISH, _RELEASE))
 
 
+@dataclass(frozen=True)
+class EnqueueItem:
+    """One prepared job: its record, arq's payload and its score in the queue set."""
+
+    record: dict[str, Any]
+    arq_payload: bytes
+    score: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A hash write that lands atomically with an enqueue (e.g. change capture's position)."""
+
+    key: str
+    fields: Mapping[str, str]
+
+
 class JobStore:
     """Reads and writes job records. Shared by the client, the workers and the monitor.
 
@@ -181,23 +227,39 @@ class JobStore:
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
         """
-        job_id = record["job_id"]
-        args: list[Any] = [
-            job_id, self.ttl_ms, arq_payload, score, record["enqueued_at"], Keys.wake_channel(record["queue"]),
-            record["plugin"],
-        ]  # fmt: skip
-        for k, v in encode_record(record).items():
-            args += [k, v]
-        keys = [
-            Keys.job(job_id),
-            job_key_prefix + job_id,
-            Keys.queue(record["queue"]),
-            Keys.state(record["state"]),
-            Keys.plugin_jobs(record["plugin"]),
-            Keys.all_jobs,
-            Keys.plugin_enabled,
-        ]
-        return int(await self._enqueue(keys=keys, args=args))
+        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score)]))[0]
+
+    async def enqueue_many(
+        self, items: Sequence[EnqueueItem], *, fence: Fence | None = None, checkpoint: Checkpoint | None = None
+    ) -> list[int]:
+        """Enqueue every item and write `checkpoint` in one atomic script; one outcome per item (see enqueue).
+
+        Raises:
+            FencedError: `fence` is not the lease's current token: nothing was written.
+        """
+        pairs = [x for kv in (checkpoint.fields.items() if checkpoint else ()) for x in kv]
+        keys = [Keys.plugin_enabled, Keys.all_jobs, Keys.leader] + ([checkpoint.key] if checkpoint else [])
+        args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2, *pairs]
+        for item in items:
+            record = item.record
+            job_id = record["job_id"]
+            fields = [x for kv in encode_record(record).items() for x in kv]
+            keys += [
+                Keys.job(job_id),
+                job_key_prefix + job_id,
+                Keys.queue(record["queue"]),
+                Keys.state(record["state"]),
+                Keys.plugin_jobs(record["plugin"]),
+            ]
+            args += [
+                job_id, item.arq_payload, item.score, record["enqueued_at"], Keys.wake_channel(record["queue"]),
+                record["plugin"], len(fields), *fields,
+            ]  # fmt: skip
+        try:
+            return [int(x) for x in await self._enqueue(keys=keys, args=args)]
+        except ResponseError as e:
+            raise_if_fenced(e)
+            raise
 
     async def claim(
         self, queue: str, limit: int, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int

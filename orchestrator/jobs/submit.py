@@ -15,8 +15,9 @@ from typing import Any, Protocol
 from arq.jobs import serialize_job
 
 from orchestrator.errors import JobError, ParamsError
+from orchestrator.jobs.leader import Fence
 from orchestrator.jobs.model import Keys, new_job_id, now, parse_priority, queue_score
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.state import Checkpoint, EnqueueItem, JobStore
 from orchestrator.plugins.manifest import Manifest, validate_params
 
 ARQ_FUNCTION = "run_plugin"
@@ -158,13 +159,26 @@ class Submitter:
 
     async def write(self, job: PreparedJob) -> bool:
         """Enqueue; False when a job with this id already exists (nothing written)."""
-        # arq's payload format, so arq's own tools can read the queue.
-        payload = serialize_job(ARQ_FUNCTION, (job.record["job_id"],), {}, None, job.enqueue_ms, serializer=json_bytes)
-        outcome = await self.store.enqueue(job.record, arq_payload=payload, score=job.score)
+        outcome = await self.store.enqueue(job.record, arq_payload=self._payload(job), score=job.score)
         if outcome < 0:
             msg = f"plugin {job.record['plugin']!r} is disabled (orchestrator plugins enable {job.record['plugin']})"
             raise JobError(msg)
         return outcome == 1
+
+    async def write_many(
+        self, jobs: list[PreparedJob], *, fence: Fence | None = None, checkpoint: Checkpoint | None = None
+    ) -> list[int]:
+        """Enqueue prepared jobs and write `checkpoint` atomically, for leader-only sources.
+
+        Returns one outcome per job: 1 enqueued, 0 the id existed (nothing written), -1 the plugin
+        was disabled. Raises FencedError (nothing written) when `fence` is stale.
+        """
+        items = [EnqueueItem(j.record, self._payload(j), j.score) for j in jobs]
+        return await self.store.enqueue_many(items, fence=fence, checkpoint=checkpoint)
+
+    def _payload(self, job: PreparedJob) -> bytes:
+        # arq's payload format, so arq's own tools can read the queue.
+        return serialize_job(ARQ_FUNCTION, (job.record["job_id"],), {}, None, job.enqueue_ms, serializer=json_bytes)
 
     async def submit(self, request: JobRequest) -> tuple[str, bool]:
         """(job id, created). created is False when a job with that id already exists."""

@@ -1,0 +1,237 @@
+"""The leader lease: one Redis key with a TTL, renewed by its holder, and a fencing token.
+
+The scheduler, change capture and housekeeping must run on exactly one instance at a time. The
+instance that holds `orch:leader` runs them; it renews the key every `ttl / 3`. When the holder
+dies (or stalls past the TTL) the key expires and another eligible instance takes it within about
+`ttl + ttl / 3`.
+
+Expiry alone cannot stop a *stale* leader (a process paused by SIGSTOP, a VM migration, a long GC)
+from finishing a write it started before it was paused. So every new holder gets a token from a
+counter that only grows (`orch:leader:epoch`), and every leader-only write carries the token it
+was made under: the Lua script compares it with the token stored in `orch:leader` and refuses the
+write when they differ (`FencedError`). See Kleppmann, "How to do distributed locking" (2016).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.errors import FencedError
+from orchestrator.jobs.model import Keys, now
+
+logger = logging.getLogger(__name__)
+
+# The marker a fenced script's error reply starts with (see fence_check()).
+FENCED_REPLY = "ORCH_FENCED"
+
+# Take the lease if nobody holds it, or renew it if we hold it with the token we know.
+# KEYS: leader hash, epoch counter. ARGV: instance id, now (s), ttl ms, our token ('' when not leading)
+# Returns {1, token, since} when we hold it afterwards, {0, token or false, holder or false} otherwise.
+_TAKE_OR_RENEW = """
+local holder = redis.call('HGET', KEYS[1], 'instance')
+local token = redis.call('HGET', KEYS[1], 'token')
+if ARGV[4] ~= '' then
+  if holder == ARGV[1] and token == ARGV[4] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {1, token, redis.call('HGET', KEYS[1], 'since')}
+  end
+  -- We led, but the key expired or moved on: leadership is lost even if nobody holds it now,
+  -- so the caller stops its leader-only work before it tries again with a new token.
+  return {0, token, holder}
+end
+if holder then return {0, token, holder} end
+token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'token', token, 'since', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, tostring(token), ARGV[2]}
+"""
+
+# Give the lease up on a clean shutdown, so another instance need not wait for the TTL.
+# KEYS: leader hash. ARGV: instance id, token.
+_RESIGN = """
+if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def fence_check(key_index: int, token_index: int) -> str:
+    """A Lua prologue that refuses the script unless ARGV[token_index] is the lease's current token.
+
+    KEYS[key_index] must be `Keys.leader`. An empty token means "not a leader-only write".
+    """
+    return (
+        f"if ARGV[{token_index}] ~= '' and redis.call('HGET', KEYS[{key_index}], 'token') ~= ARGV[{token_index}] "
+        f"then return redis.error_reply('{FENCED_REPLY} stale leader token ' .. ARGV[{token_index}]) end\n"
+    )
+
+
+def raise_if_fenced(error: ResponseError) -> None:
+    """Turn a fenced script's error reply into FencedError (re-raise anything else)."""
+    if FENCED_REPLY in str(error):
+        msg = f"refused a write of a stale leader: {error}"
+        raise FencedError(msg) from error
+    raise error
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The token a leader-only write was made under (see the module docstring)."""
+
+    token: int
+
+    @property
+    def arg(self) -> str:
+        return str(self.token)
+
+
+def no_fence_arg(fence: Fence | None) -> str:
+    return fence.arg if fence is not None else ""
+
+
+class LeaderLease(BaseComponent):
+    """Holds (or watches) the leader lease.
+
+    Args:
+        redis: the shared connection pool.
+        instance_id: this process.
+        ttl_s: how long the lease outlives its last renewal; a dead leader is replaced within
+            about `ttl_s * 4 / 3`.
+        eligible: False for `--role worker`: it never leads, but still knows who does.
+    """
+
+    name = "leader"
+
+    def __init__(self, redis: Redis, instance_id: str, *, ttl_s: float, eligible: bool = True) -> None:
+        self.redis = redis
+        self.instance_id = instance_id
+        self.ttl_s = ttl_s
+        self.eligible = eligible
+        self.token: int | None = None
+        self.since: float | None = None
+        self.holder: dict[str, Any] | None = None  # as last read from Redis
+        self.last_error: str | None = None
+        self._valid_until = 0.0  # loop time: we may act as leader until then without a renewal
+        self._gained = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._lost.set()
+        self._take = redis.register_script(_TAKE_OR_RENEW)
+        self._resign = redis.register_script(_RESIGN)
+
+    # -- what others ask --
+    @property
+    def is_leader(self) -> bool:
+        return self.token is not None and asyncio.get_running_loop().time() < self._valid_until
+
+    def fence(self) -> Fence | None:
+        """The token to carry on a leader-only write, or None when this instance does not lead now."""
+        return Fence(self.token) if self.token is not None and self.is_leader else None
+
+    async def wait_gained(self) -> None:
+        await self._gained.wait()
+
+    async def wait_lost(self) -> None:
+        await self._lost.wait()
+
+    # -- the loop --
+    async def run(self) -> None:
+        interval_s = self.ttl_s / 3
+        try:
+            while True:
+                await self._step()
+                await asyncio.sleep(interval_s)
+        finally:
+            self._set_lost("stopping")
+
+    async def _step(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.token is not None and loop.time() >= self._valid_until:
+            # No successful renewal for a whole TTL (Redis away, or this process was paused):
+            # another instance may lead by now.
+            self._set_lost("the lease was not renewed within its TTL")
+        if not self.eligible:
+            await self._read_holder()
+            return
+        started = loop.time()
+        ours = str(self.token) if self.token is not None else ""
+        try:
+            held, token, third = await self._take(
+                keys=[Keys.leader, Keys.leader_epoch],
+                args=[self.instance_id, now(), int(self.ttl_s * 1000), ours],
+            )
+        except (RedisError, OSError) as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            logger.warning("leader.renew_failed error=%s", e)
+            return
+        self.last_error = None
+        if held:
+            # Count the TTL from before the call: Redis may have set the expiry any time after.
+            self._valid_until = started + self.ttl_s
+            if self.token is None:
+                self.token, self.since = int(token), float(third)
+                logger.info("leader: this instance leads now (token %d)", self.token)
+                self._lost.clear()
+                self._gained.set()
+            self.holder = {"instance_id": self.instance_id, "since": self.since, "token": self.token}
+        else:
+            if self.token is not None:
+                self._set_lost(f"the lease is held by {_text(third) or 'nobody'} now")
+            self.holder = {"instance_id": _text(third), "token": int(token) if token else None, "since": None}
+
+    async def _read_holder(self) -> None:
+        try:
+            self.holder = await self.current()
+            self.last_error = None
+        except (RedisError, OSError) as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+
+    def _set_lost(self, why: str) -> None:
+        if self.token is not None:
+            logger.warning("leader: this instance no longer leads (token %d): %s", self.token, why)
+        self.token, self.since = None, None
+        self._gained.clear()
+        self._lost.set()
+
+    async def resign(self) -> None:
+        """Clean shutdown: hand the lease over now rather than after the TTL."""
+        token = self.token
+        self._set_lost("shutting down")
+        if token is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._resign(keys=[Keys.leader], args=[self.instance_id, token])
+
+    async def drain(self) -> None:
+        await self.resign()
+
+    # -- reads --
+    async def current(self) -> dict[str, Any] | None:
+        """The holder as Redis has it: {instance_id, since, token}, or None."""
+        raw = await self.redis.hgetall(Keys.leader)  # type: ignore[misc]
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return {"instance_id": data.get("instance"), "since": float(data["since"]), "token": int(data["token"])}
+
+    async def health(self) -> ComponentHealth:
+        role = "leader" if self.is_leader else "standby" if self.eligible else "worker-only"
+        if self.last_error:
+            return ComponentHealth.failing(self.last_error, role=role)
+        return ComponentHealth(detail={"role": role})
+
+    async def status(self) -> dict[str, Any]:
+        return {"leader": await self.current(), "is_leader": self.is_leader, "eligible": self.eligible}
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = _alias("ORCH_HEARTBEAT_INTERVAL_S", default=2.0)
     instance_ttl_s: Annotated[float, Field(gt=0)] = _alias("ORCH_INSTANCE_TTL_S", default=10.0)
     poll_delay_s: Annotated[float, Field(gt=0)] = _alias("ORCH_POLL_DELAY_S", default=1.0)
+    # The leader lease (scheduler, change capture, housekeeping): a dead leader is replaced within
+    # about leader_ttl_s * 4/3.
+    leader_ttl_s: Annotated[float, Field(ge=1)] = _alias("ORCH_LEADER_TTL_S", default=10.0)
 
     # -- plugins --
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.

@@ -11,6 +11,7 @@ and queue names are read from what running instances publish in Redis.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import time
@@ -22,8 +23,10 @@ from typing import Any, Self, cast
 from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
+from orchestrator.jobs import schedule_store
 from orchestrator.jobs.batch import batch_status, submit_batch
 from orchestrator.jobs.model import TERMINAL, Keys, decode_record, record_to_json
+from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
@@ -241,3 +244,52 @@ class Client:
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
         if isinstance(self._catalog, RedisCatalog):
             self._catalog.invalidate()
+
+    # -- schedules (begin): orchestrator/jobs/schedule_store.py does the work --
+    def _schedules(self) -> ScheduleStore:
+        return ScheduleStore(self.redis)
+
+    async def add_schedule(
+        self, schedule: Mapping[str, Any] | None = None, *, replace: bool = False, **fields: Any
+    ) -> dict[str, Any]:
+        """Validate and store a schedule; returns it as `list_schedules` shows it.
+
+        Takes `{"id", "plugin", "params", "cron" | "every", "timezone", "queue", "priority",
+        "misfire_grace_s", "overlap", "enabled"}` (as a dict or keywords), and the seed's
+        `add_scheduled_task({"plugin": ..., "params": ..., "cron": "0 2 * * *"})` shape (the id is then
+        derived from the definition). Raises JobError / ParamsError with the reason; nothing is stored.
+        """
+        data = {**(schedule or {}), **fields}
+        stored = await schedule_store.add(self._schedules(), await self._submitter(), data, replace=replace)
+        return await self.get_schedule(stored.spec.id)
+
+    async def add_scheduled_task(self, task: Mapping[str, Any]) -> str:
+        """The seed's name: `add_schedule` for its dict; returns the schedule id."""
+        return str((await self.add_schedule(task))["id"])
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        await schedule_store.remove(self._schedules(), schedule_id)
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        await self._schedules().set_enabled(schedule_id, False)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        await self._schedules().set_enabled(schedule_id, True)
+
+    async def run_schedule(self, schedule_id: str) -> str:
+        """Fire once now (whatever the trigger, pause or overlap); returns the job id."""
+        return await schedule_store.run_now(self._schedules(), await self._submitter(), schedule_id)
+
+    async def list_schedules(self) -> builtins.list[dict[str, Any]]:
+        return await self._schedules().describe()
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        await self._schedules().get(schedule_id)  # NotFoundError
+        return (await self._schedules().describe([schedule_id]))[0]
+
+    async def schedule_history(self, schedule_id: str, *, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Newest first: fires with their job ids, states and durations, skipped slots, overlap skips."""
+        await self._schedules().get(schedule_id)
+        return await self._schedules().history(schedule_id, limit)
+
+    # -- schedules (end) --

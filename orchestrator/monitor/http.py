@@ -268,6 +268,9 @@ def build_app(context: MonitorContext) -> web.Application:
     app.router.add_get("/api/stats", stats)
     app.router.add_post("/api/batches", post_batch)
     app.router.add_get("/api/batches/{batch_id}", get_batch)
+    from orchestrator.monitor import schedules_api  # schedules (imports this module: a local import)
+
+    schedules_api.add_routes(app)
     return app
 
 

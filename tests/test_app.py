@@ -29,7 +29,9 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
         async with http.get(f"{base}/health") as r:
             body = await r.json()
             assert r.status == 200 and body["status"] == "ok"
-            assert set(body["components"]) == {"redis", "workers", "heartbeat"}
+            assert set(body["components"]) == {
+                "http", "redis", "leader", "heartbeat", "venv-builder", "workers", "housekeeping"
+            }
         async with http.get(f"{base}/status") as r:
             status = await r.json()
         assert status["instance_id"] == app.state.instance_id
@@ -120,8 +122,8 @@ async def test_redis_going_away_keeps_the_process_serving(
             async with http.get(f"{base}/api/stats") as r:
                 assert r.status == 503
             # every component is still running: nothing crashed the process
-            long_running = ("workers", "heartbeat", "http", "log-flusher")
-            assert not [name for name in long_running if app._tasks[name].done()]
+            assert app.supervisor is not None
+            assert not [s.component.name for s in app.supervisor.slots if s.task is None or s.task.done()]
         finally:
             redis_server.start()
         await wait_for(lambda: _healthy(http, base), timeout_s=20, interval_s=0.2)

@@ -29,6 +29,8 @@ from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.runner import JobRunner
+from orchestrator.jobs.schedule_store import ScheduleStore
+from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults
 from orchestrator.monitor.health import RedisProbe
@@ -242,6 +244,11 @@ class Orchestrator:
         if pool is not None:
             components.append(pool)
         components.append(Housekeeping(parts.store))
+        # schedules (begin): leader-only; config schedules are synced when this instance starts leading
+        components.append(
+            Scheduler(ScheduleStore(parts.redis), parts.client._submitter, lease, config=settings.schedules)
+        )
+        # schedules (end)
         return components, lease
 
     async def _serve(self, parts: Parts) -> None:

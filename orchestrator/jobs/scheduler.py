@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import FencedError, JobError, PluginError
 from orchestrator.jobs.leader import Fence, LeaderLease
-from orchestrator.jobs.model import iso
+from orchestrator.jobs.model import TERMINAL, iso
 from orchestrator.jobs.schedule_store import (
     ACTIVE_STATES,
     HistoryEntry,
@@ -36,6 +36,7 @@ from orchestrator.jobs.schedule_store import (
     SchedKeys,
     ScheduleStore,
     StoredSchedule,
+    describe_one,
     field_of,
 )
 from orchestrator.jobs.schedules import ScheduleSpec, job_id_for
@@ -86,9 +87,14 @@ class Scheduler(BaseComponent):
         self.rounds = 0  # rounds (wake-ups) done while leading
         self._asked = 0  # step() calls so far
         self._served = 0  # the last step() call a finished round had seen
-        self._specs: dict[str, ScheduleSpec] = {}
+        self._stored: dict[str, StoredSchedule] = {}  # every definition (paused ones too)
+        self._specs: dict[str, ScheduleSpec] = {}  # the enabled ones
         self._next: dict[str, float] = {}
-        self._last_job: dict[str, str] = {}
+        # What Redis holds, mirrored: status() is built from memory (it is published every few seconds).
+        self._state: dict[str, dict[str, str]] = {}
+        self._counters: dict[str, dict[str, int]] = {}
+        self._job_states: dict[str, str | None] = {}
+        self._rows: list[dict[str, Any]] | None = None
         self._version = -1
         self._wake = asyncio.Event()
         self._round_done = asyncio.Condition()
@@ -177,13 +183,15 @@ class Scheduler(BaseComponent):
 
     async def _reload(self, version: int, fence: Fence) -> None:
         stored = await self.store.all()
-        state = await self.store.state()
+        self._state = await self.store.state()
+        self._counters = await self.store.counters()
         t = self.clock()
+        self._stored = stored
         self._specs = {i: s.spec for i, s in stored.items() if s.spec.enabled}
-        self._next, self._last_job = {}, {}
+        self._next = {}
         fresh = Outcome()
         for schedule_id, spec in self._specs.items():
-            st = state.get(schedule_id, {})
+            st = self._state.get(schedule_id, {})
             if st.get("next") and st.get("trigger") == spec.trigger:
                 self._next[schedule_id] = float(st["next"])
             else:
@@ -192,9 +200,8 @@ class Scheduler(BaseComponent):
                 self._next[schedule_id] = spec.next_after(t)
                 fresh.state[field_of(schedule_id, "next")] = repr(self._next[schedule_id])
                 fresh.state[field_of(schedule_id, "trigger")] = spec.trigger
-            if st.get("job"):
-                self._last_job[schedule_id] = st["job"]
-        await self.store.record(fresh, fence=fence)
+        await self._record(fresh, fence)
+        self._rows = None
         self._version = version
         logger.info("scheduler: %d schedule(s) enabled (definitions version %d)", len(self._specs), version)
 
@@ -212,7 +219,7 @@ class Scheduler(BaseComponent):
             checkpoint[field_of(schedule_id, "trigger")] = spec.trigger
             if slot is None:
                 continue
-            last = self._last_job.get(schedule_id)
+            last = self._last_job(schedule_id)
             if spec.overlap == "skip" and last and previous.get(last) in ACTIVE_STATES:
                 reason = f"previous run {last} is {previous[last]}"
                 outcome.add(schedule_id, HistoryEntry("overlap", slot, t, reason=reason))
@@ -234,9 +241,9 @@ class Scheduler(BaseComponent):
         results = await submitter.write_many(
             [job for _, _, job in prepared], fence=fence, checkpoint=Checkpoint(SchedKeys.state, checkpoint)
         )
+        self._mirror(checkpoint)
         for (schedule_id, slot, job), result in zip(prepared, results, strict=True):
             job_id = job.record["job_id"]
-            self._last_job[schedule_id] = job_id
             if result == 1:
                 outcome.add(schedule_id, HistoryEntry("fired", slot, t, job_id=job_id))
                 outcome.count(schedule_id, "fires")
@@ -245,7 +252,24 @@ class Scheduler(BaseComponent):
             else:
                 outcome.add(schedule_id, HistoryEntry("error", slot, t, reason="plugin disabled"))
                 outcome.count(schedule_id, "errors")
+        await self._record(outcome, fence)
+
+    async def _record(self, outcome: Outcome, fence: Fence) -> None:
         await self.store.record(outcome, fence=fence)
+        self._mirror(outcome.state)
+        for key, n in outcome.counters.items():
+            schedule_id, _, name = key.rpartition("|")
+            counters = self._counters.setdefault(schedule_id, {})
+            counters[name] = counters.get(name, 0) + n
+
+    def _mirror(self, fields: dict[str, str]) -> None:
+        for key, value in fields.items():
+            schedule_id, _, name = key.rpartition("|")
+            self._state.setdefault(schedule_id, {})[name] = value
+        self._rows = None
+
+    def _last_job(self, schedule_id: str) -> str | None:
+        return self._state.get(schedule_id, {}).get("job")
 
     def _account_missed(self, schedule_id: str, spec: ScheduleSpec, t: float, outcome: Outcome) -> float | None:
         """The slot to fire now (None: none), recording the missed ones it skips."""
@@ -279,7 +303,7 @@ class Scheduler(BaseComponent):
         return newest if fire else None
 
     async def _previous_states(self, due: list[str]) -> dict[str, str | None]:
-        ids = [self._last_job[i] for i in due if i in self._last_job and self._specs[i].overlap == "skip"]
+        ids = [j for i in due if (j := self._last_job(i)) and self._specs[i].overlap == "skip"]
         return await self.store.job_states(ids)
 
     @staticmethod
@@ -301,7 +325,20 @@ class Scheduler(BaseComponent):
         return ComponentHealth(detail={"schedules": len(self._specs)})
 
     async def status(self) -> dict[str, Any]:
-        return {"schedules": await self.store.describe(at=self.clock())}
+        """Built from memory; only the states of last jobs that were not final yet are read."""
+        pending = [j for st in self._state.values() if (j := st.get("job")) and self._job_states.get(j) not in TERMINAL]
+        if pending:
+            fresh = await self.store.job_states(pending)
+            if any(self._job_states.get(j) != state for j, state in fresh.items()):
+                self._job_states.update(fresh)
+                self._rows = None
+        if self._rows is None:
+            t = self.clock()
+            self._rows = [
+                describe_one(s, self._state.get(i, {}), self._counters.get(i, {}), self._job_states, at=t)
+                for i, s in sorted(self._stored.items())
+            ]
+        return {"schedules": self._rows}
 
 
 async def sync_config(store: ScheduleStore, config: Sequence[ScheduleSpec], fence: Fence | None) -> list[str]:

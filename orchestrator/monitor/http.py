@@ -113,8 +113,9 @@ async def metrics(request: web.Request) -> web.Response:
         from orchestrator.monitor.metrics import Metrics
 
         ctx.metrics = Metrics()
-    workers = (await ctx.status()).get("workers", {})
-    payload = ctx.metrics.render(stats, workers, body["status"] == "ok")
+    status = await ctx.status()
+    workers = status.get("workers", {})
+    payload = ctx.metrics.render(stats, workers, body["status"] == "ok", status.get("schedules"))
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 

@@ -6,31 +6,19 @@ Everything goes through the app's Client, so the HTTP API validates as the CLI a
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from orchestrator.errors import JobError
 from orchestrator.monitor.http import CONTEXT, _authorize, _body, _json
 
-
-class ScheduleClient(Protocol):
-    """The slice of Client these routes use."""
-
-    async def list_schedules(self) -> list[dict[str, Any]]: ...
-    async def get_schedule(self, schedule_id: str) -> dict[str, Any]: ...
-    async def add_schedule(
-        self, schedule: dict[str, Any] | None = None, *, replace: bool = False, **fields: Any
-    ) -> dict[str, Any]: ...
-    async def remove_schedule(self, schedule_id: str) -> None: ...
-    async def pause_schedule(self, schedule_id: str) -> None: ...
-    async def resume_schedule(self, schedule_id: str) -> None: ...
-    async def run_schedule(self, schedule_id: str) -> str: ...
-    async def schedule_history(self, schedule_id: str, *, limit: int = 50) -> list[dict[str, Any]]: ...
+if TYPE_CHECKING:
+    from orchestrator.client import Client
 
 
-def _client(request: web.Request) -> ScheduleClient:
-    return cast(ScheduleClient, request.app[CONTEXT].jobs)
+def _client(request: web.Request) -> Client:
+    return request.app[CONTEXT].client
 
 
 async def list_schedules(request: web.Request) -> web.Response:

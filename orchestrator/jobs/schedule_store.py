@@ -422,6 +422,7 @@ async def run_now(store: ScheduleStore, submitter: Submitter, schedule_id: str) 
     outcome.add(schedule_id, HistoryEntry("manual", ts, ts, job_id=job_id))
     outcome.count(schedule_id, "fires")
     await store.record(outcome)
+    await store.put([])  # announce it: the leader's status shows the new last run and count
     return job_id
 
 

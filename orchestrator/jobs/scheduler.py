@@ -46,6 +46,11 @@ from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# What /status shows of each schedule (the API and `schedules list` show everything).
+STATUS_KEYS = frozenset(
+    {"id", "plugin", "trigger", "enabled", "next_run_at", "last_run_at", "last_job_id", "last_state",
+     "fires", "misfires", "overlap_skips", "errors", "note"}
+)  # fmt: skip
 # After a Redis error: wait this long before the next attempt (a back-off, not a tick).
 _RETRY_S = 1.0
 
@@ -334,8 +339,15 @@ class Scheduler(BaseComponent):
                 self._rows = None
         if self._rows is None:
             t = self.clock()
+            # Compact rows (no params): this is published every few seconds, for 1,000 schedules too.
             self._rows = [
-                describe_one(s, self._state.get(i, {}), self._counters.get(i, {}), self._job_states, at=t)
+                {
+                    k: v
+                    for k, v in describe_one(
+                        s, self._state.get(i, {}), self._counters.get(i, {}), self._job_states, at=t
+                    ).items()
+                    if k in STATUS_KEYS
+                }
                 for i, s in sorted(self._stored.items())
             ]
         return {"schedules": self._rows}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -176,6 +177,8 @@ def main() -> None:
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops Redis and the orchestrators
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     procs = Procs()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:

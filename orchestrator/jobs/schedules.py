@@ -44,22 +44,22 @@ Overlap = Literal["skip", "allow"]
 Origin = Literal["config", "runtime"]
 
 
-def parse_every(text: str | float) -> float:
+def parse_every(text: str | float, what: str = "every") -> float:
     """`30s`, `5m`, `1h`, `1d` or plain seconds -> seconds (at least 1, whole seconds).
 
     Raises:
-        ValueError: with a message fit for the user.
+        ValueError: with a message fit for the user, naming `what`.
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
         match = _EVERY.match(str(text))
         if not match:
-            msg = f"every {text!r}: use e.g. 30s, 5m, 1h or 1d"
+            msg = f"{what} {text!r}: use e.g. 30s, 5m, 1h or 1d"
             raise ValueError(msg)
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
     if seconds < 1 or seconds != int(seconds):
-        msg = f"every {text!r}: must be a whole number of seconds, at least 1s"
+        msg = f"{what} {text!r}: must be a whole number of seconds, at least 1s"
         raise ValueError(msg)
     return seconds
 
@@ -101,10 +101,6 @@ def job_id_for(schedule_id: str, slot: float) -> str:
     return f"sched:{schedule_id}:{slot_name(slot)}"
 
 
-def _duration(value: Any) -> Any:
-    return parse_every(value) if isinstance(value, str) else value
-
-
 class ScheduleSpec(BaseModel):
     """One schedule, as written in `[[schedules]]`, given to `Client.add_schedule` or stored in Redis.
 
@@ -132,7 +128,8 @@ class ScheduleSpec(BaseModel):
     every: float | None = None
     queue: str | None = None
     priority: str | int | None = None
-    misfire_grace_s: Annotated[float, Field(ge=0)] = Field(
+    # At least 1 s: a wake-up is never exactly on its slot, and a zero grace would skip every fire.
+    misfire_grace_s: Annotated[float, Field(ge=1)] = Field(
         default=60.0, validation_alias=AliasChoices("misfire_grace_s", "misfire_grace")
     )
     overlap: Overlap = "skip"
@@ -162,10 +159,8 @@ class ScheduleSpec(BaseModel):
     @field_validator("misfire_grace_s", mode="before")
     @classmethod
     def _parse_grace(cls, value: Any) -> Any:
-        # "60s" reads better in TOML; a bare number is seconds. Zero is allowed (only on-time fires).
-        if isinstance(value, str) and value.strip() in {"0", "0s"}:
-            return 0.0
-        return _duration(value)
+        # "5m" reads better in TOML; a bare number is seconds (pydantic checks it is at least 1).
+        return parse_every(value, "misfire_grace") if isinstance(value, str) else value
 
     @field_validator("cron")
     @classmethod

@@ -32,6 +32,8 @@ from tests.schedules.conftest import Rig
         ({"every": "1m", "queue": "nowhere"}, JobError, "unknown queue"),
         ({"every": "1m", "priority": 12}, JobError, "priority"),
         ({"every": "1m", "id": "a:b"}, JobError, "schedule id"),
+        ({"every": "1m", "misfire_grace": "0s"}, JobError, "misfire_grace '0s': must be a whole number"),
+        ({"every": "1m", "misfire_grace_s": 0.5}, JobError, "greater than or equal to 1"),
     ],
 )
 async def test_a_bad_definition_is_refused_and_nothing_is_stored(

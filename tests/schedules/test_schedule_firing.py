@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from orchestrator.jobs.model import iso
+import pytest
+
+from orchestrator.errors import FencedError
+from orchestrator.jobs.leader import LeaderLease
+from orchestrator.jobs.model import Keys, iso
+from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.schedules import job_id_for, slot_name
 from tests.schedules.conftest import Rig
 
@@ -195,3 +201,31 @@ async def test_a_refused_job_is_recorded_and_the_schedule_goes_on(rig: Rig) -> N
     assert [h["kind"] for h in history] == ["fired", "error"]
     assert "disabled" in history[1]["reason"]
     assert (await rig.client.get_schedule("d"))["errors"] == 1
+
+
+async def test_a_stale_leader_cannot_fire_a_slot_the_new_one_fired(rig: Rig) -> None:
+    """Split brain: `a` still believes it leads (its lease has not noticed) while `b` took over.
+    `a`'s fire carries its old token: refused whole (no job, no state, no history)."""
+    await rig.client.add_schedule(id="sb", plugin="probe", every="10s", overlap="allow")
+    rig.clock.t = S0 - 1
+    redis = rig.client.redis
+    lease_a = LeaderLease(redis, "a", ttl_s=30.0)
+    await lease_a._step()
+    stale = lease_a.fence()
+    assert stale is not None
+    sched_a = Scheduler(rig.store, rig.client._submitter, lease_a, clock=rig.clock)
+    task = asyncio.create_task(sched_a.run())
+    try:
+        await sched_a.step()  # loaded, waiting for S0
+        await redis.delete(Keys.leader)  # as if a's lease expired while it was paused
+        async with rig.scheduler(instance="b") as sched_b:
+            await rig.at(sched_b, S0)
+            with pytest.raises(FencedError):
+                await sched_a._fire(["sb"], S0 + 10.5, stale)
+            await rig.at(sched_b, S0 + 1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await rig.job_ids() == [job_id_for("sb", S0)]
+    assert [h["kind"] for h in await rig.client.schedule_history("sb")] == ["fired"]
+    assert (await rig.client.get_schedule("sb"))["next_run_at"] == iso(S0 + 10)

@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
-from orchestrator.jobs.model import TERMINAL, Keys, decode_record, record_to_json
+from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
@@ -45,8 +45,12 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(flat, list) or len(flat) % 2:
         return None
-    record = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-    return record_to_json(record) if record.get("state") in TERMINAL else None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    job_id = fields.get("job_id")
+    if not isinstance(job_id, str) or "plugin" not in fields or "queue" not in fields:
+        return None
+    record = JobRecord.from_hash(fields, job_id=job_id)
+    return record.to_json() if record.state in TERMINAL else None
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -150,7 +154,7 @@ class Client:
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
-        return record_to_json(record) if record else None
+        return record.to_json() if record else None
 
     async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
@@ -180,7 +184,7 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        outcome = await self.store.cancel(job_id, record["queue"])
+        outcome = await self.store.cancel(job_id, record.queue)
         if outcome == "cancelling":
             # Its worker stops the process group; wait for it to say so.
             with contextlib.suppress(TimeoutError):
@@ -193,22 +197,21 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        if record["state"] not in {"failed", "cancelled"}:
-            msg = f"job {job_id} is {record['state']}: only failed or cancelled jobs can be retried"
+        if record.state not in {"failed", "cancelled"}:
+            msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
-        triggered = await self.trigger(
-            record["plugin"],
-            record.get("params") or {},
-            priority=record.get("priority"),
-            queue=record.get("queue"),
+        request = JobRequest(
+            plugin=record.plugin,
+            params=record.params,
+            priority=record.priority,
+            queue=record.queue,
             source="retry",
-            context=record.get("context") or {},
+            retry_of=job_id,
+            context=record.context or {},
         )
-        await self.store.redis.hset(  # type: ignore[misc]
-            Keys.job(triggered.job_id), "retry_of", job_id
-        )
-        await self.store.redis.hset(Keys.job(job_id), "retried_as", triggered.job_id)  # type: ignore[misc]
-        return triggered.job_id
+        new_id, _ = await (await self._submitter()).submit(request)
+        await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
+        return new_id
 
     async def list(
         self, *, state: str | None = None, plugin: str | None = None, limit: int = 50

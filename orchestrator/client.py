@@ -24,8 +24,8 @@ from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs import schedule_store
-from orchestrator.jobs.batch import batch_status, submit_batch
-from orchestrator.jobs.model import TERMINAL, Keys, decode_record, record_to_json
+from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
+from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
@@ -48,8 +48,12 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(flat, list) or len(flat) % 2:
         return None
-    record = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-    return record_to_json(record) if record.get("state") in TERMINAL else None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    job_id = fields.get("job_id")
+    if not isinstance(job_id, str) or "plugin" not in fields or "queue" not in fields:
+        return None
+    record = JobRecord.from_hash(fields, job_id=job_id)
+    return record.to_json() if record.state in TERMINAL else None
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -143,16 +147,17 @@ class Client:
         new_id, created = await (await self._submitter()).submit(request)
         return Triggered(new_id, created)
 
-    async def batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """All entries valid, or BatchError listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), entries)
+    async def batch(self, entries: Any) -> dict[str, Any]:
+        """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
+        listing each problem and nothing enqueued."""
+        return await submit_batch(await self._submitter(), parse_batch(entries))
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
         return await batch_status(await self._submitter(), batch_id)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
-        return record_to_json(record) if record else None
+        return record.to_json() if record else None
 
     async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
@@ -182,7 +187,7 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        outcome = await self.store.cancel(job_id, record["queue"])
+        outcome = await self.store.cancel(job_id, record.queue)
         if outcome == "cancelling":
             # Its worker stops the process group; wait for it to say so.
             with contextlib.suppress(TimeoutError):
@@ -195,22 +200,21 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        if record["state"] not in {"failed", "cancelled"}:
-            msg = f"job {job_id} is {record['state']}: only failed or cancelled jobs can be retried"
+        if record.state not in {"failed", "cancelled"}:
+            msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
-        triggered = await self.trigger(
-            record["plugin"],
-            record.get("params") or {},
-            priority=record.get("priority"),
-            queue=record.get("queue"),
+        request = JobRequest(
+            plugin=record.plugin,
+            params=record.params,
+            priority=record.priority,
+            queue=record.queue,
             source="retry",
-            context=record.get("context") or {},
+            retry_of=job_id,
+            context=record.context or {},
         )
-        await self.store.redis.hset(  # type: ignore[misc]
-            Keys.job(triggered.job_id), "retry_of", job_id
-        )
-        await self.store.redis.hset(Keys.job(job_id), "retried_as", triggered.job_id)  # type: ignore[misc]
-        return triggered.job_id
+        new_id, _ = await (await self._submitter()).submit(request)
+        await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
+        return new_id
 
     async def list(
         self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
@@ -239,6 +243,11 @@ class Client:
             await asyncio.sleep(poll_s)
 
     # -- plugins --
+    async def enabled_flags(self) -> dict[str, bool]:
+        """Plugin -> enabled, for every plugin enabled or disabled at run time (the one live switch)."""
+        raw = await self.redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
+        return {k.decode(): v == b"1" for k, v in raw.items()}
+
     async def set_enabled(self, plugin: str, enabled: bool) -> None:
         """Stored in Redis: every instance sees it at the next trigger."""
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]

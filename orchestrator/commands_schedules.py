@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from orchestrator.app import build_client, build_registry, redis_connection
+from orchestrator.app import LocalPlugins, build_client, redis_connection
 from orchestrator.client import Client
 from orchestrator.config import Settings
-from orchestrator.errors import JobError
 from orchestrator.render import Output, styled
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -64,19 +63,18 @@ def add_parser(sub: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _client(settings: Settings, *, write: bool, local_plugins: bool) -> AsyncIterator[tuple[Client, Any]]:
-    registry = None
-    if local_plugins:
-        registry, _ = build_registry(settings)
-        await registry.load()
+async def _client(
+    settings: Settings, *, write: bool, local_plugins: bool
+) -> AsyncIterator[tuple[Client, LocalPlugins | None]]:
+    local = await LocalPlugins(settings).load() if local_plugins else None
     async with redis_connection(settings, start_embedded=write) as (redis, _):
-        yield build_client(settings, redis, registry), registry
+        yield (local.client(redis) if local is not None else build_client(settings, redis, None)), local
 
 
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     action = args.schedules_command
     write = action in {"add", "remove", "pause", "resume", "run"}
-    async with _client(settings, write=write, local_plugins=action in {"add", "run"}) as (client, registry):
+    async with _client(settings, write=write, local_plugins=action in {"add", "run"}) as (client, local):
         if action == "list":
             rows = await client.list_schedules()
             out.json(rows) if args.json else out.out.print(schedules_table(rows))
@@ -84,9 +82,7 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
             row = await client.get_schedule(args.id)
             out.json(row) if args.json else out.out.print_json(json.dumps(row, default=str))
         elif action == "add":
-            row = await client.add_schedule(
-                _definition(args, _string_params(registry, args.plugin)), replace=args.replace
-            )
+            row = await client.add_schedule(_definition(args, local), replace=args.replace)
             out.json(row) if args.json else out.line(f"{row['id']}: {row['trigger']}, next run {_when(row)}")
         elif action == "history":
             entries = await client.schedule_history(args.id, limit=args.limit)
@@ -105,11 +101,13 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     return OK
 
 
-def _definition(args: argparse.Namespace, strings: set[str]) -> dict[str, Any]:
+def _definition(args: argparse.Namespace, local: LocalPlugins | None) -> dict[str, Any]:
+    assert local is not None
     data: dict[str, Any] = {
         "id": args.schedule_id,
         "plugin": args.plugin,
-        "params": _params(args, strings),
+        # typed by the manifest, as for `trigger`; the add then validates them
+        "params": local.params(args.plugin, args.param, args.params_json),
         "overlap": args.overlap,
         "enabled": not args.paused,
     }
@@ -119,39 +117,6 @@ def _definition(args: argparse.Namespace, strings: set[str]) -> dict[str, Any]:
     if args.misfire_grace is not None:
         data["misfire_grace_s"] = args.misfire_grace
     return data
-
-
-def _params(args: argparse.Namespace, strings: set[str]) -> dict[str, Any]:
-    """`--params-json` then `-p k=v`: a value is JSON when it parses (`5`, `true`, `[1]`), else a string;
-    the schedule's validation then checks each against the manifest."""
-    params: dict[str, Any] = {}
-    if args.params_json:
-        try:
-            loaded = json.loads(args.params_json)
-        except json.JSONDecodeError as e:
-            raise JobError(f"--params-json: {e}") from None
-        if not isinstance(loaded, dict):
-            raise JobError("--params-json must be a JSON object")
-        params.update(loaded)
-    for pair in args.param:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise JobError(f"-p {pair!r}: expected KEY=VALUE")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        # a declared string stays as typed ("007" is not the number 7, "true" not a boolean)
-        params[key.strip()] = raw if key.strip() in strings else value
-    return params
-
-
-def _string_params(registry: Any, plugin: str) -> set[str]:
-    """The plugin's parameters declared as strings (their -p values are never parsed as JSON)."""
-    info = registry.get(plugin) if registry is not None else None
-    if info is None or info.manifest is None:
-        return set()
-    return {name for name, spec in info.manifest.parameters.items() if spec.type == "string"}
 
 
 def _local(ts: str | None) -> str:

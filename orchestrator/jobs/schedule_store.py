@@ -417,7 +417,7 @@ async def run_now(store: ScheduleStore, submitter: Submitter, schedule_id: str) 
                    context={"schedule_id": schedule_id, "scheduled_at": iso(ts)})
     )  # fmt: skip
     await submitter.write(job)
-    job_id: str = job.record["job_id"]
+    job_id: str = job.record.job_id
     outcome = Outcome(state={field_of(schedule_id, "job"): job_id, field_of(schedule_id, "at"): repr(ts)})
     outcome.add(schedule_id, HistoryEntry("manual", ts, ts, job_id=job_id))
     outcome.count(schedule_id, "fires")

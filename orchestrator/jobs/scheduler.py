@@ -238,7 +238,7 @@ class Scheduler(BaseComponent):
                 logger.warning("scheduler: schedule %s slot %s not enqueued: %s", schedule_id, iso(slot), e)
                 continue
             prepared.append((schedule_id, slot, job))
-            job_id = job.record["job_id"]
+            job_id = job.record.job_id
             checkpoint.update(
                 {field_of(schedule_id, "slot"): repr(slot), field_of(schedule_id, "job"): job_id,
                  field_of(schedule_id, "at"): repr(t)}
@@ -248,7 +248,7 @@ class Scheduler(BaseComponent):
         )
         self._mirror(checkpoint)
         for (schedule_id, slot, job), result in zip(prepared, results, strict=True):
-            job_id = job.record["job_id"]
+            job_id = job.record.job_id
             if result == 1:
                 outcome.add(schedule_id, HistoryEntry("fired", slot, t, job_id=job_id))
                 outcome.count(schedule_id, "fires")

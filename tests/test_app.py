@@ -39,6 +39,7 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
                 "venv-builder",
                 "workers",
                 "housekeeping",
+                "scheduler",
             }
         async with http.get(f"{base}/status") as r:
             status = await r.json()

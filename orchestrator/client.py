@@ -21,7 +21,7 @@ from typing import Any, Self, cast
 
 from arq.connections import ArqRedis
 
-from orchestrator.errors import JobError, NotFoundError
+from orchestrator.errors import ConflictError, JobError, NotFoundError
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.state import JobStore
@@ -213,6 +213,36 @@ class Client:
         await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
         return new_id
 
+    async def delete(self, job_id: str) -> None:
+        """Delete a job's record, log and index entries. A running job must be cancelled first."""
+        for _ in range(3):  # its state may change between the read and the delete: read again
+            record = await self.store.get(job_id)
+            if record is None:
+                msg = f"no job {job_id!r}"
+                raise NotFoundError(msg)
+            outcome = await self.store.delete(record)
+            if outcome in (0, 1):
+                return
+            if outcome == "running":
+                msg = f"job {job_id} is running: cancel it first (orchestrator jobs cancel {job_id})"
+                raise ConflictError(msg)
+        msg = f"job {job_id} keeps changing state; try again"
+        raise ConflictError(msg)
+
+    async def purge(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
+        """Delete final jobs (`succeeded`, `failed` or `cancelled`) that reached that state more than
+        `older_than_s` ago, of one plugin or all; returns how many were deleted."""
+        if state not in TERMINAL:
+            msg = f"purge takes a final state (succeeded, failed, cancelled), not {state!r}"
+            raise JobError(msg)
+        ids = await self.store.ids_in_state(state, entered_before=time.time() - older_than_s)
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            for record in await self.store.get_many(ids[start : start + 500]):
+                if record is not None and (plugin is None or record.plugin == plugin):
+                    deleted += await self.store.delete(record) == 1
+        return deleted
+
     async def list(
         self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
@@ -244,6 +274,10 @@ class Client:
         """Plugin -> enabled, for every plugin enabled or disabled at run time (the one live switch)."""
         raw = await self.redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
         return {k.decode(): v == b"1" for k, v in raw.items()}
+
+    async def reload_plugins(self, name: str | None = None) -> None:
+        """Ask every running instance to re-read its plugins folder (or one plugin of it)."""
+        await self.redis.publish(Keys.reload_channel, name or "")
 
     async def set_enabled(self, plugin: str, enabled: bool) -> None:
         """Stored in Redis: every instance sees it at the next trigger."""

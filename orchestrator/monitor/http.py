@@ -154,9 +154,16 @@ async def list_jobs(request: web.Request) -> web.Response:
     q = request.query
     try:
         limit = min(int(q.get("limit", "50")), 1000)
+        offset = max(int(q.get("offset", "0")), 0)
     except ValueError as e:
-        raise JobError("limit must be an integer") from e
-    return _json(await _ctx(request).store.list_jobs(state=q.get("state"), plugin=q.get("plugin"), limit=limit))
+        raise JobError("limit and offset must be integers") from e
+    # The dashboard's paging and queue filter (issue 13): read through the client's read side.
+    from orchestrator.monitor.dashboard_routes import client_of
+
+    page = client_of(_ctx(request)).jobs_page
+    return _json(
+        await page(state=q.get("state"), plugin=q.get("plugin"), queue=q.get("queue"), offset=offset, limit=limit)
+    )
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -268,6 +275,9 @@ def build_app(context: MonitorContext) -> web.Application:
     app.router.add_get("/api/stats", stats)
     app.router.add_post("/api/batches", post_batch)
     app.router.add_get("/api/batches/{batch_id}", get_batch)
+    from orchestrator.monitor.dashboard_routes import register as add_dashboard  # the page at / (issue 13)
+
+    add_dashboard(app)
     return app
 
 

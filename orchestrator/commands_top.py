@@ -94,9 +94,10 @@ def _state(state: str | None) -> Any:
 
 
 def _table(title: str, *columns: str) -> Table:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", expand=True, pad_edge=False)
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in columns:
         table.add_column(col, no_wrap=col not in {"error", "queues"}, overflow="ellipsis")
     return table
@@ -204,7 +205,8 @@ async def top(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         client = Client(redis, result_ttl_s=settings.result_ttl_s)
         label = mask_url(url)
         if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
-            Console().print(render(await read_snapshot(client), label))
+            # Piped into a file or grep: do not cut ids at 80 columns.
+            Console(width=None if sys.stdout.isatty() else 200).print(render(await read_snapshot(client), label))
             return OK
         await _live(client, label, max(args.interval, 0.1))
     return OK

@@ -22,7 +22,7 @@ from typing import Any, Self, cast
 from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
-from orchestrator.jobs.batch import batch_status, submit_batch
+from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.model import TERMINAL, Keys, decode_record, iso, now, record_to_json
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
@@ -143,9 +143,10 @@ class Client:
         new_id, created = await (await self._submitter()).submit(request)
         return Triggered(new_id, created)
 
-    async def batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """All entries valid, or BatchError listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), entries)
+    async def batch(self, entries: Any) -> dict[str, Any]:
+        """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
+        listing each problem and nothing enqueued."""
+        return await submit_batch(await self._submitter(), parse_batch(entries))
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
         return await batch_status(await self._submitter(), batch_id)
@@ -239,6 +240,11 @@ class Client:
             await asyncio.sleep(poll_s)
 
     # -- plugins --
+    async def enabled_flags(self) -> dict[str, bool]:
+        """Plugin -> enabled, for every plugin enabled or disabled at run time (the one live switch)."""
+        raw = await self.redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
+        return {k.decode(): v == b"1" for k, v in raw.items()}
+
     async def set_enabled(self, plugin: str, enabled: bool) -> None:
         """Stored in Redis: every instance sees it at the next trigger."""
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]

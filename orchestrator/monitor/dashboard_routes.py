@@ -17,7 +17,7 @@ from aiohttp import web
 
 from orchestrator.client import Client
 from orchestrator.errors import JobError, NotFoundError
-from orchestrator.monitor.http import CONTEXT, MonitorContext
+from orchestrator.monitor.http import CONTEXT
 
 STATIC_DIR = Path(__file__).parent / "dashboard"
 
@@ -34,17 +34,9 @@ def json_response(data: Any) -> web.Response:
     return web.json_response(data, dumps=lambda d: json.dumps(d, default=str))
 
 
-def client_of(context: MonitorContext) -> Client:
-    """The app's client: the read side the page shares with `/status` and `orchestrator top`."""
-    client = getattr(context, "client", None) or context.jobs
-    if not isinstance(client, Client):  # pragma: no cover - the app always hands over its Client
-        msg = "the monitor context carries no Client"
-        raise TypeError(msg)
-    return client
-
-
 def _client(request: web.Request) -> Client:
-    return client_of(request.app[CONTEXT])
+    """The app's client: the read side the page shares with `/status` and `orchestrator top`."""
+    return request.app[CONTEXT].client
 
 
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:

@@ -82,6 +82,16 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} is {job.get('state')}, not {states}")
 
+    def leader(self, timeout_s: float = 30) -> dict[str, Any]:
+        """The lease holder as /status shows it, once the instance has taken the lease."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leader = self.request("GET", "/status")[1].get("leader")
+            if leader:
+                return dict(leader)
+            time.sleep(0.05)
+        raise AssertionError("no leader in /status")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

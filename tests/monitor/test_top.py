@@ -121,7 +121,9 @@ async def test_top_shows_queues_and_a_running_job_and_quits_on_q(
     async with run_app(settings), await Client.connect(settings.redis_url or "") as client:
         job_id = await _running_job(client, tmp_path)
         term = await terminal_of("top")
+        leader = await wait_for(client.leader)  # the app takes the lease at start
         await term.wait_for_text("queues", "warehouse", "running (1)", job_id, "probe", "elapsed")
+        await term.wait_for_text(f"leader {leader['instance_id']} (token {leader['token']})", "★ leader")
         assert "instances 1/1 alive" in term.text
         term.type(b"q")
         assert await term.exit_code() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,9 @@ class PageProbe:
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
+        # ORCH_TEST_SCREENSHOTS=docs/screenshots refreshes the README's pictures from a run.
+        if copy_to := os.environ.get("ORCH_TEST_SCREENSHOTS"):
+            shutil.copy(path, Path(copy_to) / path.name)
         return path
 
 

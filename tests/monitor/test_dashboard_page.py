@@ -6,8 +6,6 @@ nothing here depends on the page's polling period beyond "eventually, without a 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
@@ -213,10 +211,3 @@ def test_usable_on_a_phone_sized_screen(new_page: NewPage, server: Server) -> No
     expect(page.locator("#jobs tbody tr").first).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     probe.shot("phone-jobs")
-
-
-def test_screenshots_are_saved_under_the_test_folder(new_page: NewPage, tmp_path: Path) -> None:
-    probe = new_page()
-    path = probe.shot("saved")
-    assert path.parent == tmp_path / "screenshots"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -504,7 +504,8 @@
       // Final and nothing new: the log is complete (a line flushed at the end arrived already).
       done = FINAL.has(out.state) && out.entries.length === 0;
       const count = pre.childElementCount;
-      $("log-status").textContent = done ? `(${count} lines, complete)` : `(${count} lines, tailing…)`;
+      const lines = `${count} line${count === 1 ? "" : "s"}`;
+      $("log-status").textContent = done ? `(${lines}, complete)` : `(${lines}, tailing…)`;
     } catch (e) {
       if (ui.logJob !== jobId) return;
       $("log-status").textContent = e.status === 404 ? "(no such job)" : `(retrying: ${e.message})`;

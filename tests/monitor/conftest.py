@@ -37,6 +37,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+CHATTY_MAIN = """
+import sys
+
+def run(lines, **ctx):
+    for i in range(lines):
+        print(f"line {i}", file=sys.stderr if i % 10 == 9 else sys.stdout, flush=True)
+    return {"printed": lines}
+"""
 _LISTENING = re.compile(r"listening on http://([^:\s]+):(\d+)")
 
 
@@ -125,6 +133,8 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     tmp = tmp_path_factory.mktemp("dashboard")
     make_plugin(tmp / "plugins", "probe", max_retries=0)
     make_plugin(tmp / "plugins", "other", queue="warehouse")
+    chatty = make_plugin(tmp / "plugins", "chatty", parameters={"lines": {"type": "integer", "required": True}})
+    (chatty / "main.py").write_text(CHATTY_MAIN)
     broken = tmp / "plugins" / "broken"
     broken.mkdir()
     (broken / "plugin.json").write_text('{"name": "broken", "version": "1.0.0"')  # cut short: invalid JSON

@@ -74,7 +74,7 @@ def test_a_job_opens_with_its_log_tailing(new_page: NewPage, server: Server) -> 
     gate = server.tmp / "tail-gate"
     job_id = server.trigger(name="tail-me", sleep=60, fail_until_file=str(gate))
     server.wait_state(job_id, "running")
-    probe = new_page("#jobs")
+    probe = new_page("#jobs", token=TOKEN)
     page = probe.page
     page.locator(f"#jobs tr[data-job='{job_id}'] a").click()
     expect(page.locator("#job-id")).to_have_text(job_id)
@@ -85,10 +85,20 @@ def test_a_job_opens_with_its_log_tailing(new_page: NewPage, server: Server) -> 
     expect(page.locator("#job-params")).to_contain_text('"name": "tail-me"')
     expect(page.locator("#job-fields")).to_contain_text("elapsed")
     probe.shot("job-running")
-    status, body = server.request("POST", f"/api/jobs/{job_id}/cancel")
-    assert status == 200, body
+    page.click("#job-actions button.act-cancel")
     expect(page.locator("#job-state")).to_have_text("cancelled", timeout=20_000)
+    assert server.job(job_id)["state"] == "cancelled"
     expect(page.locator("#log-status")).to_contain_text("complete", timeout=15_000)
+
+
+def test_a_long_log_loads_whole(new_page: NewPage, server: Server) -> None:
+    job_id = server.trigger("chatty", lines=1200)
+    server.wait_state(job_id, "succeeded")
+    probe = new_page(f"#job/{job_id}")
+    page = probe.page
+    expect(page.locator("#log-status")).to_have_text("(1200 lines, complete)", timeout=20_000)
+    expect(page.locator("#job-log .line").last).to_have_text("line 1199")
+    expect(page.locator("#job-log .line.stderr")).to_have_count(120)
 
 
 def test_retry_with_the_token_runs_the_job_again(new_page: NewPage, server: Server) -> None:

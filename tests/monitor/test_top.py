@@ -32,9 +32,11 @@ _CONTROLLING_TTY = (
 class Terminal:
     """A child process on the slave side of a pty; what it draws accumulates in `screen`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, master: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, master: int, slave: int) -> None:
         self.proc = proc
         self.master = master
+        self.slave = slave  # kept open here too, to read the terminal's modes after the child left
+        self.modes_before = termios.tcgetattr(slave)
         self.raw = b""
         self._changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(master, self._read)
@@ -83,8 +85,7 @@ async def terminal_of(settings: Settings) -> AsyncIterator[StartTerminal]:
             sys.executable, "-c", _CONTROLLING_TTY, "-m", "orchestrator", *args,
             stdin=slave, stdout=slave, stderr=slave, env=env, cwd=settings.state_dir.parent,
         )  # fmt: skip
-        os.close(slave)
-        term = Terminal(proc, master)
+        term = Terminal(proc, master, slave)
         started.append(term)
         return term
 
@@ -95,6 +96,7 @@ async def terminal_of(settings: Settings) -> AsyncIterator[StartTerminal]:
             await term.proc.wait()
         asyncio.get_running_loop().remove_reader(term.master)
         os.close(term.master)
+        os.close(term.slave)
 
 
 @pytest.fixture
@@ -125,11 +127,14 @@ async def test_top_shows_queues_and_a_running_job_and_quits_on_q(
         await term.wait_for_text("queues", "warehouse", "running (1)", job_id, "probe", "elapsed")
         await term.wait_for_text(f"leader {leader['instance_id']} (token {leader['token']})", "★ leader")
         assert "instances 1/1 alive" in term.text
+        # While it runs, keys arrive one at a time without echo (cbreak mode).
+        assert termios.tcgetattr(term.slave)[3] & termios.ICANON == 0
         term.type(b"q")
         assert await term.exit_code() == 0
-        # It left the alternate screen and showed the cursor again: the terminal is usable.
+        # It left the alternate screen, showed the cursor and put the modes back: the shell is usable.
         assert b"\x1b[?1049l" in term.raw
         assert b"\x1b[?25h" in term.raw
+        assert termios.tcgetattr(term.slave) == term.modes_before
         await client.cancel(job_id)
 
 
@@ -140,6 +145,7 @@ async def test_top_leaves_on_ctrl_c(settings: Settings, tmp_path: Path, terminal
         term.type(b"\x03")  # the terminal turns it into SIGINT for the foreground process group
         assert await term.exit_code() == 0
         assert b"\x1b[?1049l" in term.raw
+        assert termios.tcgetattr(term.slave) == term.modes_before
         assert "Traceback" not in term.text
 
 

@@ -9,6 +9,7 @@
   const TOKEN_KEY = "orchestrator.apiToken";
   const POLL_MS = 2000;
   const LOG_POLL_MS = 1000;
+  const LOG_BATCH = 500;
   const PAGE = 25;
   const STATES = ["queued", "deferred", "running", "succeeded", "failed", "cancelled"];
   const FINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -491,8 +492,10 @@
   async function tailLog(jobId) {
     if (ui.logJob !== jobId) return;
     let done = false;
+    let more = false;
     try {
-      const out = await api(`/api/jobs/${encodeURIComponent(jobId)}/logs?${query({ after: ui.logAfter })}`);
+      const out = await api(`/api/jobs/${encodeURIComponent(jobId)}/logs?${query({ after: ui.logAfter, limit: LOG_BATCH })}`);
+      more = out.entries.length >= LOG_BATCH;
       if (ui.logJob !== jobId) return;
       const pre = $("job-log");
       const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -511,7 +514,9 @@
       $("log-status").textContent = e.status === 404 ? "(no such job)" : `(retrying: ${e.message})`;
       done = e.status === 404;
     }
-    if (!done && ui.logJob === jobId) ui.logTimer = setTimeout(() => tailLog(jobId), LOG_POLL_MS);
+    // A full batch means more is waiting: read on at once rather than a second later.
+    const delay = more ? 0 : LOG_POLL_MS;
+    if (!done && ui.logJob === jobId) ui.logTimer = setTimeout(() => tailLog(jobId), delay);
   }
 
   // -- failed-job store --

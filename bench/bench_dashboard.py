@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.client import Client
 from orchestrator.commands_top import read_snapshot
-from orchestrator.jobs.model import Keys, encode_record
+from orchestrator.jobs.model import JobRecord, Keys
 
 
 def _free_port() -> int:
@@ -53,12 +53,12 @@ async def _fill(client: Client, n: int) -> None:
                 roll = rng.random()
                 state = "succeeded" if roll < 0.97 else "failed" if roll < 0.99 else "cancelled"
                 queue = "warehouse" if i % 100 == 0 else "default"
-                record = {
-                    "job_id": job_id, "plugin": "probe", "params": {"i": i}, "queue": queue, "priority": 5,
-                    "source": "bench", "state": state, "attempt": 1, "enqueued_at": enqueued, "started_at": enqueued,
-                    "finished_at": finished, "duration_s": finished - enqueued, "result": {"ok": True},
-                }  # fmt: skip
-                pipe.hset(Keys.job(job_id), mapping=encode_record(record))
+                record = JobRecord(
+                    job_id=job_id, plugin="probe", params={"i": i}, queue=queue, source="bench", state=state,
+                    attempt=1, enqueued_at=enqueued, started_at=enqueued, finished_at=finished,
+                    duration_s=finished - enqueued, result={"ok": True},
+                )  # fmt: skip
+                pipe.hset(Keys.job(job_id), mapping=record.to_hash())
                 pipe.zadd(Keys.all_jobs, {job_id: enqueued})
                 pipe.zadd(Keys.plugin_jobs("probe"), {job_id: enqueued})
                 pipe.zadd(Keys.state(state), {job_id: finished})

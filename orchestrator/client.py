@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
-from orchestrator.jobs.model import TERMINAL, Keys, decode_record, iso, now, record_to_json
+from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
@@ -48,8 +48,12 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(flat, list) or len(flat) % 2:
         return None
-    record = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-    return record_to_json(record) if record.get("state") in TERMINAL else None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    job_id = fields.get("job_id")
+    if not isinstance(job_id, str) or "plugin" not in fields or "queue" not in fields:
+        return None
+    record = JobRecord.from_hash(fields, job_id=job_id)
+    return record.to_json() if record.state in TERMINAL else None
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -153,7 +157,7 @@ class Client:
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
-        return record_to_json(record) if record else None
+        return record.to_json() if record else None
 
     async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
@@ -183,7 +187,7 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        outcome = await self.store.cancel(job_id, record["queue"])
+        outcome = await self.store.cancel(job_id, record.queue)
         if outcome == "cancelling":
             # Its worker stops the process group; wait for it to say so.
             with contextlib.suppress(TimeoutError):
@@ -196,22 +200,21 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        if record["state"] not in {"failed", "cancelled"}:
-            msg = f"job {job_id} is {record['state']}: only failed or cancelled jobs can be retried"
+        if record.state not in {"failed", "cancelled"}:
+            msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
-        triggered = await self.trigger(
-            record["plugin"],
-            record.get("params") or {},
-            priority=record.get("priority"),
-            queue=record.get("queue"),
+        request = JobRequest(
+            plugin=record.plugin,
+            params=record.params,
+            priority=record.priority,
+            queue=record.queue,
             source="retry",
-            context=record.get("context") or {},
+            retry_of=job_id,
+            context=record.context or {},
         )
-        await self.store.redis.hset(  # type: ignore[misc]
-            Keys.job(triggered.job_id), "retry_of", job_id
-        )
-        await self.store.redis.hset(Keys.job(job_id), "retried_as", triggered.job_id)  # type: ignore[misc]
-        return triggered.job_id
+        new_id, _ = await (await self._submitter()).submit(request)
+        await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
+        return new_id
 
     async def list(
         self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
@@ -288,7 +291,7 @@ class Client:
         wanted_state = state if plugin else None  # the state index needs no filtering by state
         if not (wanted_state or queue):
             ids = [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
-            return [record_to_json(r) for r in await self.store.get_many(ids) if r is not None]
+            return [r.to_json() for r in await self.store.get_many(ids) if r is not None]
         # Filtered: read the index in growing chunks, bounded so a rare filter cannot scan a week of
         # jobs, and only the two fields the filter needs (decoding whole records cost 10x more).
         matches: list[str] = []
@@ -311,7 +314,7 @@ class Client:
                 matches.append(job_id)
                 if len(matches) >= limit:
                     break
-        return [record_to_json(r) for r in await self.store.get_many(matches) if r is not None]
+        return [r.to_json() for r in await self.store.get_many(matches) if r is not None]
 
     async def finished(self, *, limit: int = 10) -> JobRows:
         """The last `limit` jobs that reached a final state, newest first (the state indexes are
@@ -322,7 +325,7 @@ class Client:
             ranges = await pipe.execute()
         newest = sorted(((score, i.decode()) for r in ranges for i, score in r), reverse=True)[:limit]
         records = await self.store.get_many([job_id for _, job_id in newest])
-        return [record_to_json(r) for r in records if r is not None]
+        return [r.to_json() for r in records if r is not None]
 
     async def throughput(self, *, window_s: float = 3600.0, bucket_s: float = 60.0) -> dict[str, Any]:
         """Jobs enqueued and finished per bucket over the last `window_s`, oldest bucket first.

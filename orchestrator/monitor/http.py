@@ -144,12 +144,10 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    from orchestrator.jobs.model import record_to_json
-
     record = await _ctx(request).store.get(request.match_info["job_id"])
     if record is None:
         raise NotFoundError(f"no job {request.match_info['job_id']!r}")
-    return _json(record_to_json(record))
+    return _json(record.to_json())
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
 
-OK = 0
+OK, FAILED = 0, 1
 _RUNNING_ROWS = 15
 _FINISHED_ROWS = 10
 
@@ -205,8 +205,13 @@ async def top(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         client = Client(redis, result_ttl_s=settings.result_ttl_s)
         label = mask_url(url)
         if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+            try:
+                frame = render(await read_snapshot(client), label)
+            except (RedisError, OSError) as e:
+                out.error(f"redis unavailable at {label}: {e}")
+                return FAILED
             # Piped into a file or grep: do not cut ids at 80 columns.
-            Console(width=None if sys.stdout.isatty() else 200).print(render(await read_snapshot(client), label))
+            Console(width=None if sys.stdout.isatty() else 200).print(frame)
             return OK
         await _live(client, label, max(args.interval, 0.1))
     return OK

@@ -159,3 +159,12 @@ async def test_top_once_prints_a_frame_without_a_terminal(settings: Settings, tm
         assert "warehouse" in result.out
         assert job_id in result.out
         await client.cancel(job_id)
+
+
+async def test_top_once_says_when_redis_is_unreachable(settings: Settings, tmp_path: Path) -> None:
+    from tests.services import free_port
+
+    result = await cli(settings, "top", "--once", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert result.rc == 1
+    assert "redis unavailable" in result.err
+    assert "Traceback" not in result.err

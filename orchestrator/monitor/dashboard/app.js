@@ -605,14 +605,17 @@
 
   function renderCdc(s) {
     const cdc = s.cdc;
-    const rules = cdc && cdc.enabled && Array.isArray(cdc.rules) ? cdc.rules : null;
+    const rules = cdc && Array.isArray(cdc.rules) ? cdc.rules : [];
+    const why = cdc && cdc.reason ? ` (${cdc.reason})` : "";
     const none = $("cdc-none");
-    none.hidden = Boolean(rules && rules.length);
-    none.textContent = !cdc || !cdc.enabled ? `Change capture: not configured${cdc && cdc.reason ? ` (${cdc.reason})` : ""}.` : "No change-capture rules.";
-    $("cdc").hidden = !(rules && rules.length);
+    if (!cdc || (!cdc.enabled && !rules.length)) none.textContent = `Change capture: not configured${why}.`;
+    else if (!cdc.enabled) none.textContent = `Change capture is off${why}.`;
+    else none.textContent = rules.length ? "" : "No change-capture rules.";
+    none.hidden = !none.textContent;
+    $("cdc").hidden = !rules.length;
     fill(
       $("cdc").tBodies[0],
-      (rules || []).map((r) =>
+      rules.map((r) =>
         el(
           "tr",
           { class: r.last_error ? "dead" : "" },
@@ -631,7 +634,12 @@
 
   // -- navigation and polling --
   function route() {
-    const hash = decodeURIComponent(location.hash.replace(/^#/, ""));
+    let hash = location.hash.replace(/^#/, "");
+    try {
+      hash = decodeURIComponent(hash);
+    } catch (e) {
+      // a hand-typed malformed escape: use it as it is
+    }
     if (hash.startsWith("job/")) return { view: "job", jobId: hash.slice(4) };
     const views = ["overview", "jobs", "failed", "plugins", "schedules", "cdc"];
     return { view: views.includes(hash) ? hash : "overview", jobId: null };

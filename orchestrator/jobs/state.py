@@ -441,7 +441,7 @@ class JobStore:
         cutoff = now() - self.ttl_ms / 1000
         removed = 0
         keys = [Keys.state(s) for s in STATES] + [Keys.all_jobs]
-        async for key in self.redis.scan_iter(match="orch:plugin-jobs:*", count=200):
+        async for key in self.redis.scan_iter(match=Keys.plugin_jobs("*"), count=200):
             keys.append(key.decode() if isinstance(key, bytes) else key)
         for key in keys:
             removed += await self.redis.zremrangebyscore(key, "-inf", cutoff)

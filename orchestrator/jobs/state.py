@@ -427,23 +427,6 @@ class JobStore:
             raws = await pipe.execute()
         return [r.decode() if r else None for r in raws]
 
-    async def list_jobs(
-        self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """Newest first."""
-        index = Keys.plugin_jobs(plugin) if plugin else Keys.state(state) if state else Keys.all_jobs
-        # Filtering a plugin index by state needs to read past the rows it drops.
-        window = limit * 10 if (plugin and state) else limit
-        ids = [i.decode() for i in await self.redis.zrevrange(index, 0, window - 1)]
-        out = []
-        for record in await self.get_many(ids):
-            if record is None or (state and record.state != state):
-                continue
-            out.append(record.to_json())
-            if len(out) >= limit:
-                break
-        return out
-
     async def stats(self, queues: dict[str, int]) -> dict[str, Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for s in STATES:

@@ -52,7 +52,23 @@ class BatchBody(Request):
 class JobsQuery(Request):
     state: JobState | None = None
     plugin: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    queue: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class LogsQuery(Request):
+    after: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(-|\d+-\d+)$")] = "-"
+    limit: Annotated[int, Field(ge=1, le=5000)] = 500
+
+
+class ThroughputQuery(Request):
+    window_s: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
+    bucket_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
+
+
+class FinishedQuery(Request):
+    limit: Annotated[int, Field(ge=1, le=200)] = 10
 
 
 class PurgeBody(Request):
@@ -150,6 +166,22 @@ class DeletedOut(Response):
 class ReloadOut(Response):
     requested: bool
     plugin: str | None
+
+
+class LogEntry(Response):
+    id: str
+    stream: str
+    line: str
+
+
+class LogsOut(Response):
+    job_id: str
+    state: str
+    entries: list[LogEntry]
+
+
+class ThroughputOut(Response):
+    pass
 
 
 class HealthOut(Response):

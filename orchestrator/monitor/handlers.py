@@ -111,6 +111,7 @@ async def status(request: web.Request) -> web.Response:
             "valid": [p.name for p in plugins if p.state != "invalid"],
             "invalid": {p.name: p.reason for p in plugins if p.state == "invalid"},
         },
+        "instances": await c.client.instances(),
         **(await c.status()),
     }
     return json_response(data)
@@ -121,7 +122,8 @@ async def metrics(request: web.Request) -> web.Response:
     stats = await c.client.stats()
     _, data = overall(await c.health())
     assert c.metrics is not None
-    payload = await c.metrics.render(stats, await c.status(), healthy=data["status"] == "ok")
+    status = {**(await c.status()), "instances": await c.client.instances()}
+    payload = await c.metrics.render(stats, status, healthy=data["status"] == "ok")
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 
@@ -161,7 +163,10 @@ async def reload_plugins(request: web.Request) -> web.Response:
 # -- jobs --
 async def list_jobs(request: web.Request) -> web.Response:
     q = query(request, m.JobsQuery)
-    return json_response(await ctx(request).client.list(state=q.state, plugin=q.plugin, limit=q.limit))
+    page = await ctx(request).client.jobs_page(
+        state=q.state, plugin=q.plugin, queue=q.queue, offset=q.offset, limit=q.limit
+    )
+    return json_response(page)
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -118,8 +118,11 @@ class Metrics:
             )
         if rtt is not None:
             yield GaugeMetricFamily("orchestrator_redis_rtt_seconds", "Redis PING round trip at scrape time", value=rtt)
+        instances = (status.get("instances") or {}).values()
         yield GaugeMetricFamily(
-            "orchestrator_instances", "Instances registered in Redis", value=len(status.get("instances") or {})
+            "orchestrator_instances",
+            "Instances alive (heartbeat present)",
+            value=sum(1 for i in instances if i["alive"]),
         )
         yield GaugeMetricFamily(
             "orchestrator_is_leader",

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from orchestrator.monitor import api_models as m
+from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,6 +59,9 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", d.index, "the dashboard page", content_type="text/html", errors=()),
+    Route("GET", "/dashboard/{name}", d.asset, "the dashboard's script and style sheet", content_type="text/plain",
+          errors=(404,)),
     Route("GET", "/live", h.live, "200 while the event loop answers", errors=()),
     Route("GET", "/health", h.health, "200 when every component is healthy, else 503 naming them", m.HealthOut),
     Route("GET", "/status", h.status, "version, leader, queues, jobs, components", m.StatusOut),
@@ -78,6 +82,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/jobs/purge", h.purge_jobs, "delete final jobs by state, age and plugin", m.DeletedOut,
           body=m.PurgeBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
     Route("GET", "/api/jobs/{job_id}", h.get_job, "one job", m.JobOut, errors=(404, 503)),
+    Route("GET", "/api/jobs/{job_id}/logs", d.job_logs, "a job's captured output after a stream id", m.LogsOut,
+          query=m.LogsQuery, errors=(400, 404, 503)),
     Route("DELETE", "/api/jobs/{job_id}", h.delete_job, "delete a job that is not running", m.DeletedOut,
           write=True, errors=(401, 403, 404, 409, 503)),
     Route("POST", "/api/jobs/{job_id}/cancel", h.cancel_job, "remove a waiting job or stop a running one",
@@ -88,6 +94,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/batches", h.post_batch, "enqueue jobs together: one bad entry and nothing is enqueued",
           m.BatchCreatedOut, status=201, body=m.BatchBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
     Route("GET", "/api/batches/{batch_id}", h.get_batch, "a batch's progress", m.BatchOut, errors=(404, 503)),
+    Route("GET", "/api/throughput", d.throughput, "jobs enqueued and finished per bucket", m.ThroughputOut,
+          query=m.ThroughputQuery),
+    Route("GET", "/api/finished", d.finished, "the last jobs that reached a final state", m.JobOut, many=True,
+          query=m.FinishedQuery),
 )  # fmt: skip
 
 

@@ -125,7 +125,7 @@ async def test_the_job_list_pages_and_filters_by_queue(api: Api) -> None:
     status, mixed = await api.get("/api/jobs?plugin=other&state=succeeded&queue=default")
     assert (status, mixed) == (200, [])
     status, body = await api.get("/api/jobs?offset=x")
-    assert (status, body["error"]) == (400, "limit and offset must be integers")
+    assert status == 400 and "offset" in body["error"]
 
 
 async def test_finished_lists_the_newest_final_jobs_across_states(api: Api, tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from orchestrator import commands, commands_top
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError, JobError, NotFoundError, OrchestratorError, PluginError, StartupError
+from orchestrator.errors import (
+    ConfigError,
+    ConflictError,
+    JobError,
+    NotFoundError,
+    OrchestratorError,
+    PluginError,
+    StartupError,
+)
 from orchestrator.logs import configure
 from orchestrator.render import Output
 
@@ -83,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("new", help="scaffold a plugin folder").add_argument("name")
     psub.add_parser("enable", help="allow triggers (seen by every instance)").add_argument("name")
     psub.add_parser("disable", help="refuse new triggers (seen by every instance)").add_argument("name")
+    psub.add_parser("reload", help="make every running instance re-read the plugins folder").add_argument(
+        "name", nargs="?", help="one plugin (default: all)"
+    )
 
     trigger = sub.add_parser("trigger", help="enqueue a job; prints its id")
     trigger.add_argument("name")
@@ -126,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry = jsub.add_parser("retry", help="run a failed or cancelled job again with the same params")
     retry.add_argument("id")
     retry.add_argument("--json", action="store_true")
+    delete = jsub.add_parser("delete", help="delete a job's record, log and index entries (not while it runs)")
+    delete.add_argument("id")
+    delete.add_argument("--json", action="store_true")
+    purge = jsub.add_parser("purge", help="delete final jobs by state, age and plugin")
+    purge.add_argument("--state", required=True, choices=["succeeded", "failed", "cancelled"])
+    purge.add_argument("--older-than", type=parse_duration, default=0.0, metavar="AGE", help="e.g. 3d, 12h")
+    purge.add_argument("--plugin")
+    purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    purge.add_argument("--json", action="store_true")
     commands_top.add_parser(sub)  # issue 13: orchestrator top
     return parser
 
@@ -187,7 +207,7 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
         if out.as_json:
             out.json({"error": str(e), **({"problems": e.problems} if hasattr(e, "problems") else {})})
         return EXIT_USAGE
-    except NotFoundError as e:
+    except (NotFoundError, ConflictError) as e:
         out.error(str(e))
         return EXIT_FAILED
     except json.JSONDecodeError as e:

@@ -233,18 +233,29 @@ class Client:
         msg = f"job {job_id} keeps changing state; try again"
         raise ConflictError(msg)
 
-    async def purge(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
-        """Delete final jobs (`succeeded`, `failed` or `cancelled`) that reached that state more than
-        `older_than_s` ago, of one plugin or all; returns how many were deleted."""
+    async def purge_count(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
+        """How many jobs `purge` with these arguments would delete now."""
+        return len(await self._purgeable(state, older_than_s, plugin))
+
+    async def _purgeable(self, state: str, older_than_s: float, plugin: str | None) -> list[JobRecord]:
         if state not in TERMINAL:
             msg = f"purge takes a final state (succeeded, failed, cancelled), not {state!r}"
             raise JobError(msg)
         ids = await self.store.ids_in_state(state, entered_before=time.time() - older_than_s)
-        deleted = 0
+        out: list[JobRecord] = []
         for start in range(0, len(ids), 500):
             for record in await self.store.get_many(ids[start : start + 500]):
                 if record is not None and (plugin is None or record.plugin == plugin):
-                    deleted += await self.store.delete(record) == 1
+                    out.append(record)
+        return out
+
+    async def purge(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
+        """Delete final jobs (`succeeded`, `failed` or `cancelled`) that reached that state more than
+        `older_than_s` ago, of one plugin or all; returns how many were deleted."""
+        deleted = 0
+        for record in await self._purgeable(state, older_than_s, plugin):
+            if await self.store.delete(record) == 1:
+                deleted += 1
         return deleted
 
     async def list(

@@ -184,6 +184,10 @@ class ThroughputOut(Response):
     pass
 
 
+class LiveOut(Response):
+    status: Literal["ok"]
+
+
 class HealthOut(Response):
     status: Literal["ok", "failing"]
     failing: list[str]

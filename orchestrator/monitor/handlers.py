@@ -146,7 +146,7 @@ async def get_plugin(request: web.Request) -> web.Response:
 
 async def toggle_plugin(request: web.Request) -> web.Response:
     authorize(request)
-    name, action = request.match_info["name"], request.match_info["action"]
+    name, action = request.match_info["name"], request.path.rsplit("/", 1)[1]  # .../enable or .../disable
     if ctx(request).registry.get(name) is None:
         raise NotFoundError(f"no plugin {name!r}")
     await ctx(request).client.set_enabled(name, action == "enable")

@@ -62,7 +62,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/", d.index, "the dashboard page", content_type="text/html", errors=()),
     Route("GET", "/dashboard/{name}", d.asset, "the dashboard's script and style sheet", content_type="text/plain",
           errors=(404,)),
-    Route("GET", "/live", h.live, "200 while the event loop answers", errors=()),
+    Route("GET", "/live", h.live, "200 while the event loop answers", m.LiveOut, errors=()),
     Route("GET", "/health", h.health, "200 when every component is healthy, else 503 naming them", m.HealthOut),
     Route("GET", "/status", h.status, "version, leader, queues, jobs, components", m.StatusOut),
     Route("GET", "/metrics", h.metrics, "Prometheus text exposition", content_type="text/plain"),

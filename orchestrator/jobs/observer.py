@@ -15,6 +15,7 @@ logger = logging.getLogger("orchestrator.jobs")
 
 # Seconds: from a no-op pooled job (ms) to the seeds' 30-minute hard limit.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800)
+LAUNCH_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
 
 
@@ -57,6 +58,10 @@ class JobObserver:
         self.finished: Counter[tuple[str, str, str]] = Counter()  # (plugin, queue, outcome)
         self.durations: dict[str, Histogram] = {}  # plugin
         self.waits: dict[str, Histogram] = {}  # queue: enqueued (or due) -> started
+        self.launches: dict[str, Histogram] = {}  # isolation mode: run start -> the child has its request
+
+    def launched(self, isolation: str, launch_s: float) -> None:
+        self.launches.setdefault(isolation, Histogram(LAUNCH_BUCKETS)).observe(launch_s)
 
     def job_started(self, record: JobRecord) -> None:
         self.started[(record.plugin, record.queue)] += 1

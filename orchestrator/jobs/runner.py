@@ -147,7 +147,7 @@ class JobRunner:
         try:
             info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
-            return await self.launcher.run(
+            result = await self.launcher.run(
                 info,
                 record.params,
                 context,
@@ -155,6 +155,9 @@ class JobRunner:
                 timeout_s=record.timeout_s,
                 on_output=sink.add,
             )
+            if result.launch_s is not None:
+                self.observer.launched(info.manifest.isolation, result.launch_s)
+            return result
         except OrchestratorError as e:
             # not ready (venv build failed), gone from the plugins folder, interpreter missing
             return RunResult(ok=False, error=f"{type(e).__name__}: {e}", error_type=type(e).__name__)

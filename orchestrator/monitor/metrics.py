@@ -107,6 +107,14 @@ class Metrics:
                 ),
                 self.observer.waits.items(),
             )
+            yield _histogram(
+                HistogramMetricFamily(
+                    "orchestrator_plugin_launch_seconds",
+                    "From a run's start until its child had the request, per isolation mode",
+                    labels=["isolation"],
+                ),
+                self.observer.launches.items(),
+            )
 
         if self.loop is not None:
             yield GaugeMetricFamily(

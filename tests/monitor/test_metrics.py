@@ -61,6 +61,7 @@ def test_a_live_scrape_passes_promtool_after_jobs_of_every_state(server: Server,
     assert value(r'orchestrator_jobs_started_total\{plugin="probe",queue="default"\}') >= 3
     assert value(r'orchestrator_job_duration_seconds_count\{plugin="probe"\}') >= 2
     assert value(r'orchestrator_job_wait_seconds_count\{queue="warehouse"\}') >= 2
+    assert value(r'orchestrator_plugin_launch_seconds_count\{isolation="process"\}') >= 4
     assert value(r'orchestrator_jobs\{state="deferred"\}') >= 1
     assert value(r"orchestrator_instances") == 1
     assert value(r"orchestrator_is_leader") == 1

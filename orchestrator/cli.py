@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import commands, commands_top
+from orchestrator import cli_compat, commands, commands_top
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import (
     ConfigError,
@@ -58,7 +58,12 @@ def _params_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="One process for jobs, schedules, change capture and plugins.",
+        epilog=cli_compat.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="TOML config file (default: ./orchestrator.toml if present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -147,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     purge.add_argument("--json", action="store_true")
     commands_top.add_parser(sub)  # issue 13: orchestrator top
+    cli_compat.add_parsers(sub, _params_options)
     return parser
 
 
@@ -162,11 +168,21 @@ HANDLERS: dict[str, Handler] = {
     "batch": commands.batch,
     "jobs": commands.jobs,
     "top": commands_top.top,
+    **cli_compat.HANDLERS,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # plugin parameters as options (`trigger NAME --operation sync_data`), as the old CLI took them
+        if args.command not in cli_compat.PARAMS_AS_OPTIONS or not hasattr(args, "param"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            args.param = cli_compat.params_from_options(extra) + args.param
+        except ValueError as e:
+            parser.error(str(e))
     out = Output(as_json=getattr(args, "json", False))
     config_path = getattr(args, "run_config", None) or args.config
     try:

@@ -52,6 +52,7 @@ class PluginReloader(BaseComponent):
         self.watch = watch
         self.reloads = 0
         self.last_reload_at: float | None = None
+        self.watching = asyncio.Event()  # set once the file watcher runs
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -76,8 +77,11 @@ class PluginReloader(BaseComponent):
     async def _watch(self, folder: Path) -> None:
         from watchfiles import awatch  # only when plugins_watch is on
 
-        async for _changes in awatch(folder, debounce=500, recursive=True):
-            await self.reload(None)
+        # yield_on_timeout: an empty first batch tells that the watcher runs (tests wait for it)
+        async for changes in awatch(folder, debounce=500, recursive=True, rust_timeout=500, yield_on_timeout=True):
+            self.watching.set()
+            if changes:
+                await self.reload(None)
 
     async def reload(self, name: str | None) -> None:
         try:

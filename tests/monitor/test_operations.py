@@ -16,6 +16,7 @@ from orchestrator.client import Client, connect_redis
 from orchestrator.components import BaseComponent, Component
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.model import Keys
+from orchestrator.jobs.plugin_reload import PluginReloader
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.monitor.conftest import Server
 
@@ -173,3 +174,17 @@ async def _plugin_listed(http: aiohttp.ClientSession, base: str, name: str) -> b
 
 async def _plugin_gone(http: aiohttp.ClientSession, base: str, name: str) -> bool:
     return not await _plugin_listed(http, base, name)
+
+
+async def test_plugins_watch_reloads_on_file_changes(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins", "probe")
+    settings = make_settings(tmp_path, redis_url, plugins_watch=True)
+    async with run_app(settings) as app, aiohttp.ClientSession() as http:
+        assert app.http is not None
+        base = f"http://127.0.0.1:{app.http.bound_port}"
+        assert app.supervisor is not None
+        reloader = app.supervisor.get("plugin-reload")
+        assert isinstance(reloader, PluginReloader)
+        await asyncio.wait_for(reloader.watching.wait(), 10)
+        make_plugin(tmp_path / "plugins", "dropped_in")
+        await wait_for(lambda: _plugin_listed(http, base, "dropped_in"), timeout_s=15)

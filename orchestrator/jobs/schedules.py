@@ -40,6 +40,7 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 # Candidates a cron lookup may inspect before it gives up (an expression that never matches, such
 # as `0 0 30 2 *`, is refused when the schedule is added; this only bounds a pathological zone).
 _MAX_CANDIDATES = 1000
+_MAX_S = 366 * 86400
 Overlap = Literal["skip", "allow"]
 Origin = Literal["config", "runtime"]
 
@@ -58,8 +59,8 @@ def parse_every(text: str | float, what: str = "every") -> float:
             msg = f"{what} {text!r}: use e.g. 30s, 5m, 1h or 1d"
             raise ValueError(msg)
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    if seconds < 1 or seconds != int(seconds):
-        msg = f"{what} {text!r}: must be a whole number of seconds, at least 1s"
+    if not 1 <= seconds <= _MAX_S or seconds != int(seconds):
+        msg = f"{what} {text!r}: must be a whole number of seconds, from 1s to 366d"
         raise ValueError(msg)
     return seconds
 
@@ -87,7 +88,7 @@ def check_cron(expr: str) -> str:
 def check_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         msg = f"timezone {name!r}: unknown (use an IANA name such as Europe/Berlin or UTC)"
         raise ValueError(msg) from None
 
@@ -129,7 +130,7 @@ class ScheduleSpec(BaseModel):
     queue: str | None = None
     priority: str | int | None = None
     # At least 1 s: a wake-up is never exactly on its slot, and a zero grace would skip every fire.
-    misfire_grace_s: Annotated[float, Field(ge=1)] = Field(
+    misfire_grace_s: Annotated[float, Field(ge=1, le=_MAX_S)] = Field(
         default=60.0, validation_alias=AliasChoices("misfire_grace_s", "misfire_grace")
     )
     overlap: Overlap = "skip"

@@ -128,18 +128,24 @@ class Scheduler(BaseComponent):
             await self.lease.wait_gained()
             fence = self.lease.fence()
             if fence is None:
-                # gained and lost in between: the lease's own loop sets `lost` within ttl/3
-                await self.lease.wait_lost()
+                # Lost in between, or only overdue for a renewal that may still succeed with the
+                # same token: the lease's own loop settles it within ttl/3.
+                await self._settle_lease()
                 continue
             try:
                 await self._lead(fence)
             except FencedError as e:
                 logger.warning("scheduler: a newer leader exists, stopping: %s", e)
-                await self.lease.wait_lost()
+                await self._settle_lease()
             except (RedisError, OSError) as e:
                 self.last_error = f"{type(e).__name__}: {e}"
                 logger.warning("scheduler: redis error, retrying in %.0fs: %s", _RETRY_S, e)
                 await asyncio.sleep(_RETRY_S)
+
+    async def _settle_lease(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.lease.ttl_s / 3):
+                await self.lease.wait_lost()
 
     async def _lead(self, fence: Fence) -> None:
         self.reports = await sync_config(self.store, self.config, fence)

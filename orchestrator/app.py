@@ -355,7 +355,7 @@ class Orchestrator:
         components.append(Housekeeping(parts.store))
         # schedules (begin): leader-only; config schedules are synced when this instance starts leading
         components.append(
-            Scheduler(ScheduleStore(parts.redis), parts.client._submitter, lease, config=settings.schedules)
+            Scheduler(ScheduleStore(parts.redis), parts.client.submitter, lease, config=settings.schedules)
         )
         # schedules (end)
         return components, lease

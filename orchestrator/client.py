@@ -119,7 +119,7 @@ class Client:
         self._published_queues = (time.monotonic(), queues) if queues else None
         return queues
 
-    async def _submitter(self) -> Submitter:
+    async def submitter(self) -> Submitter:
         return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults)
 
     # -- jobs --
@@ -148,16 +148,16 @@ class Client:
             source=source,
             context=context or {},
         )
-        new_id, created = await (await self._submitter()).submit(request)
+        new_id, created = await (await self.submitter()).submit(request)
         return Triggered(new_id, created)
 
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), parse_batch(entries))
+        return await submit_batch(await self.submitter(), parse_batch(entries))
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
-        return await batch_status(await self._submitter(), batch_id)
+        return await batch_status(await self.submitter(), batch_id)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
@@ -216,7 +216,7 @@ class Client:
             retry_of=job_id,
             context=record.context or {},
         )
-        new_id, _ = await (await self._submitter()).submit(request)
+        new_id, _ = await (await self.submitter()).submit(request)
         await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
         return new_id
 
@@ -418,7 +418,7 @@ class Client:
         derived from the definition). Raises JobError / ParamsError with the reason; nothing is stored.
         """
         data = {**(schedule or {}), **fields}
-        stored = await schedule_store.add(self._schedules(), await self._submitter(), data, replace=replace)
+        stored = await schedule_store.add(self._schedules(), await self.submitter(), data, replace=replace)
         return await self.get_schedule(stored.spec.id)
 
     async def add_scheduled_task(self, task: Mapping[str, Any]) -> str:
@@ -436,7 +436,7 @@ class Client:
 
     async def run_schedule(self, schedule_id: str) -> str:
         """Fire once now (whatever the trigger, pause or overlap); returns the job id."""
-        return await schedule_store.run_now(self._schedules(), await self._submitter(), schedule_id)
+        return await schedule_store.run_now(self._schedules(), await self.submitter(), schedule_id)
 
     async def list_schedules(self) -> builtins.list[dict[str, Any]]:
         return await self._schedules().describe()

@@ -45,7 +45,7 @@ class Rig:
     ) -> AsyncIterator[Scheduler]:
         """A running scheduler with its own lease (it leads at once when nobody else does)."""
         lease = LeaderLease(self.client.redis, instance, ttl_s=30.0)
-        sched = Scheduler(self.store, self.client._submitter, lease, config=config, clock=self.clock)
+        sched = Scheduler(self.store, self.client.submitter, lease, config=config, clock=self.clock)
         tasks = [asyncio.create_task(lease.run()), asyncio.create_task(sched.run())]
         try:
             await sched.step()

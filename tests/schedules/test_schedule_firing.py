@@ -213,7 +213,7 @@ async def test_a_stale_leader_cannot_fire_a_slot_the_new_one_fired(rig: Rig) -> 
     await lease_a._step()
     stale = lease_a.fence()
     assert stale is not None
-    sched_a = Scheduler(rig.store, rig.client._submitter, lease_a, clock=rig.clock)
+    sched_a = Scheduler(rig.store, rig.client.submitter, lease_a, clock=rig.clock)
     task = asyncio.create_task(sched_a.run())
     try:
         await sched_a.step()  # loaded, waiting for S0

@@ -6,6 +6,7 @@ DB_CHANGE_POLLING_INTERVAL) keep working unchanged; everything else is ORCH_* or
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -293,7 +294,9 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         ConfigError: one line naming every bad key.
     """
     data: dict[str, Any] = {}
-    path = config_path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    from_env = os.environ.get("ORCH_CONFIG")  # containers often say where the file is in the environment
+    path = config_path or (Path(from_env) if from_env else None)
+    path = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if path is not None:
         data = _read_toml(path)
     data.update(overrides)

@@ -3,7 +3,7 @@
 Usable from another application (a FastAPI service, say) with only a Redis URL: plugin manifests
 and queue names are read from what running instances publish in Redis.
 
-    async with await Client.connect("redis://localhost:6379/0") as client:
+    async with await Client.connect("redis://localhost:6379/0") as client:   # or rediss://, redis+sentinel://
         job = await client.trigger("data_processor", {"operation": "sync_data"}, priority="high")
         print(await client.result(job.job_id, timeout_s=60))
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self, cast
+from typing import Any, Self
 
 from arq.connections import ArqRedis
 
@@ -26,6 +26,8 @@ from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
+from orchestrator.redis_conn import RedisOptions
+from orchestrator.redis_conn import connect as _connect
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
@@ -53,8 +55,9 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
     return record.to_json() if record.state in TERMINAL else None
 
 
-def connect_redis(url: str) -> ArqRedis:
-    return cast(ArqRedis, ArqRedis.from_url(url))
+def connect_redis(url: str, options: RedisOptions | None = None) -> ArqRedis:
+    """A Redis client for `url` (TLS, Sentinel, a bounded pool: see orchestrator.redis_conn)."""
+    return _connect(url, options)
 
 
 class Client:
@@ -87,8 +90,9 @@ class Client:
         self._published_queues: tuple[float, dict[str, int]] | None = None
 
     @classmethod
-    async def connect(cls, redis_url: str, **kwargs: Any) -> Client:
-        return cls(connect_redis(redis_url), owns_redis=True, **kwargs)
+    async def connect(cls, redis_url: str, *, redis_options: RedisOptions | None = None, **kwargs: Any) -> Client:
+        """`redis_options` carries the TLS files, the sentinels' password and the pool's bound."""
+        return cls(connect_redis(redis_url, redis_options), owns_redis=True, **kwargs)
 
     async def close(self) -> None:
         if self._owns_redis:

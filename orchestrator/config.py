@@ -128,6 +128,21 @@ class Settings(BaseSettings):
     plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)
     plugin_spare_idle_s: Annotated[float, Field(gt=0)] = _alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
 
+    # -- redis connections (orchestrator/redis_conn.py) --
+    # TLS (rediss://): the CA that signs the server's certificate (default: the system's CAs), a
+    # client certificate and key when the server asks for one, and whether the certificate must
+    # name the URL's host.
+    redis_ca_file: Path | None = _alias("ORCH_REDIS_CA_FILE")
+    redis_cert_file: Path | None = _alias("ORCH_REDIS_CERT_FILE")
+    redis_key_file: Path | None = _alias("ORCH_REDIS_KEY_FILE")
+    redis_check_hostname: bool = _alias("ORCH_REDIS_CHECK_HOSTNAME", default=True)
+    # redis+sentinel://: the sentinels' own password, when they have one (the URL's is the data nodes').
+    sentinel_password: SecretStr | None = _alias("ORCH_SENTINEL_PASSWORD")
+    # The pool's bound per process (workers, pub/sub, heartbeat, lease, HTTP share it; README "Connection budget").
+    redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = _alias("ORCH_REDIS_MAX_CONNECTIONS", default=32)
+    # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
+    redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = _alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
+
     @field_validator("es_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
@@ -158,8 +173,8 @@ class Settings(BaseSettings):
         if not value:
             return None
         scheme = urlsplit(value).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
-            msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss:// or unix://"
+        if scheme not in {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}:
+            msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss://, unix:// or redis+sentinel://"
             raise ValueError(msg)
         return value
 
@@ -226,7 +241,7 @@ class Settings(BaseSettings):
         data["database_url"] = mask_url(self.database_url.get_secret_value()) if self.database_url else None
         data["redis_url"] = mask_url(self.redis_url) if self.redis_url else None
         data["es_hosts"] = [mask_url(h) for h in self.es_hosts]
-        for key in ("es_password", "api_token"):
+        for key in ("es_password", "api_token", "sentinel_password"):
             data[key] = "***" if getattr(self, key) else None
         return data
 

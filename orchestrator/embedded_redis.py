@@ -19,15 +19,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from orchestrator.errors import ConfigError
+from orchestrator.redis_conn import RedisOptions, connect
 
 logger = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux; deep state dirs (pytest's tmp_path) can exceed it.
 _MAX_SOCKET_PATH = 100
+# A one-off connection to ping or stop the server.
+_PROBE = RedisOptions(max_connections=1, connect_timeout_s=1.0)
 
 
 def find_redis_server() -> str | None:
@@ -64,7 +66,7 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     async def ping(self) -> bool:
-        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=1)
+        client = connect(self.url, _PROBE)
         try:
             return bool(await client.ping())
         except (RedisError, OSError):
@@ -138,7 +140,7 @@ class EmbeddedRedis:
 
     async def shutdown(self) -> None:
         """Stop the server; the append-only file keeps every job for the next start."""
-        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=1)
+        client = connect(self.url, _PROBE)
         try:
             await client.shutdown(nosave=False)
         except (RedisError, OSError):

@@ -38,6 +38,7 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
                 "heartbeat",
                 "venv-builder",
                 "workers",
+                "reconcile",
                 "housekeeping",
             }
         async with http.get(f"{base}/status") as r:

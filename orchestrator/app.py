@@ -206,6 +206,8 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
         queues={q: s.concurrency for q, s in settings.queues.items()},
         defaults=job_defaults(settings),
         result_ttl_s=settings.result_ttl_s,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
     )
 
 

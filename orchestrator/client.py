@@ -26,7 +26,7 @@ from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
-from orchestrator.redis_conn import RedisOptions
+from orchestrator.redis_conn import RedisOptions, confirm_replicated
 from orchestrator.redis_conn import connect as _connect
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
@@ -69,6 +69,9 @@ class Client:
         queues: queue name -> concurrency (default: published by running instances).
         defaults: queue/timeout/retry fallbacks.
         result_ttl_s: how long records are kept.
+        wait_replicas: a trigger or batch returns only once this many replicas hold it (Redis WAIT),
+            so a failover cannot lose an acknowledged job (NotReplicated otherwise: retry with the same id).
+        wait_timeout_s: how long to wait for them.
     """
 
     def __init__(
@@ -80,6 +83,8 @@ class Client:
         defaults: JobDefaults | None = None,
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
         owns_redis: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.store = JobStore(redis, result_ttl_s=result_ttl_s)
@@ -88,6 +93,8 @@ class Client:
         self._defaults = defaults or JobDefaults()
         self._owns_redis = owns_redis
         self._published_queues: tuple[float, dict[str, int]] | None = None
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_s = wait_timeout_s
 
     @classmethod
     async def connect(cls, redis_url: str, *, redis_options: RedisOptions | None = None, **kwargs: Any) -> Client:
@@ -146,12 +153,19 @@ class Client:
             context=context or {},
         )
         new_id, created = await (await self._submitter()).submit(request)
+        await self._replicated()
         return Triggered(new_id, created)
 
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), parse_batch(entries))
+        out = await submit_batch(await self._submitter(), parse_batch(entries))
+        await self._replicated()
+        return out
+
+    async def _replicated(self) -> None:
+        if self._wait_replicas:
+            await confirm_replicated(self.redis, self._wait_replicas, self._wait_timeout_s)
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
         return await batch_status(await self._submitter(), batch_id)

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     sentinel_password: SecretStr | None = _alias("ORCH_SENTINEL_PASSWORD")
     # The pool's bound per process (workers, pub/sub, heartbeat, lease, HTTP share it; README "Connection budget").
     redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = _alias("ORCH_REDIS_MAX_CONNECTIONS", default=32)
+    # A trigger returns only once this many replicas hold the job (WAIT), so a failover cannot lose
+    # it; 0: acknowledged by the primary alone (replication is asynchronous). README "What survives".
+    redis_wait_replicas: Annotated[int, Field(ge=0)] = _alias("ORCH_REDIS_WAIT_REPLICAS", default=0)
+    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = _alias("ORCH_REDIS_WAIT_TIMEOUT_S", default=1.0)
     # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
     redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = _alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
 

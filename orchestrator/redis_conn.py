@@ -27,6 +27,7 @@ import asyncio
 import errno
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,7 +359,7 @@ async def wait_until_up(
                     msg = f"{error} after waiting {timeout_s:g} s (redis_connect_timeout_s)"
                     raise RedisUnavailable(msg) from None
                 delay = min(delay, left)
-            logger.warning("%s; retrying in %g s", error, delay)
+            logger.warning("%s; retrying in %g s", error, round(delay, 1))
             if attempt == 1 and on_waiting is not None:
                 await on_waiting(str(error))
             await asyncio.sleep(delay)
@@ -386,3 +387,104 @@ def connection_budget(served_queues: dict[str, int], *, leader_eligible: bool) -
     }
     budget["total"] = sum(budget.values())
     return budget
+
+
+# -- Sentinel: following the primary --
+
+
+class PrimaryWatch:
+    """Sentinel mode: asks the sentinels for the primary every `every_s` and, when it moved, drops
+    every pooled connection (in use ones too: the pub/sub listener, a blocked claim) so that each
+    reconnects to the new primary at its next command.
+
+    Why not wait for redis-py to notice: a manual or planned failover leaves the old primary up and
+    writable until a sentinel reconfigures it as a replica, up to 10 s later (Sentinel's INFO period
+    for replicas). Until then its writes are acknowledged and then discarded.
+
+    `moving` holds (old, new) from the switch until the new primary answered and `settle_s` passed,
+    so /health reports the failover to probes that poll every few seconds.
+
+    Args:
+        redis: a client made by `connect` (nothing to do unless its pool is a Sentinel one).
+    """
+
+    def __init__(self, redis: Redis, *, every_s: float = 1.0, settle_s: float = 2.0) -> None:
+        self.redis = redis
+        self.every_s = every_s
+        self.settle_s = settle_s
+        self.moving: tuple[str, str] | None = None
+        self.failovers = 0
+        self.last_failover: dict[str, Any] | None = None
+        self.error: str | None = None
+        self._moved_at = 0.0
+
+    @property
+    def active(self) -> bool:
+        return isinstance(self.redis.connection_pool, SentinelConnectionPool)
+
+    async def run(self) -> None:
+        """Until cancelled; idle unless the pool is a Sentinel one."""
+        if not self.active:
+            await asyncio.Event().wait()
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.check()
+                self.error = None
+                if self.moving is not None and loop.time() - self._moved_at >= self.settle_s:
+                    await self.redis.ping()
+                    logger.info("redis: the new primary %s answers", self.moving[1])
+                    self.moving = None
+            except (RedisError, OSError) as e:
+                self.error = cause_of(e)
+            await asyncio.sleep(self.every_s)
+
+    async def check(self) -> bool:
+        """One look at the sentinels; True when the primary moved (and the pool was reset)."""
+        pool = cast(SentinelConnectionPool, self.redis.connection_pool)
+        address = await pool.sentinel_manager.discover_master(pool.service_name)
+        known = pool.master_address
+        if known is None or known == address:
+            pool.master_address = address
+            return False
+        old, new = "%s:%s" % known, "%s:%s" % address  # noqa: UP031
+        logger.warning(
+            "redis: the sentinels moved the primary of %s from %s to %s; reconnecting", pool.service_name, old, new
+        )
+        pool.master_address = address
+        await pool.disconnect(inuse_connections=True)
+        self.moving, self._moved_at = (old, new), asyncio.get_running_loop().time()
+        self.failovers += 1
+        self.last_failover = {"from": old, "to": new, "at": time.time()}
+        return True
+
+
+# -- WAIT: an acknowledged enqueue that survives a failover --
+
+
+class NotReplicated(RedisUnavailable):
+    """A write was not confirmed by `redis_wait_replicas` replicas in time: a failover may lose it."""
+
+
+async def confirm_replicated(redis: Redis, replicas: int, timeout_s: float) -> None:
+    """Return once `replicas` replicas hold every write this process made so far.
+
+    WAIT counts the replicas that acknowledged the *calling connection's* last write, and a pooled
+    client may have written on another connection: so write a marker here first. It is later in
+    the replication stream than every write already acknowledged to us, so a replica that has it
+    has them too. On a primary that is no longer one (a failover is under way) no replica
+    acknowledges: the caller is told, and retries under the same job id (enqueue dedupes by id).
+
+    Raises:
+        NotReplicated: fewer replicas acknowledged within `timeout_s`.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set("orch:replication-marker", str(time.time()))
+        pipe.execute_command("WAIT", replicas, int(timeout_s * 1000))
+        _, acked = await pipe.execute()
+    if int(acked) < replicas:
+        msg = (
+            f"redis: the write reached {acked} of the {replicas} replica(s) redis_wait_replicas asks for within "
+            f"{timeout_s:g} s: a failover may lose it (retry with the same job id)"
+        )
+        raise NotReplicated(msg)

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent, ComponentHealth
-from orchestrator.redis_conn import pool_stats
+from orchestrator.redis_conn import PrimaryWatch, pool_stats
 
 
 async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:
@@ -38,17 +38,24 @@ class RedisProbe(BaseComponent):
         self.url = url
         self.timeout_s = timeout_s
         self.budget = budget
+        self.watch = PrimaryWatch(redis)
 
     async def run(self) -> None:
-        # Nothing to do between probes: health() pings on demand.
-        await asyncio.Event().wait()
+        # health() pings on demand; with a Sentinel URL, follow the primary between probes.
+        await self.watch.run()
 
     async def health(self) -> ComponentHealth:
+        if self.watch.moving is not None:
+            old, new = self.watch.moving
+            return ComponentHealth.failing(f"failover: the primary moved from {old} to {new}; reconnecting")
         return await redis_health(self.redis, self.timeout_s)
 
     async def status(self) -> dict[str, Any]:
         connections: dict[str, Any] = {**pool_stats(self.redis), "budget": self.budget}
-        return {"redis": self.url, "redis_connections": connections}
+        body: dict[str, Any] = {"redis": self.url, "redis_connections": connections}
+        if self.watch.active:
+            body["redis_sentinel"] = {"failovers": self.watch.failovers, "last_failover": self.watch.last_failover}
+        return body
 
 
 def overall(components: dict[str, ComponentHealth]) -> tuple[int, dict[str, Any]]:

@@ -66,6 +66,21 @@ _POOL_WAIT_S = 20
 WAIT_BACKOFF_S = (1.0, 2.0, 2.0, 5.0, 5.0, 10.0)
 
 
+# What an orchestrator user needs on a shared Redis (README, "Redis ACL"): its key prefixes and
+# pub/sub channels only, and the command categories it uses without the dangerous ones (FLUSHALL,
+# KEYS, CONFIG, INFO, DEBUG, SHUTDOWN, ...). tests/redis/test_redis_acl.py runs the whole job path
+# (trigger, claim, run, outcome, cancel, lease, heartbeat, reaping, housekeeping) as such a user.
+ACL_RULES = (
+    "resetkeys ~orch:* ~arq:* resetchannels &orch:* "
+    "-@all +@connection +@read +@write +@keyspace +@scripting +@pubsub +@transaction -@dangerous"
+)
+
+
+def acl_setuser(user: str, password: str) -> str:
+    """The exact `ACL SETUSER` line for an orchestrator user."""
+    return f"ACL SETUSER {user} reset on >{password} {ACL_RULES}"
+
+
 class RedisUnavailable(StartupError):
     """Redis cannot be reached or refuses us (connection, TLS handshake, password): exit 1."""
 

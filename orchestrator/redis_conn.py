@@ -182,6 +182,13 @@ def uses_tls(url: str) -> bool:
 class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's primary discovery with the blocking pool's bound (redis-py has no such class)."""
 
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        # redis-py never closes its connections to the sentinels themselves: close them with the pool
+        # (closing the client closes the pool; after a failover they reconnect at the next question).
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.connection_pool.disconnect()
+
 
 def connect(url: str, options: RedisOptions | None = None) -> ArqRedis:
     """A client for `url` with a bounded pool; nothing is connected until the first command.

@@ -24,6 +24,7 @@ file that does not exist, or does not verify the server) is a ConfigError naming
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import ssl
@@ -180,7 +181,51 @@ def uses_tls(url: str) -> bool:
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel's primary discovery with the blocking pool's bound (redis-py has no such class)."""
+    """Sentinel's primary discovery with the blocking pool's bound (redis-py has no such class),
+    and a pool that follows the primary by itself.
+
+    redis-py asks the sentinels only when it opens a connection, and a connection to a demoted
+    primary fails only once that server has been reconfigured as a replica: after a manual or
+    planned failover the old primary stays up and writable until a sentinel does so, up to 10 s
+    later (Sentinel's INFO period for replicas), and what it acknowledged meanwhile is discarded.
+    So, at most once per `recheck_s`, taking a connection first asks the sentinels; when the
+    primary moved, every pooled connection (in-use ones too: a pub/sub listener) is dropped and
+    reconnects to the new primary at its next command. This covers the process, the CLI and the
+    Python client alike, with no background task.
+    """
+
+    recheck_s = 1.0
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self.checked_at = 0.0
+        self.failovers = 0
+        self.last_failover: dict[str, Any] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now_s = asyncio.get_running_loop().time()
+        if self.master_address is not None and now_s - self.checked_at >= self.recheck_s:
+            self.checked_at = now_s
+            with contextlib.suppress(RedisError, OSError):  # sentinels away: keep the primary we know
+                await self.follow_primary()
+        return await super().get_connection(*args, **kwargs)
+
+    async def follow_primary(self) -> bool:
+        """Ask the sentinels; True when the primary moved (and every connection was dropped)."""
+        address = await self.sentinel_manager.discover_master(self.service_name)
+        known = self.master_address
+        if known is None or known == address:
+            self.master_address = address
+            return False
+        old, new = "%s:%s" % known, "%s:%s" % address  # noqa: UP031
+        logger.warning(
+            "redis: the sentinels moved the primary of %s from %s to %s; reconnecting", self.service_name, old, new
+        )
+        self.master_address = address
+        self.failovers += 1
+        self.last_failover = {"from": old, "to": new, "at": time.time()}
+        await self.disconnect(inuse_connections=True)
+        return True
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
@@ -415,16 +460,10 @@ def connection_budget(served_queues: dict[str, int], *, leader_eligible: bool) -
 
 
 class PrimaryWatch:
-    """Sentinel mode: asks the sentinels for the primary every `every_s` and, when it moved, drops
-    every pooled connection (in use ones too: the pub/sub listener, a blocked claim) so that each
-    reconnects to the new primary at its next command.
-
-    Why not wait for redis-py to notice: a manual or planned failover leaves the old primary up and
-    writable until a sentinel reconfigures it as a replica, up to 10 s later (Sentinel's INFO period
-    for replicas). Until then its writes are acknowledged and then discarded.
-
-    `moving` holds (old, new) from the switch until the new primary answered and `settle_s` passed,
-    so /health reports the failover to probes that poll every few seconds.
+    """Sentinel mode: asks the sentinels every `every_s` even when the process is idle (the pool
+    also does it as connections are taken: see _SentinelBlockingPool), and tells /health about a
+    failover: `moving` holds (old, new) from the switch until the new primary answered and
+    `settle_s` passed, so probes that poll every few seconds see it.
 
     Args:
         redis: a client made by `connect` (nothing to do unless its pool is a Sentinel one).
@@ -435,50 +474,45 @@ class PrimaryWatch:
         self.every_s = every_s
         self.settle_s = settle_s
         self.moving: tuple[str, str] | None = None
-        self.failovers = 0
-        self.last_failover: dict[str, Any] | None = None
-        self.error: str | None = None
+        self._seen = 0
         self._moved_at = 0.0
 
     @property
+    def pool(self) -> _SentinelBlockingPool | None:
+        pool = self.redis.connection_pool
+        return pool if isinstance(pool, _SentinelBlockingPool) else None
+
+    @property
     def active(self) -> bool:
-        return isinstance(self.redis.connection_pool, SentinelConnectionPool)
+        return self.pool is not None
+
+    @property
+    def failovers(self) -> int:
+        return self.pool.failovers if self.pool is not None else 0
+
+    @property
+    def last_failover(self) -> dict[str, Any] | None:
+        return self.pool.last_failover if self.pool is not None else None
 
     async def run(self) -> None:
         """Until cancelled; idle unless the pool is a Sentinel one."""
-        if not self.active:
+        pool = self.pool
+        if pool is None:
             await asyncio.Event().wait()
+            return
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await self.check()
-                self.error = None
-                if self.moving is not None and loop.time() - self._moved_at >= self.settle_s:
+            with contextlib.suppress(RedisError, OSError):
+                await pool.follow_primary()
+            if pool.failovers != self._seen and pool.last_failover is not None:
+                self._seen = pool.failovers
+                self.moving, self._moved_at = (pool.last_failover["from"], pool.last_failover["to"]), loop.time()
+            if self.moving is not None and loop.time() - self._moved_at >= self.settle_s:
+                with contextlib.suppress(RedisError, OSError):
                     await self.redis.ping()
                     logger.info("redis: the new primary %s answers", self.moving[1])
                     self.moving = None
-            except (RedisError, OSError) as e:
-                self.error = cause_of(e)
             await asyncio.sleep(self.every_s)
-
-    async def check(self) -> bool:
-        """One look at the sentinels; True when the primary moved (and the pool was reset)."""
-        pool = cast(SentinelConnectionPool, self.redis.connection_pool)
-        address = await pool.sentinel_manager.discover_master(pool.service_name)
-        known = pool.master_address
-        if known is None or known == address:
-            pool.master_address = address
-            return False
-        old, new = "%s:%s" % known, "%s:%s" % address  # noqa: UP031
-        logger.warning(
-            "redis: the sentinels moved the primary of %s from %s to %s; reconnecting", pool.service_name, old, new
-        )
-        pool.master_address = address
-        await pool.disconnect(inuse_connections=True)
-        self.moving, self._moved_at = (old, new), asyncio.get_running_loop().time()
-        self.failovers += 1
-        self.last_failover = {"from": old, "to": new, "at": time.time()}
-        return True
 
 
 # -- WAIT: an acknowledged enqueue that survives a failover --

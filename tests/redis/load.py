@@ -25,6 +25,7 @@ class Producer:
     client: Client
     total: int
     params: dict[str, object] = field(default_factory=dict)
+    interval_s: float = 0.0  # between triggers: spreads the load over a fault
     acked: dict[str, float] = field(default_factory=dict)
     failures: int = 0
     progress: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,6 +42,8 @@ class Producer:
                     await asyncio.sleep(0.05)
             self.acked[job_id] = time.time()
             self.progress.set()
+            if self.interval_s:
+                await asyncio.sleep(self.interval_s)
 
     async def wait_acked(self, n: int) -> None:
         while len(self.acked) < n:

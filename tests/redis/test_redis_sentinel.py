@@ -107,7 +107,7 @@ async def test_failover_with_jobs_in_flight_loses_no_acknowledged_job(
         async with client, aiohttp.ClientSession() as http:
             await wait_for(client.queues, timeout_s=30)
             poller = asyncio.create_task(poll_health(http))
-            producer = Producer(client, total=90, params={"sleep": 0.1})
+            producer = Producer(client, total=90, params={"sleep": 0.1}, interval_s=0.1)
             load = asyncio.create_task(producer.run())
             try:
                 await producer.wait_acked(30)

@@ -64,5 +64,11 @@ async def settle(client: Client, ids: list[str], timeout_s: float = 60) -> dict[
             return None
         return found
 
-    result: dict[str, str | None] = await wait_for(states, timeout_s=timeout_s, interval_s=0.2)
+    try:
+        result: dict[str, str | None] = await wait_for(states, timeout_s=timeout_s, interval_s=0.2)
+    except TimeoutError:
+        running = [i.decode() for i in await client.redis.zrange(Keys.state("running"), 0, -1)]
+        records = {i: await client.status(i) for i in ids + running}
+        stuck = {i: r for i, r in records.items() if r is not None and r["state"] not in TERMINAL}
+        raise AssertionError(f"not settled: running index {running}; not final: {stuck}") from None
     return result

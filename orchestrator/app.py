@@ -374,6 +374,10 @@ class Orchestrator:
         async def republish_plugins() -> None:
             await publish_plugins(parts.store, parts.registry.all())
 
+        async def republish_all() -> None:
+            await publish_queues(parts.store, {q: s.concurrency for q, s in settings.queues.items()})
+            await republish_plugins()
+
         assert self.http is not None
         components: list[Component] = [
             self.http,  # bound first (a taken port fails the start-up); drained last, so probes answer to the end
@@ -391,6 +395,7 @@ class Orchestrator:
                     state.instance_id,
                     lambda: {job_id for w in workers for job_id in w.job_tasks},
                     every_s=settings.instance_ttl_s,
+                    republish=republish_all,
                 )
             )
         components.append(Housekeeping(parts.store))

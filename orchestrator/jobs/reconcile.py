@@ -15,6 +15,10 @@ processes' memory:
 A claim that was lost (the record is `queued` again while a worker still runs it) needs nothing:
 another claim runs it again and the first worker's outcome is refused by the claim fence.
 
+And a Redis that came back empty, or from an old file, has lost what instances publish once at
+start-up (queue names, plugin manifests): a client with only a Redis URL could no longer trigger.
+Each pass republishes them when they are missing.
+
 A job counts as missing only when two passes, `every_s` apart, both find it missing with the same
 claim id: a claim whose reply is still on its way is never taken for a lost finish.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -43,18 +47,27 @@ class Reconciler(BaseComponent):
         instance_id: this process.
         running_here: the ids of the jobs this process's workers run now.
         every_s: time between passes; a lost job is put back after two.
+        republish: publishes this instance's queues and plugin manifests (called when they are gone).
     """
 
     name = "reconcile"
 
     def __init__(
-        self, store: JobStore, instance_id: str, running_here: Callable[[], set[str]], *, every_s: float
+        self,
+        store: JobStore,
+        instance_id: str,
+        running_here: Callable[[], set[str]],
+        *,
+        every_s: float,
+        republish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.redis = store.redis
         self.instance_id = instance_id
         self.running_here = running_here
         self.every_s = every_s
+        self.republish = republish
+        self.republished = 0
         self.put_back = 0
         self.orphans_released = 0
         self.last_error: str | None = None
@@ -74,6 +87,10 @@ class Reconciler(BaseComponent):
 
     async def pass_once(self) -> list[str]:
         """One pass; returns the ids put back (or released with an orphaned owner) at this pass."""
+        if self.republish is not None and await self.redis.exists(Keys.queues, Keys.plugins) < 2:
+            await self.republish()
+            self.republished += 1
+            logger.warning("redis lost the published queues or plugins (restarted empty?): published them again")
         ids = [i.decode() for i in await self.redis.zrange(Keys.state("running"), 0, -1)]
         if not ids:
             self._suspects, self._orphan_owners = {}, set()
@@ -144,4 +161,10 @@ class Reconciler(BaseComponent):
         return ComponentHealth() if self.last_error is None else ComponentHealth.failing(self.last_error)
 
     async def status(self) -> dict[str, Any]:
-        return {"reconcile": {"put_back": self.put_back, "orphans_released": self.orphans_released}}
+        return {
+            "reconcile": {
+                "put_back": self.put_back,
+                "orphans_released": self.orphans_released,
+                "republished": self.republished,
+            }
+        }

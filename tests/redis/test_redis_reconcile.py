@@ -9,6 +9,7 @@ from pathlib import Path
 from arq.constants import in_progress_key_prefix
 
 from orchestrator.client import Client, connect_redis
+from orchestrator.errors import JobError
 from orchestrator.jobs.model import Keys
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
 
@@ -58,3 +59,21 @@ async def test_a_job_held_by_an_unknown_silent_instance_is_released(tmp_path: Pa
         await _runs_again(client, job.job_id)
         status = await app.supervisor.status()  # type: ignore[union-attr]
         assert status["reconcile"]["orphans_released"] == 1
+
+
+async def test_a_redis_that_came_back_empty_gets_queues_and_plugins_published_again(
+    tmp_path: Path, redis_url: str
+) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url, instance_ttl_s=1.0, heartbeat_interval_s=0.3)
+    async with run_app(settings), Client(connect_redis(redis_url), owns_redis=True) as client:
+        await client.redis.flushall()  # what a restart without persistence leaves
+
+        async def trigger() -> str | None:
+            try:
+                return (await client.trigger("probe", {"name": "after-empty"})).job_id
+            except JobError:
+                return None
+
+        job_id = await wait_for(trigger, timeout_s=30, interval_s=0.2)
+        assert (await client.result(job_id, timeout_s=30))["state"] == "succeeded"

@@ -148,13 +148,13 @@ async def loss(client: Client, redis: Redis, tag: str) -> dict[str, Any]:
     async def produce() -> None:
         while not stop.is_set():
             job_id = f"{tag}-{next(counter)}"
-            while True:
+            while not stop.is_set():
                 try:
                     await client.trigger(PLUGIN, {}, job_id=job_id)
+                    acked[job_id] = time.time()
                     break
                 except (RedisError, OSError, OrchestratorError):
                     await asyncio.sleep(0.01)
-            acked[job_id] = time.time()
 
     producers = [asyncio.create_task(produce()) for _ in range(PRODUCERS)]
     await asyncio.sleep(1.5)

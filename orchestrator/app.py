@@ -30,13 +30,20 @@ from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginE
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
+from orchestrator.jobs.observer import JobObserver
+from orchestrator.jobs.plugin_reload import PluginReloader
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.reconcile import Reconciler
 from orchestrator.jobs.runner import JobRunner
+from orchestrator.jobs.schedule_store import ScheduleStore
+from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults
+from orchestrator.monitor.context import MonitorContext
 from orchestrator.monitor.health import RedisProbe
-from orchestrator.monitor.http import HttpServer, MonitorContext
+from orchestrator.monitor.http import HttpServer
+from orchestrator.monitor.loop import LoopMonitor
+from orchestrator.monitor.metrics import Metrics
 from orchestrator.monitor.waiting import StartupProbes
 from orchestrator.plugins.builder import VenvBuilder
 from orchestrator.plugins.envs import VenvManager
@@ -231,6 +238,8 @@ class Parts:
     registry: PluginRegistry
     launcher: Launcher
     client: Client
+    observer: JobObserver
+    loop: LoopMonitor
 
 
 class Orchestrator:
@@ -328,7 +337,15 @@ class Orchestrator:
         await publish_plugins(store, registry.all())
         # prestart: a `process` plugin that ran recently has its next child already started.
         async with await build_launcher(settings) as launcher:  # stops warm pooled children and prestarted spares last
-            parts = Parts(redis, store, registry, launcher, build_client(settings, redis, registry))
+            parts = Parts(
+                redis,
+                store,
+                registry,
+                launcher,
+                build_client(settings, redis, registry),
+                JobObserver(log_jobs=settings.log_jobs),
+                LoopMonitor(threshold_s=settings.loop_lag_threshold_s, window_s=settings.loop_lag_window_s),
+            )
             await self._serve(parts)
 
     def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
@@ -345,6 +362,7 @@ class Orchestrator:
                 parts.launcher,
                 instance_id=state.instance_id,
                 log_tail_bytes=settings.log_tail_bytes,
+                observer=parts.observer,
             )
             pool = WorkerPool(
                 parts.redis,
@@ -374,6 +392,12 @@ class Orchestrator:
         async def republish_plugins() -> None:
             await publish_plugins(parts.store, parts.registry.all())
 
+        builder = VenvBuilder(parts.registry, republish_plugins)
+
+        async def reloaded() -> None:
+            await republish_plugins()
+            builder.request()  # a new plugin with dependencies gets its venv now, not at its first job
+
         async def republish_all() -> None:
             await publish_queues(parts.store, {q: s.concurrency for q, s in settings.queues.items()})
             await republish_plugins()
@@ -381,10 +405,12 @@ class Orchestrator:
         assert self.http is not None
         components: list[Component] = [
             self.http,  # bound first (a taken port fails the start-up); drained last, so probes answer to the end
+            parts.loop,
             RedisProbe(parts.redis, state.redis_url, budget=budget),
             lease,
             heartbeat,
-            VenvBuilder(parts.registry, republish_plugins),
+            builder,
+            PluginReloader(parts.redis, parts.registry, reloaded, watch=settings.plugins_watch),
         ]
         if pool is not None:
             components.append(pool)
@@ -399,6 +425,11 @@ class Orchestrator:
                 )
             )
         components.append(Housekeeping(parts.store))
+        # schedules (begin): leader-only; config schedules are synced when this instance starts leading
+        components.append(
+            Scheduler(ScheduleStore(parts.redis), parts.client.submitter, lease, config=settings.schedules)
+        )
+        # schedules (end)
         return components, lease
 
     async def _serve(self, parts: Parts) -> None:
@@ -461,5 +492,6 @@ class Orchestrator:
             client=parts.client,
             health=health,
             status=status,
+            metrics=Metrics(parts.redis, parts.observer if self.role != "leader" else None, parts.loop),
             api_token=self.settings.api_token.get_secret_value() if self.settings.api_token else None,
         )

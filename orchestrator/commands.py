@@ -98,6 +98,11 @@ async def plugins(args: argparse.Namespace, settings: Settings, out: Output) -> 
         out.line(str(local.create(args.name)))
         return OK
     await local.load()
+    if action == "reload":
+        async with redis_connection(settings, start_embedded=False) as (redis, _):
+            await local.client(redis).reload_plugins(args.name)
+        out.line(f"reload of {args.name or 'every plugin'} requested from every running instance")
+        return OK
     if action in {"enable", "disable"}:
         local.get(args.name)  # NotFoundError for a plugin that is not in the folder
         async with redis_connection(settings) as (redis, _):
@@ -260,7 +265,7 @@ async def _follow_batch(client: Client, batch_id: str, total: int, timeout_s: fl
 
 async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     action = args.jobs_command
-    write = action in {"cancel", "retry"}
+    write = action in {"cancel", "retry", "delete", "purge"}
     async with _client(settings, write=write, local_plugins=action == "retry") as client:
         if action == "list":
             rows = await client.list(state=args.state, plugin=args.plugin, limit=args.limit)
@@ -284,4 +289,29 @@ async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int
         elif action == "retry":
             new_id = await client.retry(args.id)
             out.json({"job_id": new_id, "retry_of": args.id}) if args.json else out.line(new_id)
+        elif action == "delete":
+            await client.delete(args.id)
+            out.json({"deleted": 1}) if args.json else out.line(f"{args.id} deleted")
+        elif action == "purge":
+            return await _purge(client, args, out)
+    return OK
+
+
+async def _purge(client: Client, args: argparse.Namespace, out: Output) -> int:
+    what = f"{args.state} jobs" + (f" of {args.plugin}" if args.plugin else "")
+    what += f" older than {args.older_than:g}s" if args.older_than else ""
+    if not args.yes:
+        count = await client.purge_count(state=args.state, older_than_s=args.older_than, plugin=args.plugin)
+        if count == 0:
+            out.line(f"no {what}")
+            return OK
+        if not sys.stdin.isatty():
+            out.error(f"would delete {count} {what}: add --yes to confirm (no terminal to ask on)")
+            return USAGE
+        answer = await asyncio.to_thread(input, f"delete {count} {what}? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            out.note("nothing deleted")
+            return OK
+    deleted = await client.purge(state=args.state, older_than_s=args.older_than, plugin=args.plugin)
+    out.json({"deleted": deleted}) if args.json else out.line(f"deleted {deleted} {what}")
     return OK

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from orchestrator.errors import ConfigError
+from orchestrator.jobs.schedules import ScheduleSpec  # schedules: a leaf module (pydantic + croniter)
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "mariadb", "mariadb+pymysql"}
@@ -123,10 +124,31 @@ class Settings(BaseSettings):
     # about leader_ttl_s * 4/3.
     leader_ttl_s: Annotated[float, Field(ge=1)] = _alias("ORCH_LEADER_TTL_S", default=10.0)
 
+    # -- operations --
+    log_jobs: bool = _alias("ORCH_LOG_JOBS", default=True)  # one INFO line per job start and end
+    loop_lag_threshold_s: Annotated[float, Field(gt=0)] = _alias("ORCH_LOOP_LAG_THRESHOLD_S", default=1.0)
+    loop_lag_window_s: Annotated[float, Field(gt=0)] = _alias("ORCH_LOOP_LAG_WINDOW_S", default=30.0)
+    plugins_watch: bool = _alias("ORCH_PLUGINS_WATCH", default=False)  # reload when plugin files change
+
     # -- plugins --
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
     plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)
     plugin_spare_idle_s: Annotated[float, Field(gt=0)] = _alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
+
+    # -- schedules (begin) --
+    # `[[schedules]]` in TOML (or ORCH_SCHEDULES as a JSON list): re-read at every start by the leader.
+    schedules: list[ScheduleSpec] = Field(default_factory=list, validation_alias=AliasChoices("ORCH_SCHEDULES"))
+
+    @field_validator("schedules", mode="after")
+    @classmethod
+    def _config_schedules(cls, value: list[ScheduleSpec]) -> list[ScheduleSpec]:
+        ids = [s.id for s in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            msg = f"schedule id(s) given twice: {', '.join(dupes)}"
+            raise ValueError(msg)
+        return [s.model_copy(update={"origin": "config"}) for s in value]
+
+    # -- schedules (end) --
 
     # -- redis connections (orchestrator/redis_conn.py) --
     # TLS (rediss://): the CA that signs the server's certificate (default: the system's CAs), a

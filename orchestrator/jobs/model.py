@@ -116,6 +116,7 @@ class Keys:
         return f"orch:wake:{queue}"
 
     cancel_channel = "orch:cancel"
+    reload_channel = "orch:reload"  # a plugin name, or "" for the whole folder
 
     @staticmethod
     def done_channel(job_id: str) -> str:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs.model import JobRecord, JobState, RecordUpdate, now
+from orchestrator.jobs.observer import JobObserver
 from orchestrator.jobs.state import JobStore
 from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
@@ -71,6 +72,7 @@ class JobRunner:
         launcher: starts the plugin's process.
         instance_id: recorded on the job and used by crash recovery.
         log_tail_bytes: how much of the output the record keeps.
+        observer: counts and logs starts and ends.
     """
 
     def __init__(
@@ -81,12 +83,14 @@ class JobRunner:
         *,
         instance_id: str,
         log_tail_bytes: int,
+        observer: JobObserver | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.launcher = launcher
         self.instance_id = instance_id
         self.log_tail_bytes = log_tail_bytes
+        self.observer = observer or JobObserver()
         self.completed = 0
         self.failed = 0
         self.retried = 0
@@ -101,6 +105,7 @@ class JobRunner:
             why_cancelled: tells, on cancellation, who cancelled it (see CancelReason).
         """
         job_id = record.job_id
+        self.observer.job_started(record)
         try:
             result = await self._launch(record)
         except Exception as e:
@@ -114,14 +119,16 @@ class JobRunner:
                 # The launcher stopped the process group on the way out; another instance owns
                 # the job now, and the claim fence would refuse any outcome we wrote.
                 self.abandoned += 1
-                logger.warning("job %s (%s): abandoned, another instance runs it now", job_id, record.plugin)
+                self.observer.job_ended(record, "abandoned", error="another instance runs it now")
             elif why == "abort":
                 cancelled: RecordUpdate = {"error": "cancelled while running", "finished_at": now()}
+                self.observer.job_ended(record, "cancelled")
                 await asyncio.shield(self._record(record, "cancelled", cancelled))
             else:
                 # Shutdown: back to the queue; the interrupted attempt does not count. Bounded: at
                 # shutdown with Redis away, the heartbeat expiry puts it back instead.
                 put_back: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
+                self.observer.job_ended(record, "interrupted")
                 await asyncio.shield(self._record(record, "queued", put_back, give_up_after_s=5.0))
             raise
         await self._record_outcome(record, result)
@@ -140,7 +147,7 @@ class JobRunner:
         try:
             info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
-            return await self.launcher.run(
+            result = await self.launcher.run(
                 info,
                 record.params,
                 context,
@@ -148,6 +155,9 @@ class JobRunner:
                 timeout_s=record.timeout_s,
                 on_output=sink.add,
             )
+            if result.launch_s is not None:
+                self.observer.launched(info.manifest.isolation, result.launch_s)
+            return result
         except OrchestratorError as e:
             # not ready (venv build failed), gone from the plugins folder, interpreter missing
             return RunResult(ok=False, error=f"{type(e).__name__}: {e}", error_type=type(e).__name__)
@@ -174,6 +184,7 @@ class JobRunner:
         if result.ok:
             fields["result"] = result.result
             self.completed += 1
+            self.observer.job_ended(record, "succeeded")
             await self._record(record, "succeeded", fields)
             return
         fields.update({"error": result.error, "error_type": result.error_type, "traceback": result.traceback})
@@ -182,16 +193,11 @@ class JobRunner:
             delay = retry_delay(record.retry_backoff_s, attempt)
             fields["defer_until"] = retry_at = now() + delay
             self.retried += 1
-            logger.warning(
-                "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
-                record.job_id, record.plugin, attempt, delay, result.error,
-            )  # fmt: skip
+            self.observer.job_ended(record, "retried", error=result.error, delay_s=delay)
             await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
             return
         self.failed += 1
-        logger.warning(
-            "job %s (%s) failed after %d attempt(s): %s", record.job_id, record.plugin, attempt, result.error
-        )
+        self.observer.job_ended(record, "failed", error=result.error)
         await self._record(record, "failed", fields)
 
     async def _record(

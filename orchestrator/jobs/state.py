@@ -186,10 +186,25 @@ redis.call('DEL', KEYS[4])
 return released
 """
 
+# Delete a job that is not running: its record, log, arq payload and every index entry.
+# KEYS: record, log stream, arq job, queue zset, state zset (its state as read), plugin zset, all-jobs zset
+# ARGV: job_id, the state as read. Returns 1, 0 (gone already), or the state when it changed or runs.
+_DELETE = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 0 end
+if st == 'running' or st ~= ARGV[2] then return st end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
+return 1
+"""
+
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -230,6 +245,7 @@ class JobStore:
         self._release = redis.register_script(_RELEASE)
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
+        self._delete = redis.register_script(_DELETE)
 
     # -- writes --
     async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float) -> int:
@@ -362,6 +378,25 @@ class JobStore:
         ids = await self._release(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    async def delete(self, record: JobRecord) -> int | str:
+        """Delete a job that is not running (as read in `record`). Returns 1 (deleted), 0 (it was gone),
+        or its current state when that is `running` or changed since it was read."""
+        keys = [
+            Keys.job(record.job_id),
+            Keys.log(record.job_id),
+            job_key_prefix + record.job_id,
+            Keys.queue(record.queue),
+            Keys.state(record.state),
+            Keys.plugin_jobs(record.plugin),
+            Keys.all_jobs,
+        ]
+        out = await self._delete(keys=keys, args=[record.job_id, record.state])
+        return out.decode() if isinstance(out, bytes) else int(out)
+
+    async def ids_in_state(self, state: str, *, entered_before: float) -> list[str]:
+        """Jobs that entered `state` before this time (the state index is scored by that moment)."""
+        return [i.decode() for i in await self.redis.zrangebyscore(Keys.state(state), "-inf", entered_before)]
+
     async def append_log(self, job_id: str, lines: list[tuple[str, str]], *, max_lines: int) -> None:
         if not lines:
             return
@@ -391,23 +426,6 @@ class JobStore:
                 pipe.hget(Keys.job(job_id), "state")
             raws = await pipe.execute()
         return [r.decode() if r else None for r in raws]
-
-    async def list_jobs(
-        self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """Newest first."""
-        index = Keys.plugin_jobs(plugin) if plugin else Keys.state(state) if state else Keys.all_jobs
-        # Filtering a plugin index by state needs to read past the rows it drops.
-        window = limit * 10 if (plugin and state) else limit
-        ids = [i.decode() for i in await self.redis.zrevrange(index, 0, window - 1)]
-        out = []
-        for record in await self.get_many(ids):
-            if record is None or (state and record.state != state):
-                continue
-            out.append(record.to_json())
-            if len(out) >= limit:
-                break
-        return out
 
     async def stats(self, queues: dict[str, int]) -> dict[str, Any]:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -202,9 +202,11 @@ async def run_oneshot(
     """Send the request and wait for the child to exit; timeout or cancellation stops its group."""
     pid, proto = child.pid, child.proto
     timed_out = False
+    launch_s: float | None = None
     try:
         # a cast, not an isinstance check: uvloop's pipe transports are not asyncio classes
         stdin = cast(asyncio.WriteTransport, child.transport.get_pipe_transport(0))
+        launch_s = time.monotonic() - started
         try:
             stdin.write(payload)  # stdin stays open afterwards: it is the child's lifeline
         except (RuntimeError, OSError) as e:
@@ -231,7 +233,7 @@ async def run_oneshot(
         finally:
             child.close()
     raw = child.result.line()
-    return outcome(
+    result = outcome(
         raw=raw,
         reply=await decode(raw),
         too_large=child.result.too_large,
@@ -242,6 +244,8 @@ async def run_oneshot(
         log_tail=proto.capture.tail(),
         pid=pid,
     )
+    result.launch_s = launch_s
+    return result
 
 
 class Spares:

@@ -121,10 +121,15 @@ async def test_failover_with_jobs_in_flight_loses_no_acknowledged_job(
             await poller
             async with http.get(f"http://127.0.0.1:{http_port}/status") as r:
                 status = await r.json()
+            # every component reconnected without a restart: the lease, the heartbeat, the workers
+            async with http.get(f"http://127.0.0.1:{http_port}/health") as r:
+                health = await r.json()
         assert set(states.values()) == {"succeeded"}, {k: v for k, v in states.items() if v != "succeeded"}
         assert len(states) == 90
         assert run.proc.returncode is None, run.log()
         assert "failing" in seen and seen[-1] == "ok", seen
+        assert health["status"] == "ok", health
+        assert status["is_leader"] is True and status["components"]["workers"]["restarts"] == 0, status
         assert status["redis_sentinel"]["failovers"] >= 1
         assert status["redis_sentinel"]["last_failover"]["to"] == f"127.0.0.1:{sentinel_setup.replica.port}"
         assert await run.signal_and_wait(signal.SIGTERM) == 0, run.log()

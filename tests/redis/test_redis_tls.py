@@ -102,3 +102,16 @@ async def test_a_refused_connection_is_one_line_with_the_password_masked(tmp_pat
             f"error: redis: cannot connect to redis://orch:***@127.0.0.1:{port}/0 (connection refused)"
         )
         assert "s3cret" not in out.err + out.out
+
+
+async def test_a_refused_password_is_one_line_and_run_does_not_wait(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    url = redis_url.replace("redis://", "redis://nobody:wrong-pw@")
+    settings = make_settings(tmp_path, url)
+    for args in (["jobs", "stats"], ["run"]):  # run: no retry can mend a password, so no waiting either
+        out = await cli(settings, *args)
+        assert out.rc == 1, (args, out.err)
+        line = one_error_line(out.err)
+        masked = url.replace("wrong-pw", "***")
+        assert line.startswith(f"error: redis: cannot connect to {masked} (authentication failed"), line
+        assert "wrong-pw" not in out.err

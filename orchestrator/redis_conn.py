@@ -5,9 +5,8 @@ client with a bounded pool; nothing connects until the first command. URL forms:
 
 - `redis://[user:password@]host:port/db`, `rediss://...` (TLS), `unix:///path/redis.sock?db=N`;
 - `redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]` (and
-  `rediss+sentinel://` for TLS to the sentinels and the data nodes): the primary is asked of the
-  sentinels on every new connection, so after a failover the pool reconnects to the new one (a
-  connection still open to the demoted primary gets READONLY, is dropped, and the next asks again).
+  `rediss+sentinel://` for TLS to the sentinels and the data nodes): the pool asks the sentinels
+  for the primary and follows it when it moves (orchestrator/redis_sentinel.py).
 
 The user and password of the URL authenticate to the data nodes; `sentinel_password` (with the
 same user) to the sentinels, when they have `requirepass` of their own.

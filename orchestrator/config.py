@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from orchestrator.cdc.rules import CdcSettings  # change capture: the [cdc] section (a leaf module)
 from orchestrator.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
@@ -127,6 +128,9 @@ class Settings(BaseSettings):
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
     plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)
     plugin_spare_idle_s: Annotated[float, Field(gt=0)] = _alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
+
+    # -- change capture (cdc/rules.py): [[cdc.rules]], [cdc.monitored_tables] --
+    cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))
 
     @field_validator("es_hosts", mode="before")
     @classmethod

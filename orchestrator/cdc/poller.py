@@ -1,0 +1,408 @@
+"""The change poller: a leader-only component that turns row changes into plugin jobs.
+
+Every `db_change_polling_interval_s` it reads the changelog (and each timestamp-mode table), turns
+matching changes into jobs, and writes the jobs and the new position to Redis in one atomic step
+per chunk of `cdc.batch_size` changes. A crash replays at most the chunk being written, and that
+enqueues nothing twice (job ids come from the change).
+
+Failure handling: a lost connection (or MariaDB restarting) is retried with backoff from the
+position in Redis, the error shown in status; a rule whose table is missing, or whose watched
+columns are gone, is reported on that rule while the other rules keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asyncmy.errors import MySQLError  # type: ignore[import-untyped,unused-ignore]
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator.cdc import changelog as cl
+from orchestrator.cdc.db import Connection, connect, describe_error, is_connection_error, table_info
+from orchestrator.cdc.delivery import Delivery, Round
+from orchestrator.cdc.gaps import GapCursor
+from orchestrator.cdc.model import CdcKeys, Change
+from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
+from orchestrator.cdc.rules import CdcSettings, Rule
+from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.config import MySQLParams
+from orchestrator.errors import FencedError
+from orchestrator.jobs.leader import LeaderLease
+from orchestrator.jobs.submit import Submitter
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA_CHECK_S = 5.0
+_TRIM_EVERY_S = 30.0
+_FIRST_BACKOFF_S = 0.2
+
+
+def changelog_table(settings: CdcSettings, default_db: str | None) -> str:
+    name = settings.changelog_table or cl.DEFAULT_CHANGELOG
+    if "." in name:
+        return name
+    if not default_db:
+        msg = "cdc.changelog_table: give it as db.table (DATABASE_URL names no database)"
+        raise ValueError(msg)
+    return f"{default_db}.{name}"
+
+
+@dataclass
+class RuleState:
+    rule: Rule
+    table: str  # db.table
+    enabled: bool
+    delivered: int = 0
+    matched: int = 0
+    lag_s: float | None = None
+    schema_error: str | None = None
+    source_error: str | None = None
+    position: Any = None
+
+    @property
+    def last_error(self) -> str | None:
+        return self.schema_error or self.source_error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.rule.name,
+            "table": self.table,
+            "mode": self.rule.mode,
+            "enabled": self.enabled,
+            "position": self.position,
+            "lag_s": round(self.lag_s, 3) if self.lag_s is not None else None,
+            "delivered": self.delivered,
+            "matched": self.matched,
+            "plugins": self.rule.plugins,
+            "last_error": self.last_error,
+        }
+
+
+class _TsSource:
+    """One timestamp-mode rule's reader and cursor."""
+
+    def __init__(self, state: RuleState, reader: TimestampReader | None) -> None:
+        self.state = state
+        self.reader = reader
+        self.cursor = TsCursor()
+        self.recent: dict[str, datetime] = {}  # change ids delivered above the cursor -> their timestamp
+
+
+class ChangePoller(BaseComponent):
+    """Change capture on the leader.
+
+    Args:
+        settings: the `[cdc]` section.
+        mysql: DATABASE_URL taken apart.
+        interval_s: seconds between polls (DB_CHANGE_POLLING_INTERVAL; sub-second works).
+        submitter: the job layer.
+        lease: the leader lease (every write carries its fence).
+        redis: for positions, enable flags and counts.
+    """
+
+    name = "cdc"
+    leader_only = True
+
+    def __init__(
+        self,
+        settings: CdcSettings,
+        mysql: MySQLParams,
+        *,
+        interval_s: float,
+        submitter: Submitter,
+        lease: LeaderLease,
+        redis: Redis,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.mysql = mysql
+        self.interval_s = interval_s
+        self.redis = redis
+        self.clock = clock
+        self.delivery = Delivery(submitter, lease)
+        self.changelog = changelog_table(settings, mysql.db)
+        self.reader = ChangelogReader(self.changelog, read_size=settings.batch_size * 10)
+        self.probe = TrxProbe()
+        self.states: list[RuleState] = []
+        for rule in settings.all_rules():
+            try:
+                table = rule.qualified_table(mysql.db)
+                error = None
+            except ValueError as e:
+                table, error = rule.table, str(e)
+            self.states.append(RuleState(rule, table, rule.enabled, schema_error=error))
+        self.cursor = GapCursor()
+        self.ts_sources = {s.rule.name: _TsSource(s, None) for s in self.states if s.rule.mode == "timestamp"}
+        self.last_error: str | None = None
+        self.connected = False
+        self.rounds = 0
+        self.closed_ids = 0
+        self.last_round_at: float | None = None
+        self._schema_checked_at = -1e9
+        self._trimmed_at = time.monotonic()
+        self._by_table: dict[str, list[RuleState]] = {}
+        self._wake = asyncio.Event()
+
+    # -- the loop --
+    async def run(self) -> None:
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            conn: Connection | None = None
+            try:
+                await self._load_position()
+                conn = await connect(self.mysql)
+                self.connected = True
+                self._schema_checked_at = -1e9
+                while True:
+                    await self._round(conn)
+                    if self.last_error:
+                        logger.info("cdc: working again after: %s", self.last_error)
+                    self.last_error = None
+                    backoff = _FIRST_BACKOFF_S
+                    await self._sleep(self.interval_s)
+            except (MySQLError, RedisError, OSError, ConnectionError, EOFError) as e:
+                self._fail(e)
+            except FencedError as e:
+                # The lease moved on: the app cancels this component; until then, write nothing.
+                self._fail(e)
+            finally:
+                self.connected = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.reconnect_max_s)
+
+    def _fail(self, error: BaseException) -> None:
+        message = describe_error(error)
+        if message != self.last_error:
+            logger.warning("cdc: %s (retrying with backoff; the position is kept)", message)
+        self.last_error = message
+        if self.last_round_at is not None:
+            for state in self.states:
+                state.lag_s = self.clock() - self.last_round_at
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def poke(self) -> None:
+        """Poll now (tests and benchmarks; a notification could call it too)."""
+        self._wake.set()
+
+    async def _load_position(self) -> None:
+        raw = await self.redis.hgetall(CdcKeys.state)  # type: ignore[misc]
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        self.cursor = GapCursor.from_json(data.get(CdcKeys.CHANGELOG))
+        for state in self.states:
+            state.delivered = int(data.get(CdcKeys.delivered_field(state.rule.name), 0))
+        for name, source in self.ts_sources.items():
+            source.cursor = TsCursor.from_json(data.get(CdcKeys.ts_field(name)))
+            source.recent.clear()
+
+    # -- one round --
+    async def _round(self, conn: Connection) -> None:
+        flags = await self.redis.hgetall(CdcKeys.rule_enabled)  # type: ignore[misc]
+        overrides = {k.decode(): v == b"1" for k, v in flags.items()}
+        for state in self.states:
+            state.enabled = overrides.get(state.rule.name, state.rule.enabled)
+        if time.monotonic() - self._schema_checked_at > _SCHEMA_CHECK_S:
+            await self._check_schema(conn)
+            self._schema_checked_at = time.monotonic()
+        self.delivery.new_round()
+        if any(s.rule.mode == "changelog" for s in self.states):
+            await self._guard(conn, [s for s in self.states if s.rule.mode == "changelog"], self._changelog_round)
+        for source in self.ts_sources.values():
+            if source.state.enabled and source.state.schema_error is None and source.reader is not None:
+                await self._guard(conn, [source.state], lambda c, s=source: self._ts_round(c, s))  # type: ignore[misc]
+        for state in self.states:
+            plugin_error = self.delivery.plugin_errors.get(state.rule.name)
+            if plugin_error and state.source_error is None:
+                state.source_error = plugin_error
+        self.rounds += 1
+        self.last_round_at = self.clock()
+
+    async def _guard(self, conn: Connection, states: list[RuleState], step: Callable[[Connection], Any]) -> None:
+        """Run one source's step; a server error (not a lost connection) is that source's rules' error."""
+        try:
+            await step(conn)
+        except MySQLError as e:
+            if is_connection_error(e):
+                raise
+            message = describe_error(e)
+            for state in states:
+                if state.source_error != message:
+                    logger.warning("cdc: rule %s: %s", state.rule.name, message)
+                state.source_error = message
+            return
+        for state in states:
+            state.source_error = None
+
+    async def _check_schema(self, conn: Connection) -> None:
+        """Missing tables, dropped watched columns, stale triggers: reported per rule."""
+        self._by_table = {}
+        changelog_ok = await table_info(conn, self.changelog) is not None
+        for state in self.states:
+            rule = state.rule
+            if state.schema_error and "." not in state.table:
+                continue  # no database to look in: reported at start
+            info = await table_info(conn, state.table)
+            error = None
+            if info is None:
+                error = f"table {state.table} does not exist"
+            else:
+                watched = {c.column for c in rule.conditions}
+                if rule.mode == "timestamp":
+                    watched |= {rule.timestamp_column, *(rule.primary_key or [])}
+                    watched |= {rule.created_column} if rule.created_column else set()
+                gone = sorted(watched - info.column_names)
+                pk = rule.primary_key or info.primary_key
+                if gone:
+                    error = f"watched column(s) {', '.join(gone)} no longer in {state.table}"
+                elif not pk:
+                    error = f"table {state.table} has no PRIMARY KEY (set primary_key in the rule)"
+                elif rule.mode == "changelog":
+                    if not changelog_ok:
+                        error = f"changelog table {self.changelog} is missing: run `orchestrator cdc install`"
+                    else:
+                        error = await cl.triggers_current(conn, self.changelog, state.table, info)
+                else:
+                    source = self.ts_sources[rule.name]
+                    source.reader = TimestampReader(state.table, rule.timestamp_column, pk, rule.created_column)
+            if error != state.schema_error and error:
+                logger.warning("cdc: rule %s: %s", rule.name, error)
+            state.schema_error = error
+            if rule.mode == "changelog":
+                self._by_table.setdefault(state.table, []).append(state)
+
+    # -- changelog mode --
+    async def _changelog_round(self, conn: Connection) -> None:
+        while True:
+            info = await self.probe.read(conn) if self.cursor.holes else None
+            read = await self.reader.read(conn, self.cursor)
+            if read.changes:
+                await self._deliver_changelog(read.changes, read.seen_at or 0.0)
+            if info is not None:
+                closed_cursor, closed = self.cursor.close(
+                    info, read_upto=read.read_upto, timeout_s=self.settings.hole_timeout_s
+                )
+                if closed:
+                    await self.delivery.write(Round(), self._changelog_position(closed_cursor), {})
+                    self.cursor = closed_cursor
+                    self.closed_ids += closed
+            self._set_changelog_status(read.changes, caught_up=not read.full)
+            if not read.full:
+                break
+        if time.monotonic() - self._trimmed_at > _TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
+
+    async def _deliver_changelog(self, changes: list[Change], seen_at: float) -> None:
+        size = self.settings.batch_size
+        for start in range(0, len(changes), size):
+            chunk = changes[start : start + size]
+            batch = Round()
+            for change in chunk:
+                rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
+                if rules:
+                    await self.delivery.add(batch, change, rules)
+            cursor = self.cursor.advance((c.seq for c in chunk), seen_at)
+            await self._write(batch, self._changelog_position(cursor))
+            self.cursor = cursor
+
+    def _changelog_position(self, cursor: GapCursor) -> dict[str, str]:
+        return {CdcKeys.CHANGELOG: cursor.to_json()}
+
+    def _set_changelog_status(self, changes: list[Change], *, caught_up: bool) -> None:
+        now = self.clock()
+        newest: dict[str, float] = {}
+        for change in changes:
+            newest[change.table] = max(newest.get(change.table, 0.0), change.changed_at)
+        for state in self.states:
+            if state.rule.mode != "changelog":
+                continue
+            state.position = self.cursor.low
+            if state.table in newest:
+                state.lag_s = max(now - newest[state.table], 0.0)
+            elif caught_up:
+                state.lag_s = 0.0
+
+    async def _write(self, batch: Round, position: dict[str, str]) -> None:
+        delivered = {s.rule.name: s.delivered for s in self.states}
+        await self.delivery.write(batch, position, delivered)
+        for state in self.states:
+            state.delivered = delivered.get(state.rule.name, state.delivered)
+            state.matched += batch.matched.get(state.rule.name, 0)
+
+    # -- timestamp mode --
+    async def _ts_round(self, conn: Connection, source: _TsSource) -> None:
+        reader = source.reader
+        assert reader is not None
+        safe = await reader.safe_point(
+            conn, self.probe, margin_s=self.settings.timestamp_margin_s, timeout_s=self.settings.hole_timeout_s
+        )
+        scan = source.cursor
+        size = self.settings.batch_size
+        newest = 0.0
+        while True:
+            rows = await reader.read(conn, scan, size)
+            batch = Round()
+            cursor = source.cursor
+            above: dict[str, datetime] = {}
+            for row_cursor, change in rows:
+                assert row_cursor.ts is not None
+                if row_cursor.ts < safe:
+                    cursor = row_cursor  # nothing can appear below this any more
+                if change.change_id in source.recent:
+                    continue
+                await self.delivery.add(batch, change, [source.state.rule])
+                newest = max(newest, change.changed_at)
+                if row_cursor.ts >= safe:
+                    above[change.change_id] = row_cursor.ts  # read again next poll: skip it then
+            if batch.jobs or cursor != source.cursor:
+                await self._write(batch, {CdcKeys.ts_field(source.state.rule.name): cursor.to_json()})
+                source.cursor = cursor
+            source.recent.update(above)
+            if rows:
+                scan = rows[-1][0]
+            if len(rows) < size:
+                break
+        if source.cursor.ts is not None:
+            floor = source.cursor.ts
+            source.recent = {k: ts for k, ts in source.recent.items() if ts >= floor}
+        source.state.position = source.cursor.describe()
+        source.state.lag_s = max(self.clock() - newest, 0.0) if newest else 0.0
+
+    # -- the component shape --
+    async def health(self) -> ComponentHealth:
+        if self.last_error:
+            return ComponentHealth.failing(self.last_error, rules=len(self.states))
+        return ComponentHealth(detail={"rules": len(self.states)})
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "cdc": {
+                "enabled": True,
+                "connected": self.connected,
+                "interval_s": self.interval_s,
+                "changelog": {"table": self.changelog, **self.cursor.describe(), "closed": self.closed_ids},
+                "last_error": self.last_error,
+                "rounds": self.rounds,
+                "rules": [s.to_json() for s in self.states],
+            }
+        }
+
+
+def disabled_status(reason: str) -> dict[str, Any]:
+    """What `/status` shows when change capture does not run here."""
+    return {"cdc": {"enabled": False, "reason": reason, "rules": []}}

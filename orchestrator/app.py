@@ -20,20 +20,24 @@ from typing import Any, Literal
 from arq.connections import ArqRedis
 
 from orchestrator.client import Client, connect_redis
+from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
-from orchestrator.jobs.instances import Heartbeat, new_instance_id
+from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
+from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.runner import JobRunner
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults
-from orchestrator.monitor.health import ComponentHealth, redis_health, task_health
+from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer, MonitorContext
+from orchestrator.plugins.builder import VenvBuilder
 from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +115,23 @@ class RunState:
     role: str = "all"
 
 
+@dataclass
+class Parts:
+    """The shared objects components are built from (one of each per process)."""
+
+    redis: ArqRedis
+    store: JobStore
+    registry: PluginRegistry
+    launcher: Launcher
+    client: Client
+
+
 class Orchestrator:
     """Everything in one process.
 
     Args:
         settings: the effective settings.
-        role: `all` (workers and leader duties), `worker`, or `leader` (no workers).
+        role: `all` (workers and leader duties), `worker` (never leads), or `leader` (no workers).
         queues: the queues this process serves (default: all configured queues).
     """
 
@@ -136,7 +151,7 @@ class Orchestrator:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.http: HttpServer | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.supervisor: Supervisor | None = None
 
     def stop(self) -> None:
         """Signal handlers call this; it only sets an event."""
@@ -177,78 +192,86 @@ class Orchestrator:
             spare_idle_s=settings.plugin_spare_idle_s,
         )
         async with launcher:  # stops warm pooled children and prestarted spares last
-            await self._serve(redis, store, registry, launcher)
+            parts = Parts(redis, store, registry, launcher, build_client(settings, redis, registry))
+            await self._serve(parts)
 
-    async def _serve(self, redis: ArqRedis, store: JobStore, registry: PluginRegistry, launcher: Launcher) -> None:
-        settings = self.settings
-        runner = JobRunner(
-            store,
-            registry,
-            launcher,
-            instance_id=self.state.instance_id,
-            log_tail_bytes=settings.log_tail_bytes,
+    def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
+        """The one place that decides which components this process runs, in start order."""
+        settings, state = self.settings, self.state
+        lease = LeaderLease(
+            parts.redis, state.instance_id, ttl_s=settings.leader_ttl_s, eligible=self.role in {"all", "leader"}
         )
-        pool = WorkerPool(
-            redis,
-            self.state.served_queues,
-            runner,
-            store,
-            instance_id=self.state.instance_id,
-            poll_delay_s=settings.poll_delay_s,
-        )
+        pool: WorkerPool | None = None
+        if self.role != "leader":
+            runner = JobRunner(
+                parts.store,
+                parts.registry,
+                parts.launcher,
+                instance_id=state.instance_id,
+                log_tail_bytes=settings.log_tail_bytes,
+            )
+            pool = WorkerPool(
+                parts.redis,
+                state.served_queues,
+                runner,
+                parts.store,
+                instance_id=state.instance_id,
+                poll_delay_s=settings.poll_delay_s,
+                shutdown_grace_s=settings.shutdown_grace_s,
+            )
         heartbeat = Heartbeat(
-            store,
-            self.state.instance_id,
-            {"version": version(), "queues": self.state.served_queues, "role": self.role, "started_at": time.time()},
+            parts.store,
+            state.instance_id,
+            {"version": version(), "queues": state.served_queues, "role": self.role, "started_at": time.time()},
             interval_s=settings.heartbeat_interval_s,
             ttl_s=settings.instance_ttl_s,
+            on_evicted=pool.abandon_running if pool is not None else None,
         )
-        await heartbeat.register()
+
+        async def republish_plugins() -> None:
+            await publish_plugins(parts.store, parts.registry.all())
+
+        assert self.http is not None
+        components: list[Component] = [
+            self.http,  # bound first (a taken port fails the start-up); drained last, so probes answer to the end
+            RedisProbe(parts.redis, state.redis_url),
+            lease,
+            heartbeat,
+            VenvBuilder(parts.registry, republish_plugins),
+        ]
+        if pool is not None:
+            components.append(pool)
+        components.append(Housekeeping(parts.store))
+        return components, lease
+
+    async def _serve(self, parts: Parts) -> None:
+        settings = self.settings
+        self.http = HttpServer(self._monitor_context(parts), settings.http_host, settings.http_port)
+        await self.http.start()
+        try:
+            components, lease = self._build_components(parts)
+            heartbeat = next(c for c in components if isinstance(c, Heartbeat))
+            await heartbeat.register()
+            self.supervisor = Supervisor(components, lease)
+        except BaseException:
+            await self.http.close()
+            raise
         logger.info(
-            "orchestrator %s started: instance=%s role=%s queues=%s",
+            "orchestrator %s started: instance=%s role=%s queues=%s components=%s",
             version(), self.state.instance_id, self.role,
             ",".join(f"{q}({c})" for q, c in self.state.served_queues.items()) or "none",
+            ",".join(c.name for c in components),
         )  # fmt: skip
-        http = HttpServer(
-            self._monitor_context(store, registry, build_client(settings, redis, registry), pool, heartbeat),
-            settings.http_host,
-            settings.http_port,
-        )
-        self.http = http
-        await http.start()
-        async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(pool.run(), name="workers"),
-                tg.create_task(runner.flush_logs(), name="log-flusher"),
-                tg.create_task(heartbeat.run(), name="heartbeat"),
-                tg.create_task(http.run(), name="http"),
-                tg.create_task(self._build_venvs(registry, store), name="venv-builder"),
-            ]
-            self._tasks = {t.get_name(): t for t in tasks}
-            self.ready.set()
-            await self.stop_event.wait()
-            logger.info("shutdown requested: no new jobs are taken")
-            await pool.drain(settings.shutdown_grace_s)
-            for task in tasks:
-                task.cancel()
-        await heartbeat.unregister()
-        s = pool.stats()
+        self.ready.set()
+        # Generous: the workers' own grace, then their put-back (bounded by kill_grace_s), then the rest.
+        drain_timeout_s = settings.shutdown_grace_s + settings.kill_grace_s + 10.0
+        await self.supervisor.run(self.stop_event, drain_timeout_s=drain_timeout_s)
+        pool = next((c for c in components if isinstance(c, WorkerPool)), None)
+        s = pool.stats() if pool is not None else {"completed": 0, "failed": 0, "retried": 0}
         logger.info(
             "shutdown complete ◆ %d jobs succeeded ◆ %d failed ◆ %d retried",
             s["completed"], s["failed"], s["retried"],
         )  # fmt: skip
-
-    async def _build_venvs(self, registry: PluginRegistry, store: JobStore) -> None:
-        """Build missing plugin venvs in the background; jobs for them build on demand anyway."""
-        pending = [p.name for p in registry.all() if p.state == "not-ready"]
-        if not pending:
-            return
-        logger.info("building virtualenvs for %s", ", ".join(pending))
-        errors = await registry.install(pending)
-        for name, error in errors.items():
-            if error:
-                logger.warning("plugin %s not ready: %s", name, error)
-        await publish_plugins(store, registry.all())
 
     def _log_plugins(self, registry: PluginRegistry) -> None:
         plugins = registry.all()
@@ -264,38 +287,22 @@ class Orchestrator:
             if p.state == "invalid":
                 logger.warning("plugin %s is invalid: %s", p.name, p.reason)
 
-    def _monitor_context(
-        self, store: JobStore, registry: PluginRegistry, client: Client, pool: WorkerPool, heartbeat: Heartbeat
-    ) -> MonitorContext:
+    def _monitor_context(self, parts: Parts) -> MonitorContext:
         async def health() -> dict[str, ComponentHealth]:
-            beat = (
-                ComponentHealth("ok") if heartbeat.healthy else ComponentHealth("failing", error=heartbeat.last_error)
-            )
-            return {
-                "redis": await redis_health(store.redis),
-                "workers": task_health(self._tasks.get("workers"), "workers"),
-                "heartbeat": beat,
-            }
+            return await self.supervisor.health() if self.supervisor else {}
 
-        async def status_extra() -> dict[str, Any]:
-            return {
-                "role": self.role,
-                "leader": None,  # the scheduler / change-capture lease arrives with those components
-                "instances": await heartbeat.instances(),
-                "redis": self.state.redis_url,
-                "schedules": [],
-                "cdc": {"enabled": False, "reason": "change capture is not part of this build yet"},
-            }
+        async def status() -> dict[str, Any]:
+            body = await self.supervisor.status() if self.supervisor else {}
+            return {"role": self.role, **body}
 
         return MonitorContext(
             version=version(),
             instance_id=self.state.instance_id,
             started_at=self.state.started_at,
-            store=store,
-            registry=registry,
-            jobs=client,
+            store=parts.store,
+            registry=parts.registry,
+            client=parts.client,
             health=health,
-            status_extra=status_extra,
-            worker_stats=pool.stats,
+            status=status,
             api_token=self.settings.api_token.get_secret_value() if self.settings.api_token else None,
         )

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import aiohttp
 
-from orchestrator.app import build_client, build_registry
+from orchestrator.app import Orchestrator, Parts, build_client, build_registry
 from orchestrator.client import Client, connect_redis
+from orchestrator.components import BaseComponent, Component
+from orchestrator.jobs.leader import LeaderLease
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.services import RedisServer
 
@@ -29,7 +31,15 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
         async with http.get(f"{base}/health") as r:
             body = await r.json()
             assert r.status == 200 and body["status"] == "ok"
-            assert set(body["components"]) == {"redis", "workers", "heartbeat"}
+            assert set(body["components"]) == {
+                "http",
+                "redis",
+                "leader",
+                "heartbeat",
+                "venv-builder",
+                "workers",
+                "housekeeping",
+            }
         async with http.get(f"{base}/status") as r:
             status = await r.json()
         assert status["instance_id"] == app.state.instance_id
@@ -120,8 +130,8 @@ async def test_redis_going_away_keeps_the_process_serving(
             async with http.get(f"{base}/api/stats") as r:
                 assert r.status == 503
             # every component is still running: nothing crashed the process
-            long_running = ("workers", "heartbeat", "http", "log-flusher")
-            assert not [name for name in long_running if app._tasks[name].done()]
+            assert app.supervisor is not None
+            assert not [s.component.name for s in app.supervisor.slots if s.task is None or s.task.done()]
         finally:
             redis_server.start()
         await wait_for(lambda: _healthy(http, base), timeout_s=20, interval_s=0.2)
@@ -138,3 +148,44 @@ async def test_redis_going_away_keeps_the_process_serving(
 async def _healthy(http: aiohttp.ClientSession, base: str) -> bool:
     async with http.get(f"{base}/health") as r:
         return r.status == 200
+
+
+class _Broken(BaseComponent):
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def run(self) -> None:
+        self.started += 1
+        raise RuntimeError("kaput")
+
+
+class _AppWithABrokenPart(Orchestrator):
+    def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
+        components, lease = super()._build_components(parts)
+        return [*components, _Broken()], lease
+
+
+async def test_a_failing_component_turns_health_503_and_the_rest_keeps_serving(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url)
+    async with (
+        run_app(settings, app_type=_AppWithABrokenPart) as app,
+        aiohttp.ClientSession() as http,
+        Client(connect_redis(redis_url), owns_redis=True) as client,
+    ):
+        base = _base(app)
+        async with http.get(f"{base}/health") as r:
+            body = await r.json()
+        assert r.status == 503 and body["failing"] == ["broken"]
+        assert "kaput" in body["components"]["broken"]["error"]
+        async with http.get(f"{base}/live") as r:
+            assert r.status == 200
+        async with http.get(f"{base}/status") as r:
+            status = await r.json()
+        assert status["components"]["broken"]["state"] == "failed"
+        assert status["components"]["workers"]["state"] == "running"
+        # everything else still works: a job runs
+        job = await client.trigger("probe")
+        assert (await client.result(job.job_id, timeout_s=20))["state"] == "succeeded"

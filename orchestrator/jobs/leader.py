@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,16 @@ end
 return 0
 """
 
+# A leader-only component's status, so every instance's /status shows it; fenced like any
+# leader-only write. KEYS: status hash, leader hash. ARGV: token, component name, JSON
+_PUBLISH = (
+    "__FENCE__"
+    + """
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
 
 def fence_check(key_index: int, token_index: int) -> str:
     """A Lua prologue that refuses the script unless ARGV[token_index] is the lease's current token.
@@ -98,6 +109,9 @@ def no_fence_arg(fence: Fence | None) -> str:
     return fence.arg if fence is not None else ""
 
 
+_PUBLISH = _PUBLISH.replace("__FENCE__", fence_check(2, 1))
+
+
 class LeaderLease(BaseComponent):
     """Holds (or watches) the leader lease.
 
@@ -126,6 +140,7 @@ class LeaderLease(BaseComponent):
         self._lost.set()
         self._take = redis.register_script(_TAKE_OR_RENEW)
         self._resign = redis.register_script(_RESIGN)
+        self._publish = redis.register_script(_PUBLISH)
 
     # -- what others ask --
     @property
@@ -211,6 +226,21 @@ class LeaderLease(BaseComponent):
 
     async def drain(self) -> None:
         await self.resign()
+
+    async def publish(self, name: str, status: dict[str, Any], fence: Fence) -> None:
+        """Publish a leader-only component's status (refused with FencedError for a stale leader)."""
+        data = {"status": status, "instance_id": self.instance_id, "token": fence.token, "at": now()}
+        try:
+            await self._publish(
+                keys=[Keys.component_status, Keys.leader], args=[fence.arg, name, json.dumps(data, default=str)]
+            )
+        except ResponseError as e:
+            raise_if_fenced(e)
+
+    async def published(self) -> dict[str, Any]:
+        """Leader-only components' statuses as the leader last published them: name -> {status, instance_id, ...}."""
+        raw = await self.redis.hgetall(Keys.component_status)  # type: ignore[misc]
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     # -- reads --
     async def current(self) -> dict[str, Any] | None:

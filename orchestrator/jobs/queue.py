@@ -24,8 +24,9 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
+from orchestrator.components import BaseComponent
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.runner import JobRunner
+from orchestrator.jobs.runner import CancelReason, JobRunner
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
 
@@ -80,6 +81,7 @@ class QueueWorker(Worker):
         self.instance_id = instance_id
         self.wake = asyncio.Event()
         self._abort_requested = False
+        self.abandoned: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
 
     async def serve(self, tg: asyncio.TaskGroup) -> None:
@@ -137,7 +139,7 @@ class QueueWorker(Worker):
     async def _run(self, record: dict[str, Any]) -> None:
         job_id = record["job_id"]
         try:
-            await self.runner.run(record, aborted=lambda: job_id in self.aborting_tasks)
+            await self.runner.run(record, why_cancelled=lambda: self._why_cancelled(job_id))
         except asyncio.CancelledError:
             pass  # recorded by the runner (cancelled, or put back on shutdown); the task just ends
         except Exception:
@@ -149,6 +151,7 @@ class QueueWorker(Worker):
             self.tasks.pop(job_id, None)
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
+            self.abandoned.discard(job_id)
             self.wake.set()  # a slot is free: look at the queue now
 
     def request_abort(self) -> None:
@@ -162,13 +165,26 @@ class QueueWorker(Worker):
         for task in self.job_tasks.values():
             task.cancel()
 
+    def abandon_running(self) -> int:
+        ids = list(self.job_tasks)
+        self.abandoned.update(ids)
+        for job_id in ids:
+            self.job_tasks[job_id].cancel()
+        return len(ids)
+
+    def _why_cancelled(self, job_id: str) -> CancelReason:
+        if job_id in self.abandoned:
+            return "abandon"
+        return "abort" if job_id in self.aborting_tasks else "shutdown"
+
     async def wait_idle(self) -> None:
         while pending := [t for t in self.tasks.values() if not t.done()]:
             await asyncio.wait(pending)
 
 
-class WorkerPool:
-    """Every queue worker of this process, their job tasks, and the pub/sub listener that wakes them.
+class WorkerPool(BaseComponent):
+    """Every queue worker of this process, their job tasks, the pub/sub listener that wakes them
+    and the runner's log flusher.
 
     Args:
         redis: the shared connection pool.
@@ -177,6 +193,7 @@ class WorkerPool:
         store: the job records.
         instance_id: this process.
         poll_delay_s: the fallback tick of each worker.
+        shutdown_grace_s: how long `drain()` lets running jobs finish before it stops them.
     """
 
     name = "workers"
@@ -190,9 +207,11 @@ class WorkerPool:
         *,
         instance_id: str,
         poll_delay_s: float,
+        shutdown_grace_s: float = 30.0,
     ) -> None:
         self.redis = redis
         self.runner = runner
+        self.shutdown_grace_s = shutdown_grace_s
         self.workers = {
             q: QueueWorker(
                 queue=q,
@@ -209,7 +228,10 @@ class WorkerPool:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            self._serving = [tg.create_task(self._listen(), name="workers:pubsub")]
+            self._serving = [
+                tg.create_task(self._listen(), name="workers:pubsub"),
+                tg.create_task(self.runner.flush_logs(), name="workers:log-flusher"),
+            ]
             for q, worker in self.workers.items():
                 self._serving.append(tg.create_task(worker.serve(tg), name=f"worker:{q}"))
 
@@ -237,8 +259,9 @@ class WorkerPool:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop taking jobs; let running ones finish for `grace_s`; then stop them (they go back to the queue)."""
+    async def drain(self) -> None:
+        """Stop taking jobs; let running ones finish for the grace; then stop them (they go back to the queue)."""
+        grace_s = self.shutdown_grace_s
         for worker in self.workers.values():
             worker.stop_picking()
         running = sum(len(w.job_tasks) for w in self.workers.values())
@@ -256,10 +279,22 @@ class WorkerPool:
         for task in self._serving:
             task.cancel()
 
+    def abandon_running(self) -> int:
+        """This instance was declared dead (its registry entry is gone) and its jobs were given to
+        others: stop their process groups and record nothing (the claim fence would refuse it)."""
+        count = 0
+        for worker in self.workers.values():
+            count += worker.abandon_running()
+        return count
+
     def stats(self) -> dict[str, Any]:
         return {
             "completed": self.runner.completed,
             "failed": self.runner.failed,
             "retried": self.runner.retried,
+            "abandoned": self.runner.abandoned,
             "running": sum(len(w.job_tasks) for w in self.workers.values()),
         }
+
+    async def status(self) -> dict[str, Any]:
+        return {"workers": self.stats()}

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
@@ -25,6 +25,10 @@ from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
 
 logger = logging.getLogger(__name__)
+
+# Why a running job's task was cancelled: a user's cancel, a shutdown (put back), or this
+# instance was presumed dead and the job was given to another (record nothing).
+CancelReason = Literal["abort", "shutdown", "abandon"]
 
 _MAX_BACKOFF_S = 3600.0
 _LOG_FLUSH_S = 0.25
@@ -86,14 +90,15 @@ class JobRunner:
         self.completed = 0
         self.failed = 0
         self.retried = 0
+        self.abandoned = 0
         self._sinks: set[LogSink] = set()
 
-    async def run(self, record: dict[str, Any], *, aborted: Callable[[], bool]) -> None:
+    async def run(self, record: dict[str, Any], *, why_cancelled: Callable[[], CancelReason]) -> None:
         """Run a claimed job to an outcome and record it.
 
         Args:
             record: the claimed job (see JobStore.claim).
-            aborted: tells, on cancellation, whether a user cancelled it (else: shutdown).
+            why_cancelled: tells, on cancellation, who cancelled it (see CancelReason).
         """
         job_id = record["job_id"]
         try:
@@ -104,7 +109,13 @@ class JobRunner:
             logger.exception("job %s: internal error while running %s", job_id, record["plugin"])
             result = RunResult(ok=False, error=f"internal error: {type(e).__name__}: {e}", error_type="InternalError")
         except asyncio.CancelledError:
-            if aborted():
+            why = why_cancelled()
+            if why == "abandon":
+                # The launcher stopped the process group on the way out; another instance owns
+                # the job now, and the claim fence would refuse any outcome we wrote.
+                self.abandoned += 1
+                logger.warning("job %s (%s): abandoned, another instance runs it now", job_id, record["plugin"])
+            elif why == "abort":
                 fields = {"error": "cancelled while running", "finished_at": now()}
                 await asyncio.shield(self._record(record, "cancelled", fields))
             else:
@@ -198,7 +209,12 @@ class JobRunner:
         backoff_s = 0.2
         while True:
             try:
-                await self.store.finish(record, state, fields, retry_score_ms=retry_score_ms)
+                if not await self.store.finish(record, state, fields, retry_score_ms=retry_score_ms):
+                    logger.warning(
+                        "job %s (%s): outcome %s not recorded: this instance's claim was released "
+                        "(it was presumed dead) and the job belongs to another run now",
+                        record["job_id"], record["plugin"], state,
+                    )  # fmt: skip
                 return
             except (RedisError, OSError) as e:
                 if deadline is not None and loop.time() > deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,27 +64,31 @@ return out
 """
 )
 
-# Claim up to N ready jobs for this worker, and say when the next deferred one is due: the whole
-# poll in one round trip, and atomic, so workers of several instances never contend for an id.
-# A job is claimed when it is due, not claimed by anyone (arq's in-progress key, set NX) and its
-# record is not final. Returns {next due score or '', id, fields, id, fields, ...} (fields in
-# _CLAIM_FIELDS order).
-# KEYS: queue zset. ARGV: now (s), now (ms), instance id, in-progress ttl ms, N, look-ahead ms
+# Claim the ready jobs a worker read from its queue (JobStore.claim reads them first, so that
+# every key this script touches is declared in KEYS). Each one is re-checked here: still due, not
+# claimed by anyone (arq's in-progress key, set NX), its record not final. The claim id written
+# on the record fences the finish: an outcome is accepted only from the claim that is current.
+# KEYS: queue zset, state:queued, state:deferred, state:running, then per candidate:
+#       arq in-progress, record, arq job
+# ARGV: now (s), now (ms), instance id, in-progress ttl ms, claim id, candidate ids...
+# Returns {id, fields, id, fields, ...} (fields in _CLAIM_FIELDS order).
 _CLAIM = """
-local out = {''}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
-for _, id in ipairs(ids) do
-  if redis.call('SET', 'arq:in-progress:' .. id, '1', 'NX', 'PX', ARGV[4]) then
-    local rec = 'orch:job:' .. id
+local out = {}
+local k = 5
+for i = 6, #ARGV do
+  local id, progress, rec, job = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('SET', progress, '1', 'NX', 'PX', ARGV[4]) then
     local st = redis.call('HGET', rec, 'state')
     if st == 'queued' or st == 'deferred' then
       local attempt = redis.call('HINCRBY', rec, 'attempt', 1)
-      redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[1], 'instance', ARGV[3])
+      redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[1], 'instance', ARGV[3], 'claim', ARGV[5])
       if attempt > 1 then
         redis.call('HDEL', rec, 'finished_at', 'duration_s', 'exit_code', 'error', 'error_type', 'traceback')
       end
-      redis.call('ZREM', 'orch:state:' .. st, id)
-      redis.call('ZADD', 'orch:state:running', ARGV[1], id)
+      redis.call('ZREM', st == 'queued' and KEYS[2] or KEYS[3], id)
+      redis.call('ZADD', KEYS[4], ARGV[1], id)
       -- Out of the ready range while it runs, so pollers never read past running jobs; the
       -- offset is taken back when it is put back (shutdown, dead instance).
       redis.call('ZINCRBY', KEYS[1], __OFFSET__, id)
@@ -92,20 +97,22 @@ for _, id in ipairs(ids) do
     else
       -- the record expired or is final (cancelled): this queue entry is an orphan
       redis.call('ZREM', KEYS[1], id)
-      redis.call('DEL', 'arq:job:' .. id, 'arq:in-progress:' .. id)
+      redis.call('DEL', job, progress)
     end
   end
 end
-local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], ARGV[2] + ARGV[6], 'WITHSCORES', 'LIMIT', 0, 1)
-if upcoming[2] then out[1] = upcoming[2] end
 return out
 """
 
-# Leave `running`. KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset
+# Leave `running`, only for the claim that is current: a late outcome from an instance whose
+# claim was released (it was presumed dead, and another runs the job now) is refused (returns 0).
+# KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset
 # ARGV: job_id, now, ttl_ms, mode ('final' | 'retry' | 'putback'), new queue score (retry),
-#       done channel, field, value, ...
+#       done channel, claim id, field, value, ...
 _FINISH = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[7] then return 0 end
+redis.call('HDEL', KEYS[1], 'claim')
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('DEL', KEYS[4])
@@ -124,7 +131,7 @@ return 1
 """
 
 # KEYS: record, arq job, queue zset, arq in-progress, state:queued, state:deferred, state:cancelled, arq abort zset
-# ARGV: job_id, now, ttl_ms, done channel
+# ARGV: job_id, now, ttl_ms, done channel, cancel channel
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
@@ -142,36 +149,40 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
 redis.call('ZADD', KEYS[8], math.floor(ARGV[2] * 1000), ARGV[1])
-redis.call('PUBLISH', 'orch:cancel', ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1])
 return 'cancelling'
 """
 
-# Put back every job a dead instance was running: arq's in-progress key would otherwise hold
-# them until it expires. KEYS: state:running, state:queued, instances hash. ARGV: instance id, now.
+# Put back the jobs a dead instance was running (JobStore.release_instance reads which first):
+# arq's in-progress key would otherwise hold them until it expires. The owner is checked again
+# here; a running entry whose record expired is dropped.
+# KEYS: state:running, state:queued, instances hash, the instance's heartbeat,
+#       then per job: arq in-progress, record, queue zset
+# ARGV: instance id, now, then per job: id, wake channel
 # Returns the released job ids.
 _RELEASE = """
 local released = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local rec = 'orch:job:' .. id
+local k = 5
+for i = 3, #ARGV, 2 do
+  local id, progress, rec, queue = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
   local owner = redis.call('HGET', rec, 'instance')
   if owner == ARGV[1] or owner == false then
-    redis.call('DEL', 'arq:in-progress:' .. id)
+    redis.call('DEL', progress)
     redis.call('ZREM', KEYS[1], id)
-    if owner == ARGV[1] then
+    if owner == ARGV[1] and redis.call('HGET', rec, 'state') == 'running' then
       redis.call('HINCRBY', rec, 'attempt', -1)
+      redis.call('HDEL', rec, 'claim')
       redis.call('HSET', rec, 'state', 'queued', 'interrupted', ARGV[2])
       redis.call('ZADD', KEYS[2], ARGV[2], id)
-      local q = redis.call('HGET', rec, 'queue')
-      if q then
-        redis.call('ZINCRBY', 'orch:queue:' .. q, -__OFFSET__, id)
-        redis.call('PUBLISH', 'orch:wake:' .. q, id)
-      end
+      redis.call('ZINCRBY', queue, -__OFFSET__, id)
+      redis.call('PUBLISH', ARGV[i + 1], id)
       released[#released + 1] = id
     end
   end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', 'orch:heartbeat:' .. ARGV[1])
+redis.call('DEL', KEYS[4])
 return released
 """
 
@@ -264,26 +275,43 @@ class JobStore:
     async def claim(
         self, queue: str, limit: int, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """Claim up to `limit` ready jobs; returns their records, and when the next deferred one is due (epoch ms)."""
+        """Claim up to `limit` ready jobs; returns their records, and when the next deferred one is due (epoch ms).
+
+        One read (the ready ids and the next due time) and, only when there are ready jobs, one
+        script that claims them atomically (so instances never contend for an id).
+        """
         ts = now()
-        flat = await self._claim(
-            keys=[Keys.queue(queue)],
-            args=[ts, int(ts * 1000), instance_id, in_progress_ttl_ms, limit, look_ahead_ms],
-        )
-        next_due_ms = float(flat[0]) if flat[0] else None
+        now_ms = int(ts * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(Keys.queue(queue), "-inf", now_ms, start=0, num=limit)
+            pipe.zrangebyscore(Keys.queue(queue), f"({now_ms}", now_ms + look_ahead_ms, start=0, num=1, withscores=True)
+            ready, upcoming = await pipe.execute()
+        next_due_ms = float(upcoming[0][1]) if upcoming else None
+        if not ready:
+            return [], next_due_ms
+        ids = [i.decode() for i in ready]
+        keys = [Keys.queue(queue), Keys.state("queued"), Keys.state("deferred"), Keys.state("running")]
+        for job_id in ids:
+            keys += [in_progress_key_prefix + job_id, Keys.job(job_id), job_key_prefix + job_id]
+        claim_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
+        flat = await self._claim(keys=keys, args=[ts, now_ms, instance_id, in_progress_ttl_ms, claim_id, *ids])
         claimed = []
-        for job_id, values in zip(flat[1::2], flat[2::2], strict=True):
+        for job_id, values in zip(flat[::2], flat[1::2], strict=True):
             raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
-            claimed.append({**decode_record(raw), "job_id": job_id.decode(), "started_at": ts})
+            claimed.append({**decode_record(raw), "job_id": job_id.decode(), "started_at": ts, "claim": claim_id})
         return claimed, next_due_ms
 
     async def finish(
         self, record: dict[str, Any], new_state: str, fields: dict[str, Any], *, retry_score_ms: int = 0
-    ) -> None:
-        """Leave `running` for a final state, `deferred` (a retry at `retry_score_ms`) or `queued` (put back)."""
+    ) -> bool:
+        """Leave `running` for a final state, `deferred` (a retry at `retry_score_ms`) or `queued` (put back).
+
+        Returns False when the claim is no longer current (this instance was presumed dead and
+        the job was given to another): nothing was written.
+        """
         job_id = record["job_id"]
         mode = "final" if new_state in TERMINAL else "retry" if new_state == "deferred" else "putback"
-        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id)]
+        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record["claim"]]
         for k, v in encode_record({**fields, "state": new_state}).items():
             args += [k, v]
         keys = [
@@ -294,7 +322,7 @@ class JobStore:
             job_key_prefix + job_id,
             Keys.queue(record["queue"]),
         ]
-        await self._finish(keys=keys, args=args)
+        return bool(await self._finish(keys=keys, args=args))
 
     async def cancel(self, job_id: str, queue: str) -> str:
         """'cancelled' (it was waiting), 'cancelling' (it runs: its worker stops it), a final state, or 'missing'."""
@@ -308,12 +336,28 @@ class JobStore:
             Keys.state("cancelled"),
             abort_jobs_ss,
         ]
-        result = await self._cancel(keys=keys, args=[job_id, now(), self.ttl_ms, Keys.done_channel(job_id)])
+        args: list[Any] = [job_id, now(), self.ttl_ms, Keys.done_channel(job_id), Keys.cancel_channel]
+        result = await self._cancel(keys=keys, args=args)
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def release_instance(self, instance_id: str) -> list[str]:
-        keys = [Keys.state("running"), Keys.state("queued"), Keys.instances]
-        ids = await self._release(keys=keys, args=[instance_id, now()])
+        """Put the jobs `instance_id` was running back on their queues, and forget the instance."""
+        running = [i.decode() for i in await self.redis.zrange(Keys.state("running"), 0, -1)]
+        owners: list[list[bytes | None]] = []
+        if running:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in running:
+                    pipe.hmget(Keys.job(job_id), ["instance", "queue"])
+                owners = await pipe.execute()
+        keys = [Keys.state("running"), Keys.state("queued"), Keys.instances, Keys.heartbeat(instance_id)]
+        args: list[Any] = [instance_id, now()]
+        for job_id, (owner, queue) in zip(running, owners, strict=True):
+            if owner is not None and owner.decode() != instance_id:
+                continue
+            q = queue.decode() if queue is not None else ""
+            keys += [in_progress_key_prefix + job_id, Keys.job(job_id), Keys.queue(q)]
+            args += [job_id, Keys.wake_channel(q)]
+        ids = await self._release(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def append_log(self, job_id: str, lines: list[tuple[str, str]], *, max_lines: int) -> None:

@@ -1,28 +1,14 @@
-"""One health model, used by GET /health and by `orchestrator health`."""
+"""One health model, used by GET /health and by `orchestrator health`, and the Redis probe."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-
-@dataclass
-class ComponentHealth:
-    status: str  # "ok" | "failing"
-    error: str | None = None
-    detail: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status}
-        if self.error:
-            out["error"] = self.error
-        if self.detail:
-            out.update(self.detail)
-        return out
+from orchestrator.components import BaseComponent, ComponentHealth
 
 
 async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:
@@ -34,13 +20,30 @@ async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:
         return ComponentHealth("failing", error=f"{type(e).__name__}: {e}")
 
 
-def task_health(task: asyncio.Task[Any] | None, name: str) -> ComponentHealth:
-    if task is None:
-        return ComponentHealth("ok", detail={"enabled": False})
-    if task.done():
-        exc = None if task.cancelled() else task.exception()
-        return ComponentHealth("failing", error=f"{name} stopped: {exc!r}")
-    return ComponentHealth("ok")
+class RedisProbe(BaseComponent):
+    """The Redis connection as a component: healthy while a PING answers within `timeout_s`.
+
+    Args:
+        redis: the shared connection pool.
+        url: shown in /status, password masked.
+    """
+
+    name = "redis"
+
+    def __init__(self, redis: Redis, url: str, *, timeout_s: float = 2.0) -> None:
+        self.redis = redis
+        self.url = url
+        self.timeout_s = timeout_s
+
+    async def run(self) -> None:
+        # Nothing to do between probes: health() pings on demand.
+        await asyncio.Event().wait()
+
+    async def health(self) -> ComponentHealth:
+        return await redis_health(self.redis, self.timeout_s)
+
+    async def status(self) -> dict[str, Any]:
+        return {"redis": self.url}
 
 
 def overall(components: dict[str, ComponentHealth]) -> tuple[int, dict[str, Any]]:

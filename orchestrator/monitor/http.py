@@ -13,60 +13,40 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import JobError, NotFoundError, OrchestratorError, StartupError
 from orchestrator.jobs.state import JobStore
-from orchestrator.monitor.health import ComponentHealth, overall
+from orchestrator.monitor.health import overall
 from orchestrator.plugins.registry import PluginRegistry
 
 if TYPE_CHECKING:
+    from orchestrator.client import Client
     from orchestrator.monitor.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 
-class JobWriter(Protocol):
-    """The write side the API needs (the app passes its Client)."""
-
-    async def trigger(
-        self,
-        plugin: str,
-        params: dict[str, Any] | None = None,
-        *,
-        priority: str | int | None = None,
-        queue: str | None = None,
-        job_id: str | None = None,
-        defer_s: float | None = None,
-        at: datetime | None = None,
-        source: str = "api",
-        context: dict[str, Any] | None = None,
-    ) -> Any: ...
-    async def batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
-    async def batch_status(self, batch_id: str) -> dict[str, Any]: ...
-    async def cancel(self, job_id: str) -> str: ...
-    async def retry(self, job_id: str) -> str: ...
-    async def set_enabled(self, plugin: str, enabled: bool) -> None: ...
-    async def queues(self) -> dict[str, int]: ...
-
-
 @dataclass
 class MonitorContext:
-    """Everything the routes read, handed over by the app."""
+    """Everything the routes read, handed over by the app.
+
+    Writes go through the app's `Client` itself (no restated protocol that could drift from it).
+    `health` and `status` are the supervisor's: assembled from the running components.
+    """
 
     version: str
     instance_id: str
     started_at: float
     store: JobStore
     registry: PluginRegistry
-    jobs: JobWriter
+    client: Client
     health: Callable[[], Awaitable[dict[str, ComponentHealth]]]
-    status_extra: Callable[[], Awaitable[dict[str, Any]]]
-    worker_stats: Callable[[], dict[str, Any]]
+    status: Callable[[], Awaitable[dict[str, Any]]]
     api_token: str | None
     # Built on the first scrape: a process nobody scrapes does not load prometheus-client.
     metrics: Metrics | None = None
@@ -108,8 +88,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    queues = await ctx.jobs.queues()
-    stats = await ctx.store.stats(queues)
+    stats = await ctx.client.stats()
     plugins = ctx.registry.all()
     body = {
         "version": ctx.version,
@@ -117,25 +96,25 @@ async def status(request: web.Request) -> web.Response:
         "uptime_s": round(time.time() - ctx.started_at, 1),
         "queues": stats["queues"],
         "jobs": stats["states"],
-        "workers": ctx.worker_stats(),
         "plugins": {
             "valid": [p.name for p in plugins if p.state != "invalid"],
             "invalid": {p.name: p.reason for p in plugins if p.state == "invalid"},
         },
-        **(await ctx.status_extra()),
+        **(await ctx.status()),
     }
     return _json(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    stats = await ctx.store.stats(await ctx.jobs.queues())
+    stats = await ctx.client.stats()
     _, body = overall(await ctx.health())
     if ctx.metrics is None:
         from orchestrator.monitor.metrics import Metrics
 
         ctx.metrics = Metrics()
-    payload = ctx.metrics.render(stats, ctx.worker_stats(), body["status"] == "ok")
+    workers = (await ctx.status()).get("workers", {})
+    payload = ctx.metrics.render(stats, workers, body["status"] == "ok")
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 
@@ -169,12 +148,11 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-    return _json(await ctx.store.stats(await ctx.jobs.queues()))
+    return _json(await _ctx(request).client.stats())
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    return _json(await _ctx(request).jobs.batch_status(request.match_info["batch_id"]))
+    return _json(await _ctx(request).client.batch_status(request.match_info["batch_id"]))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -192,7 +170,7 @@ async def post_job(request: web.Request) -> web.Response:
     body = await _body(request)
     if not isinstance(body.get("plugin"), str):
         raise JobError("'plugin' is required")
-    triggered = await _ctx(request).jobs.trigger(
+    triggered = await _ctx(request).client.trigger(
         body["plugin"],
         body.get("params") or {},
         priority=body.get("priority"),
@@ -210,18 +188,18 @@ async def post_batch(request: web.Request) -> web.Response:
     entries = body.get("jobs") if isinstance(body, dict) else body
     if not isinstance(entries, list):
         raise JobError('body must be a JSON list of {"plugin", "params"} (or {"jobs": [...]})')
-    return _json(await _ctx(request).jobs.batch(entries), 201)
+    return _json(await _ctx(request).client.batch(entries), 201)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     _authorize(request)
-    state = await _ctx(request).jobs.cancel(request.match_info["job_id"])
+    state = await _ctx(request).client.cancel(request.match_info["job_id"])
     return _json({"job_id": request.match_info["job_id"], "state": state})
 
 
 async def retry_job(request: web.Request) -> web.Response:
     _authorize(request)
-    new_id = await _ctx(request).jobs.retry(request.match_info["job_id"])
+    new_id = await _ctx(request).client.retry(request.match_info["job_id"])
     return _json({"job_id": new_id, "retry_of": request.match_info["job_id"]}, 201)
 
 
@@ -230,7 +208,7 @@ async def toggle_plugin(request: web.Request) -> web.Response:
     name, action = request.match_info["name"], request.match_info["action"]
     if _ctx(request).registry.get(name) is None:
         raise NotFoundError(f"no plugin {name!r}")
-    await _ctx(request).jobs.set_enabled(name, action == "enable")
+    await _ctx(request).client.set_enabled(name, action == "enable")
     return _json({"name": name, "enabled": action == "enable"})
 
 
@@ -271,7 +249,7 @@ def build_app(context: MonitorContext) -> web.Application:
     return app
 
 
-class HttpServer:
+class HttpServer(BaseComponent):
     """Runs the aiohttp app without letting it take signals (AppRunner default)."""
 
     name = "http"
@@ -304,5 +282,12 @@ class HttpServer:
         try:
             await asyncio.Event().wait()
         finally:
-            if self._runner is not None:
-                await self._runner.cleanup()
+            await self.close()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def status(self) -> dict[str, Any]:
+        return {"http": {"host": self.host, "port": self.bound_port}}

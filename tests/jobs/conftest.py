@@ -10,7 +10,7 @@ import pytest
 from orchestrator.config import Settings
 from tests.jobs.helpers import RunProcess
 
-StartRun = Callable[[Settings, Path], Awaitable[RunProcess]]
+StartRun = Callable[..., Awaitable[RunProcess]]
 
 
 @pytest.fixture
@@ -19,8 +19,8 @@ async def start_run() -> AsyncIterator[StartRun]:
     before stopping them) is killed, so no worker or plugin outlives its test."""
     started: list[RunProcess] = []
 
-    async def start(settings: Settings, log_path: Path) -> RunProcess:
-        proc = RunProcess(settings, log_path)
+    async def start(settings: Settings, log_path: Path, **env: str) -> RunProcess:
+        proc = RunProcess(settings, log_path, **env)
         await proc.start()
         started.append(proc)
         return proc

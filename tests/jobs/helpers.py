@@ -82,8 +82,10 @@ def make_settings(tmp_path: Path, redis_url: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def run_app(settings: Settings, **kwargs: Any) -> AsyncIterator[Orchestrator]:
-    app = Orchestrator(settings, **kwargs)
+async def run_app(
+    settings: Settings, *, app_type: type[Orchestrator] = Orchestrator, **kwargs: Any
+) -> AsyncIterator[Orchestrator]:
+    app = app_type(settings, **kwargs)
     task = asyncio.create_task(app.run())
     ready = asyncio.create_task(app.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)

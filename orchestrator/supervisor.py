@@ -1,0 +1,151 @@
+"""Runs the app's components in one TaskGroup: starts, restarts, gates on the lease, drains, reports.
+
+- A component whose `run()` raises is logged, shown as failing in `/health` (naming it, with the
+  error) and started again after a backoff; the other components and the probes keep serving.
+- A leader-only component runs only while the lease is held: started when it is gained,
+  cancelled when it is lost. While it runs, its `status()` is published to Redis under the lease's
+  fence, so `/status` on every instance shows it.
+- Shutdown drains in reverse order of start (the HTTP server, started first, answers probes
+  until the end), then cancels every `run()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from orchestrator.components import Component, ComponentHealth
+from orchestrator.errors import FencedError
+from orchestrator.jobs.leader import LeaderLease
+
+logger = logging.getLogger(__name__)
+
+_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_PUBLISH_EVERY_S = 2.0
+
+
+@dataclass
+class Slot:
+    """One component and what the supervisor knows of it."""
+
+    component: Component
+    state: str = "starting"  # starting | running | failed | standby | stopped
+    error: str | None = None
+    restarts: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Owns the components' tasks.
+
+    Args:
+        components: in start order.
+        lease: decides when leader-only components run, and fences their published status.
+    """
+
+    def __init__(self, components: list[Component], lease: LeaderLease) -> None:
+        names = [c.name for c in components]
+        if len(set(names)) != len(names):
+            msg = f"component names must be unique: {names}"
+            raise ValueError(msg)
+        self.slots = [Slot(c) for c in components]
+        self.lease = lease
+
+    def get(self, name: str) -> Component | None:
+        return next((s.component for s in self.slots if s.component.name == name), None)
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout_s: float) -> None:
+        """Run every component until `stop` is set, then drain and cancel them."""
+        async with asyncio.TaskGroup() as tg:
+            for slot in self.slots:
+                runner = self._lead(slot) if slot.component.leader_only else self._keep_running(slot)
+                slot.task = tg.create_task(runner, name=slot.component.name)
+            await stop.wait()
+            await self._drain(drain_timeout_s)
+            for slot in self.slots:
+                assert slot.task is not None
+                slot.task.cancel()
+
+    async def _keep_running(self, slot: Slot) -> None:
+        """Run, and run again after a failure (with backoff): one broken part never stops the process."""
+        name = slot.component.name
+        while True:
+            slot.state = "running"
+            try:
+                await slot.component.run()
+                msg = "run() returned"
+                raise RuntimeError(msg)
+            except Exception as e:
+                slot.state, slot.error = "failed", f"{type(e).__name__}: {e}"
+                delay = _RESTART_BACKOFF_S[min(slot.restarts, len(_RESTART_BACKOFF_S) - 1)]
+                slot.restarts += 1
+                logger.exception("component %s failed; restarting in %.0fs", name, delay)
+                await asyncio.sleep(delay)
+
+    async def _lead(self, slot: Slot) -> None:
+        """A leader-only component: run while the lease is held, publish its status meanwhile."""
+        while True:
+            slot.state = "standby"
+            await self.lease.wait_gained()
+            async with asyncio.TaskGroup() as tg:
+                work = tg.create_task(self._keep_running(slot))
+                publish = tg.create_task(self._publish(slot))
+                await self.lease.wait_lost()
+                work.cancel()
+                publish.cancel()
+
+    async def _publish(self, slot: Slot) -> None:
+        while True:
+            fence = self.lease.fence()
+            if fence is not None:
+                try:
+                    await self.lease.publish(slot.component.name, await slot.component.status(), fence)
+                except (RedisError, OSError, FencedError) as e:
+                    logger.debug("status of %s not published: %s", slot.component.name, e)
+            await asyncio.sleep(_PUBLISH_EVERY_S)
+
+    async def _drain(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for slot in reversed(self.slots):
+                    if slot.state in {"running", "failed"}:
+                        try:
+                            await slot.component.drain()
+                        except Exception:
+                            logger.exception("component %s: drain failed", slot.component.name)
+                    slot.state = "stopped"
+
+    # -- what the monitor reads --
+    async def health(self) -> dict[str, ComponentHealth]:
+        out: dict[str, ComponentHealth] = {}
+        for slot in self.slots:
+            if slot.state == "failed":
+                out[slot.component.name] = ComponentHealth.failing(
+                    f"{slot.component.name} failed: {slot.error}", restarts=slot.restarts
+                )
+            elif slot.state == "standby":
+                out[slot.component.name] = ComponentHealth(detail={"state": "standby (runs on the leader)"})
+            else:
+                out[slot.component.name] = await slot.component.health()
+        return out
+
+    async def status(self) -> dict[str, Any]:
+        """Every component's status merged; leader-only ones as the leader published them."""
+        body: dict[str, Any] = {}
+        published: dict[str, Any] | None = None
+        for slot in self.slots:
+            if slot.component.leader_only and slot.state == "standby":
+                if published is None:
+                    published = await self.lease.published()
+                body.update(published.get(slot.component.name, {}).get("status", {}))
+            else:
+                body.update(await slot.component.status())
+        body["components"] = {
+            s.component.name: {"state": s.state, "restarts": s.restarts, "error": s.error} for s in self.slots
+        }
+        return body

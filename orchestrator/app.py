@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from arq.connections import ArqRedis
 
+from orchestrator.cdc.admin import CdcAdmin
+from orchestrator.cdc.poller import build_capture
 from orchestrator.client import Client, connect_redis
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
@@ -30,7 +32,7 @@ from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.runner import JobRunner
 from orchestrator.jobs.state import JobStore
-from orchestrator.jobs.submit import JobDefaults
+from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer, MonitorContext
 from orchestrator.plugins.builder import VenvBuilder
@@ -102,6 +104,11 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
         defaults=job_defaults(settings),
         result_ttl_s=settings.result_ttl_s,
     )
+
+
+async def cdc_admin(settings: Settings, redis: ArqRedis, registry: PluginRegistry | None) -> CdcAdmin:
+    """Change capture for the CLI (`orchestrator cdc ...`): rules, install, test, replay, snapshot."""
+    return CdcAdmin(settings, redis, await build_client(settings, redis, registry)._submitter())
 
 
 @dataclass
@@ -242,6 +249,11 @@ class Orchestrator:
         if pool is not None:
             components.append(pool)
         components.append(Housekeeping(parts.store))
+        # -- change capture (cdc/): the poller on the leader, or a stand-in saying why it is off --
+        submitter = Submitter(
+            parts.store, RegistryCatalog(parts.registry, parts.store), set(settings.queues), job_defaults(settings)
+        )
+        components.append(build_capture(settings, submitter, lease, parts.redis))
         return components, lease
 
     async def _serve(self, parts: Parts) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import commands
+from orchestrator import commands, commands_cdc
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError, JobError, NotFoundError, OrchestratorError, PluginError, StartupError
 from orchestrator.logs import configure
@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry = jsub.add_parser("retry", help="run a failed or cancelled job again with the same params")
     retry.add_argument("id")
     retry.add_argument("--json", action="store_true")
+
+    commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
     return parser
 
 
@@ -140,6 +142,7 @@ HANDLERS: dict[str, Handler] = {
     "status": commands.status,
     "batch": commands.batch,
     "jobs": commands.jobs,
+    "cdc": commands_cdc.run,
 }
 
 

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field, replace
 
 # A hole list longer than this is re-read in parts: a query with thousands of ranges gets slow.
 MAX_HOLES_PER_READ = 500
+# InnoDB serves INNODB_TRX from a cache refreshed at most every 100 ms (CACHE_MIN_REFRESH_TIME in
+# trx0i_s.cc): what it shows may be that old. A hole is judged only by a snapshot taken after it was
+# seen, so it must have been seen at least this long before the query.
+TRX_CACHE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class GapCursor:
     def close(self, info: TrxInfo, *, read_upto: int, timeout_s: float) -> tuple[GapCursor, int]:
         """Give up the holes that can no longer be filled. Returns (cursor, ids given up).
 
-        Only holes that were seen before `info` was taken (`seen_at < info.now`) and that the read
+        Only holes that were seen before `info` was taken (`seen_at < info.now`, with a margin for
+        InnoDB's cache of INNODB_TRX) and that the read
         after it fully covered (`hi <= read_upto`) qualify: their allocating transactions started
         no later than `seen_at`, so if none that old is open at `info.now`, each one either
         committed before the read (and the read found its id) or rolled back.
@@ -92,7 +97,7 @@ class GapCursor:
         kept: list[Hole] = []
         closed = 0
         for hole in self.holes:
-            eligible = hole.seen_at < info.now and hole.hi <= read_upto
+            eligible = hole.seen_at < info.now - TRX_CACHE_S and hole.hi <= read_upto
             if info.visible:
                 gone = info.oldest_started is None or info.oldest_started > hole.seen_at
             else:

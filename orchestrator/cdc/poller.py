@@ -32,8 +32,8 @@ from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
 from orchestrator.cdc.rules import CdcSettings, Rule
-from orchestrator.components import BaseComponent, ComponentHealth
-from orchestrator.config import MySQLParams
+from orchestrator.components import BaseComponent, Component, ComponentHealth
+from orchestrator.config import MySQLParams, Settings
 from orchestrator.errors import FencedError
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.submit import Submitter
@@ -191,10 +191,10 @@ class ChangePoller(BaseComponent):
                 state.lag_s = self.clock() - self.last_round_at
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+        self._wake.clear()  # after the wait: a poke during a round is not lost
 
     def poke(self) -> None:
         """Poll now (tests and benchmarks; a notification could call it too)."""
@@ -406,3 +406,38 @@ class ChangePoller(BaseComponent):
 def disabled_status(reason: str) -> dict[str, Any]:
     """What `/status` shows when change capture does not run here."""
     return {"cdc": {"enabled": False, "reason": reason, "rules": []}}
+
+
+class CaptureOff(BaseComponent):
+    """Stands in for the poller when change capture does not run, so `/status` says why."""
+
+    name = "cdc"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def status(self) -> dict[str, Any]:
+        return disabled_status(self.reason)
+
+
+def build_capture(settings: Settings, submitter: Submitter, lease: LeaderLease, redis: Redis) -> Component:
+    """The poller when DATABASE_URL is set and a rule is configured; else a component saying why not."""
+    mysql = settings.mysql_params()
+    if mysql is None:
+        return CaptureOff("no DATABASE_URL set")
+    if not settings.cdc.all_rules():
+        return CaptureOff("no [[cdc.rules]] configured")
+    try:
+        return ChangePoller(
+            settings.cdc,
+            mysql,
+            interval_s=settings.db_change_polling_interval_s,
+            submitter=submitter,
+            lease=lease,
+            redis=redis,
+        )
+    except ValueError as e:  # e.g. no database to put the changelog in
+        return CaptureOff(str(e))

@@ -275,7 +275,7 @@ class CdcSettings(BaseModel):
     retention_s: Annotated[float, Field(ge=0)] = 3600.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     hole_timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    timestamp_margin_s: Annotated[float, Field(ge=0)] = 1.0
+    timestamp_margin_s: Annotated[float, Field(ge=0.2)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
 
     @model_validator(mode="after")

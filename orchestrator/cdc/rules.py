@@ -105,7 +105,7 @@ class Condition(BaseModel):
 def _norm(value: Any) -> Any:
     """Compare as the user means it: 1 == "1" == 1.0 (MySQL hands back text for DECIMAL, JSON for numbers)."""
     if isinstance(value, bool):
-        return int(value)
+        return str(int(value))  # MySQL has no booleans: TINYINT 1/0
     if isinstance(value, int | float):
         return str(int(value)) if float(value).is_integer() else str(value)
     if isinstance(value, str):

@@ -113,7 +113,9 @@ async def metrics(request: web.Request) -> web.Response:
         from orchestrator.monitor.metrics import Metrics
 
         ctx.metrics = Metrics()
-    workers = (await ctx.status()).get("workers", {})
+    status_body = await ctx.status()
+    workers = status_body.get("workers", {})
+    ctx.metrics.observe_cdc(status_body.get("cdc"))  # change capture's counters (as the leader published them)
     payload = ctx.metrics.render(stats, workers, body["status"] == "ok")
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 

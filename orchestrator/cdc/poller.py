@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
+from orchestrator.cdc.bulk import bulk_submitter
 from orchestrator.cdc.db import Connection, connect, describe_error, is_connection_error, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor
@@ -153,12 +154,25 @@ class ChangePoller(BaseComponent):
 
     # -- the loop --
     async def run(self) -> None:
+        base = self.delivery.submitter
+        self.delivery.submitter, bulk_redis = bulk_submitter(base)
+        logger.info(
+            "cdc: capturing %d rule(s) every %gs (changelog %s)", len(self.states), self.interval_s, self.changelog
+        )
+        try:
+            await self._poll_forever()
+        finally:
+            self.delivery.submitter = base
+            await asyncio.shield(bulk_redis.aclose())
+
+    async def _poll_forever(self) -> None:
         backoff = _FIRST_BACKOFF_S
         while True:
             conn: Connection | None = None
             try:
                 await self._load_position()
                 conn = await connect(self.mysql)
+                self.probe.forget()
                 self.connected = True
                 self._schema_checked_at = -1e9
                 while True:
@@ -308,17 +322,37 @@ class ChangePoller(BaseComponent):
             await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
 
     async def _deliver_changelog(self, changes: list[Change], seen_at: float) -> None:
+        """Write the changes chunk by chunk, each chunk's jobs with the position after it.
+
+        The next chunk is built while the previous one's write is in flight (the writes themselves
+        stay one at a time, in order: a later position never lands before an earlier chunk's jobs).
+        """
         size = self.settings.batch_size
-        for start in range(0, len(changes), size):
-            chunk = changes[start : start + size]
-            batch = Round()
-            for change in chunk:
-                rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
-                if rules:
-                    await self.delivery.add(batch, change, rules)
-            cursor = self.cursor.advance((c.seq for c in chunk), seen_at)
-            await self._write(batch, self._changelog_position(cursor))
-            self.cursor = cursor
+        planned = self.cursor
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(changes), size):
+                chunk = changes[start : start + size]
+                batch = Round()
+                for change in chunk:
+                    rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
+                    if rules:
+                        await self.delivery.add(batch, change, rules)
+                planned = planned.advance((c.seq for c in chunk), seen_at)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(self._write_changelog(batch, planned))
+            if in_flight is not None:
+                await in_flight
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await in_flight
+
+    async def _write_changelog(self, batch: Round, cursor: GapCursor) -> None:
+        await self._write(batch, self._changelog_position(cursor))
+        self.cursor = cursor
 
     def _changelog_position(self, cursor: GapCursor) -> dict[str, str]:
         return {CdcKeys.CHANGELOG: cursor.to_json()}

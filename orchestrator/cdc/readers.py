@@ -8,6 +8,7 @@ transaction, and re-reads what lies above it (job ids make a re-read enqueue not
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import hashlib
 import json
@@ -38,12 +39,34 @@ _TRX_SQL = (
 
 
 class TrxProbe:
-    """Asks the server for its clock and its oldest open transaction; remembers a missing privilege."""
+    """Asks the server for its clock and its oldest open transaction; remembers a missing privilege.
 
-    def __init__(self) -> None:
+    InnoDB serves INNODB_TRX from a cache it refreshes only when the previous read is more than
+    100 ms old, and every read counts as one: a client reading it more often than that never sees it
+    refreshed again (found here with a 50 ms poll interval: a rolled-back transaction stayed "open"
+    for as long as the polls went on). So the answer is reused for `min_interval_s`: an earlier
+    answer is still a safe one (it only makes holes close later and cursors move later). Another
+    client reading INNODB_TRX more than ten times a second would freeze the cache the same way.
+    """
+
+    def __init__(self, *, min_interval_s: float = 0.3) -> None:
         self.visible = True
+        self.min_interval_s = min_interval_s
+        self._last: tuple[float, TrxInfo] | None = None
 
     async def read(self, conn: Connection) -> TrxInfo:
+        loop_now = asyncio.get_running_loop().time()
+        if self._last is not None and loop_now - self._last[0] < self.min_interval_s:
+            return self._last[1]
+        info = await self._query(conn)
+        self._last = (loop_now, info)
+        return info
+
+    def forget(self) -> None:
+        """After a reconnect (the server may have restarted): ask again."""
+        self._last = None
+
+    async def _query(self, conn: Connection) -> TrxInfo:
         if self.visible:
             try:
                 ((now, oldest),) = await fetchall(conn, _TRX_SQL)

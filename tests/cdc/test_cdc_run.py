@@ -67,12 +67,16 @@ async def test_without_database_url_change_capture_is_off_and_says_so(tmp_path: 
     assert status["cdc"] == {"enabled": False, "reason": "no DATABASE_URL set", "rules": []}
 
 
-async def _writer(settings: Any, n: int, seed: int, done: list[int]) -> None:
-    """n transactions of one statement each (INSERT, UPDATE or DELETE), a tenth of them rolled back."""
+async def _writer(settings: Any, n: int, seed: int, halfway: asyncio.Barrier, resume: asyncio.Event) -> None:
+    """n transactions of one statement each (INSERT, UPDATE or DELETE), a tenth of them rolled back;
+    halfway through, all writers wait for `resume` (the test kills the orchestrator meanwhile)."""
     rng = random.Random(seed)
     conn = await db_connect(settings, autocommit=False)
     try:
-        for _ in range(n):
+        for i in range(n):
+            if i == n // 2:
+                await halfway.wait()
+                await resume.wait()
             async with conn.cursor() as cur:
                 kind = rng.random()
                 if kind < 0.6:
@@ -85,7 +89,6 @@ async def _writer(settings: Any, n: int, seed: int, done: list[int]) -> None:
                 await conn.rollback()
             else:
                 await conn.commit()
-            done[0] += 1
     finally:
         conn.close()
 
@@ -106,14 +109,13 @@ async def test_kill9_during_a_burst_of_5000_writes_then_restart_every_change_bec
     second = LeaderRun(settings, tmp_path / "second.log", **env)
     try:
         await first.start()
-        done = [0]
-        writers = [asyncio.create_task(_writer(settings, 1250, seed, done)) for seed in range(4)]
-        # kill -9 in the middle of the burst, once the first instance has delivered some of it
-        await wait_for(lambda: redis.zcard(Keys.all_jobs), timeout_s=60)
-        await wait_for(lambda: done[0] >= 2000, timeout_s=120)
-        delivered_before_kill = await redis.zcard(Keys.all_jobs)
+        halfway, resume = asyncio.Barrier(5), asyncio.Event()
+        writers = [asyncio.create_task(_writer(settings, 1250, seed, halfway, resume)) for seed in range(4)]
+        await halfway.wait()  # 2,500 statements done
+        # kill -9 as soon as the first instance is delivering, then the burst goes on while it is dead
+        await wait_for(lambda: redis.zcard(Keys.all_jobs), timeout_s=60, interval_s=0.005)
         await first.kill9()
-        assert delivered_before_kill > 0 and done[0] < 5000, (delivered_before_kill, done[0])
+        resume.set()
         await second.start()
         await asyncio.gather(*writers)
         ids = [row[0] for row in await sql(settings, "SELECT id FROM orch_changelog ORDER BY id")]

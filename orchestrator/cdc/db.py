@@ -52,7 +52,8 @@ async def connect(params: MySQLParams, *, connect_timeout_s: float = 5.0) -> Con
         "db": params.db,
         "autocommit": True,
         "connect_timeout": connect_timeout_s,
-        "init_command": "SET time_zone = '+00:00'",
+        # A lock wait (only trimming takes locks) must not stall the poller for InnoDB's 50 s default.
+        "init_command": "SET time_zone = '+00:00', innodb_lock_wait_timeout = 5",
     }
     if params.unix_socket:
         kwargs["unix_socket"] = params.unix_socket

@@ -319,7 +319,13 @@ class ChangePoller(BaseComponent):
                 break
         if time.monotonic() - self._trimmed_at > _TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
-            await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
+            try:
+                await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
+            except MySQLError as e:
+                if is_connection_error(e):
+                    raise
+                # e.g. a lock wait timeout: the rows stay until the next trim; delivery goes on
+                logger.warning("cdc: trimming %s failed: %s", self.changelog, describe_error(e))
 
     async def _deliver_changelog(self, changes: list[Change], seen_at: float) -> None:
         """Write the changes chunk by chunk, each chunk's jobs with the position after it.

@@ -125,18 +125,29 @@ class ChangelogReader:
         rows = await fetchall(conn, self._select + "id BETWEEN %s AND %s ORDER BY id LIMIT %s", (first, last, limit))
         return [_changelog_change(row) for row in rows]
 
-    async def trim(self, conn: Connection, upto: int, retention_s: float, *, batch: int = 5000) -> int:
-        """Delete delivered rows older than the retention, in small batches (short locks)."""
+    async def trim(self, conn: Connection, upto: int, retention_s: float, *, batch: int = 2000) -> int:
+        """Delete delivered rows older than the retention, in small batches.
+
+        The ids are read first (a plain consistent read) and deleted by primary key: a range DELETE
+        would scan into the next row, and when that row belongs to a transaction still open (a hole
+        just above the watermark) the DELETE would wait on its lock and stall the poller.
+        """
         total = 0
         while True:
+            rows = await fetchall(
+                conn,
+                f"SELECT id FROM {qualified(self.changelog)} WHERE id <= %s "
+                "AND created_at < NOW(6) - INTERVAL %s MICROSECOND ORDER BY id LIMIT %s",
+                (upto, int(retention_s * 1_000_000), batch),
+            )
+            if not rows:
+                return total
+            ids = [int(r[0]) for r in rows]
             async with conn.cursor() as cur:
-                n = await cur.execute(
-                    f"DELETE FROM {qualified(self.changelog)} WHERE id <= %s "
-                    "AND created_at < NOW(6) - INTERVAL %s MICROSECOND ORDER BY id LIMIT %s",
-                    (upto, int(retention_s * 1_000_000), batch),
+                total += int(
+                    await cur.execute(f"DELETE FROM {qualified(self.changelog)} WHERE id IN %s", (tuple(ids),))
                 )
-            total += int(n)
-            if n < batch:
+            if len(ids) < batch:
                 return total
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from tests.cdc.helpers import capture, cdc_settings, db_connect, install, sql
 from tests.jobs.helpers import wait_for
 
@@ -218,3 +220,62 @@ async def test_mariadb_restarted_mid_stream_the_poller_reconnects_and_loses_noth
         await rig.settle()
         jobs = await rig.jobs()
     assert sorted(jobs) == sorted(f"cdc:all:{i}:recorder" for i in range(1, 101))
+
+
+async def test_delivered_changelog_rows_are_trimmed_after_the_retention(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    rules = [{"name": "all", "table": "orders", "plugins": ["recorder"]}]
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, rules, retention_s=0)
+    await sql(settings, ORDERS)
+    await install(settings)
+    slow = await db_connect(settings, autocommit=False)
+    try:
+        async with capture(settings) as rig:
+            await sql(settings, "INSERT INTO orders (status) VALUES ('a')", "INSERT INTO orders (status) VALUES ('b')")
+            async with slow.cursor() as cur:
+                await cur.execute("INSERT INTO orders (status) VALUES ('open')")  # id 3: a hole while open
+            await sql(settings, "INSERT INTO orders (status) VALUES ('c')")  # id 4
+            await rig.settle()
+            rig.poller._trimmed_at = -1e9  # trimming runs every 30 s: now
+            await rig.settle()
+            # delivered rows below the lowest hole are gone; the hole and what follows it are kept
+            assert [r[0] for r in await sql(settings, "SELECT id FROM orch_changelog ORDER BY id")] == [4]
+            await slow.commit()
+            await rig.settle()
+            assert sorted(await rig.jobs()) == [f"cdc:all:{i}:recorder" for i in (1, 2, 3, 4)]
+    finally:
+        slow.close()
+
+
+async def test_without_the_process_privilege_a_hole_is_given_up_after_the_timeout(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(
+        tmp_path, redis_url, mysql_url, [{"name": "all", "table": "orders", "plugins": ["recorder"]}]
+    )
+    await sql(settings, ORDERS)
+    await install(settings)
+    await sql(
+        settings,
+        "CREATE USER IF NOT EXISTS 'cdc_limited'@'%' IDENTIFIED BY 'pw'",
+        "GRANT SELECT, DELETE ON testdb.* TO 'cdc_limited'@'%'",
+    )
+    limited_url = mysql_url.replace("root@", "cdc_limited:pw@")
+    limited = settings.model_copy(update={"database_url": SecretStr(limited_url)})
+    limited.cdc.hole_timeout_s = 1.0
+    slow = await db_connect(settings, autocommit=False)
+    try:
+        async with capture(limited) as rig:
+            async with slow.cursor() as cur:
+                await cur.execute("INSERT INTO orders (status) VALUES ('rolled back')")  # id 1
+            await sql(settings, "INSERT INTO orders (status) VALUES ('b')")  # id 2
+            await rig.settle()
+            assert rig.poller.cursor.low == 0
+            await slow.rollback()
+            await wait_for(lambda: rig.poller.cursor.low == 2)
+            assert rig.poller.probe.visible is False and rig.poller.closed_ids == 1
+            assert sorted(await rig.jobs()) == ["cdc:all:2:recorder"]
+    finally:
+        slow.close()
+        await sql(settings, "DROP USER IF EXISTS 'cdc_limited'@'%'")

@@ -301,22 +301,46 @@ class ChangePoller(BaseComponent):
 
     # -- changelog mode --
     async def _changelog_round(self, conn: Connection) -> None:
-        while True:
-            info = await self.probe.read(conn) if self.cursor.holes else None
-            read = await self.reader.read(conn, self.cursor)
-            if read.changes:
-                await self._deliver_changelog(read.changes, read.seen_at or 0.0)
-            if info is not None:
-                closed_cursor, closed = self.cursor.close(
-                    info, read_upto=read.read_upto, timeout_s=self.settings.hole_timeout_s
+        """Read and deliver until caught up.
+
+        Writes go to Redis one at a time and in order (a later position never lands before an
+        earlier chunk's jobs), but the next chunk is built, and the next read runs, while the
+        previous write is in flight: `planned` is the position once every write sent has landed.
+        """
+        planned = self.cursor
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            while True:
+                info = await self.probe.read(conn) if planned.holes else None
+                read = await self.reader.read(conn, planned)
+                planned, in_flight = await self._deliver_changelog(
+                    read.changes, read.seen_at or 0.0, planned, in_flight
                 )
-                if closed:
-                    await self.delivery.write(Round(), self._changelog_position(closed_cursor), {})
-                    self.cursor = closed_cursor
-                    self.closed_ids += closed
-            self._set_changelog_status(read.changes, caught_up=not read.full)
-            if not read.full:
-                break
+                if info is not None:
+                    if in_flight is not None:
+                        await in_flight  # holes are closed against the written position
+                        in_flight = None
+                    closed_cursor, closed = self.cursor.close(
+                        info, read_upto=read.read_upto, timeout_s=self.settings.hole_timeout_s
+                    )
+                    if closed:
+                        await self.delivery.write(Round(), self._changelog_position(closed_cursor), {})
+                        self.cursor = planned = closed_cursor
+                        self.closed_ids += closed
+                self._set_changelog_status(read.changes, caught_up=not read.full)
+                if not read.full:
+                    break
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
+            for state in self.states:
+                if state.rule.mode == "changelog":
+                    state.position = self.cursor.low
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await in_flight
         if time.monotonic() - self._trimmed_at > _TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
             try:
@@ -327,34 +351,26 @@ class ChangePoller(BaseComponent):
                 # e.g. a lock wait timeout: the rows stay until the next trim; delivery goes on
                 logger.warning("cdc: trimming %s failed: %s", self.changelog, describe_error(e))
 
-    async def _deliver_changelog(self, changes: list[Change], seen_at: float) -> None:
-        """Write the changes chunk by chunk, each chunk's jobs with the position after it.
+    async def _deliver_changelog(
+        self, changes: list[Change], seen_at: float, planned: GapCursor, in_flight: asyncio.Task[None] | None
+    ) -> tuple[GapCursor, asyncio.Task[None] | None]:
+        """Send the changes chunk by chunk, each chunk's jobs with the position after it.
 
-        The next chunk is built while the previous one's write is in flight (the writes themselves
-        stay one at a time, in order: a later position never lands before an earlier chunk's jobs).
+        Returns the position once everything sent has landed, and the last write, still in flight.
         """
         size = self.settings.batch_size
-        planned = self.cursor
-        in_flight: asyncio.Task[None] | None = None
-        try:
-            for start in range(0, len(changes), size):
-                chunk = changes[start : start + size]
-                batch = Round()
-                for change in chunk:
-                    rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
-                    if rules:
-                        await self.delivery.add(batch, change, rules)
-                planned = planned.advance((c.seq for c in chunk), seen_at)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(self._write_changelog(batch, planned))
+        for start in range(0, len(changes), size):
+            chunk = changes[start : start + size]
+            batch = Round()
+            for change in chunk:
+                rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
+                if rules:
+                    await self.delivery.add(batch, change, rules)
+            planned = planned.advance((c.seq for c in chunk), seen_at)
             if in_flight is not None:
                 await in_flight
-        finally:
-            if in_flight is not None and not in_flight.done():
-                in_flight.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await in_flight
+            in_flight = asyncio.ensure_future(self._write_changelog(batch, planned))
+        return planned, in_flight
 
     async def _write_changelog(self, batch: Round, cursor: GapCursor) -> None:
         await self._write(batch, self._changelog_position(cursor))
@@ -371,7 +387,6 @@ class ChangePoller(BaseComponent):
         for state in self.states:
             if state.rule.mode != "changelog":
                 continue
-            state.position = self.cursor.low
             if state.table in newest:
                 state.lag_s = max(now - newest[state.table], 0.0)
             elif caught_up:

@@ -129,8 +129,10 @@ class CdcAdmin:
             raise ConfigError(str(e)) from e
 
     async def install(self, *, dry_run: bool) -> list[dict[str, Any]]:
+        raw = await self.redis.hget(CdcKeys.state, CdcKeys.CHANGELOG)  # type: ignore[misc]
+        first_id = GapCursor.from_json(raw).high + 1
         async with self.connection() as conn:
-            steps = await cl.plan_install(conn, self._changelog(), self._tables())
+            steps = await cl.plan_install(conn, self._changelog(), self._tables(), first_id=first_id)
             if not dry_run:
                 await cl.apply(conn, steps)
         return [s.to_json() for s in steps]

@@ -24,8 +24,10 @@ _BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longb
 _EVENTS = (("INSERT", "ai"), ("UPDATE", "au"), ("DELETE", "ad"))
 
 
-def changelog_ddl(changelog: str) -> str:
+def changelog_ddl(changelog: str, first_id: int = 1) -> str:
     # created_at is the change's time (statement time): the "commit time" change events carry.
+    # first_id: a changelog created again starts above the position stored in Redis, or the poller
+    # would take its first ids for changes it delivered already.
     return (
         f"CREATE TABLE IF NOT EXISTS {qualified(changelog)} (\n"
         "  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,\n"
@@ -36,7 +38,7 @@ def changelog_ddl(changelog: str) -> str:
         "  row_before LONGTEXT NULL,\n"
         "  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),\n"
         "  KEY created_at (created_at)\n"
-        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4" + (f" AUTO_INCREMENT={int(first_id)}" if first_id > 1 else "")
     )
 
 
@@ -114,11 +116,12 @@ async def _existing_triggers(conn: Connection, table: str) -> dict[str, str]:
     return {str(n): str(body) for n, body in rows}
 
 
-async def plan_install(conn: Connection, changelog: str, tables: list[str]) -> list[Step]:
+async def plan_install(conn: Connection, changelog: str, tables: list[str], *, first_id: int = 1) -> list[Step]:
     """What `cdc install` has to do; nothing is changed."""
     steps: list[Step] = []
     exists = await table_info(conn, changelog) is not None
-    steps.append(Step(changelog, "unchanged" if exists else "create", None if exists else changelog_ddl(changelog)))
+    ddl = None if exists else changelog_ddl(changelog, first_id)
+    steps.append(Step(changelog, "unchanged" if exists else "create", ddl))
     for table in sorted(set(tables)):
         info = await table_info(conn, table)
         if info is None:
@@ -178,3 +181,21 @@ async def triggers_current(conn: Connection, changelog: str, table: str, info: T
                 "its writes fail or go uncaptured until you run `orchestrator cdc install` again"
             )
     return None
+
+
+async def ids_behind(conn: Connection, changelog: str, high: int) -> str | None:
+    """Why the changelog's next id is at or below the stored position (it was dropped and created
+    again outside `cdc install`), or None when it is not."""
+    db, name = split_table(changelog)
+    rows = await fetchall(
+        conn,
+        "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (db, name),
+    )
+    next_id = rows[0][0] if rows else None
+    if next_id is None or int(next_id) > high:
+        return None
+    return (
+        f"changelog {changelog} gives out ids from {next_id} but {high} were delivered already: it was created "
+        f"again; run `ALTER TABLE {changelog} AUTO_INCREMENT = {high + 1}`"
+    )

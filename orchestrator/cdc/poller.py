@@ -35,7 +35,7 @@ from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe,
 from orchestrator.cdc.rules import CdcSettings, Rule
 from orchestrator.components import BaseComponent, Component, ComponentHealth
 from orchestrator.config import MySQLParams, Settings
-from orchestrator.errors import FencedError
+from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.submit import Submitter
 
@@ -250,7 +250,7 @@ class ChangePoller(BaseComponent):
         """Run one source's step; a server error (not a lost connection) is that source's rules' error."""
         try:
             await step(conn)
-        except MySQLError as e:
+        except (MySQLError, ChangeFeedError) as e:
             if is_connection_error(e):
                 raise
             message = describe_error(e)
@@ -266,6 +266,7 @@ class ChangePoller(BaseComponent):
         """Missing tables, dropped watched columns, stale triggers: reported per rule."""
         self._by_table = {}
         changelog_ok = await table_info(conn, self.changelog) is not None
+        behind = await cl.ids_behind(conn, self.changelog, self.cursor.high) if changelog_ok else None
         for state in self.states:
             rule = state.rule
             if state.schema_error and "." not in state.table:
@@ -288,6 +289,8 @@ class ChangePoller(BaseComponent):
                 elif rule.mode == "changelog":
                     if not changelog_ok:
                         error = f"changelog table {self.changelog} is missing: run `orchestrator cdc install`"
+                    elif behind:
+                        error = behind
                     else:
                         error = await cl.triggers_current(conn, self.changelog, state.table, info)
                 else:
@@ -359,11 +362,12 @@ class ChangePoller(BaseComponent):
         Returns the position once everything sent has landed, and the last write, still in flight.
         """
         size = self.settings.batch_size
+        by_table = {t: [s.rule for s in states if s.enabled] for t, states in self._by_table.items()}
         for start in range(0, len(changes), size):
             chunk = changes[start : start + size]
             batch = Round()
             for change in chunk:
-                rules = [s.rule for s in self._by_table.get(change.table, ()) if s.enabled]
+                rules = by_table.get(change.table)
                 if rules:
                     await self.delivery.add(batch, change, rules)
             planned = planned.advance((c.seq for c in chunk), seen_at)

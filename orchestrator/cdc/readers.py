@@ -30,6 +30,7 @@ from orchestrator.cdc.db import (
 )
 from orchestrator.cdc.gaps import GapCursor, Hole, TrxInfo
 from orchestrator.cdc.model import Change
+from orchestrator.errors import ChangeFeedError
 
 # The oldest open transaction other than ours. INNODB_TRX needs the PROCESS privilege.
 _TRX_SQL = (
@@ -266,8 +267,8 @@ class TimestampReader:
     def _change(self, raw: dict[str, Any]) -> Change:
         ts = raw[self.ts_column]
         if not isinstance(ts, datetime):
-            msg = f"{self.table}.{self.ts_column} is not a TIMESTAMP/DATETIME column"
-            raise TypeError(msg)
+            msg = f"{self.table}.{self.ts_column} must be a NOT NULL TIMESTAMP/DATETIME column (got {ts!r})"
+            raise ChangeFeedError(msg)
         row = {k: json_value(v) for k, v in raw.items()}
         pk = {c: row[c] for c in self.primary_key}
         stamp = round(epoch(ts) * 1_000_000)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
 Mode = Literal["changelog", "timestamp"]
@@ -58,6 +58,7 @@ class Condition(BaseModel):
     column: str
     op: ConditionOp
     value: Any = None
+    _expected_cache: frozenset[Any] | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -94,12 +95,28 @@ class Condition(BaseModel):
                 # INSERT and DELETE have one image: nothing "changed" between two
                 return False
             return (_norm(row.get(self.column)) != _norm(before.get(self.column))) is self.value
-        value = _norm(row.get(self.column))
-        if self.op == "in":
-            return any(value == _norm(v) for v in self.value)
-        if self.op == "not":
-            return bool(value != _norm(self.value))
-        return bool(value == _norm(self.value))
+        raw = row.get(self.column)
+        expected = self._expected
+        if type(raw) is str and raw in expected:  # the common case: text equal as written
+            return self.op != "not"
+        value = _norm(raw)
+        return (value in expected) is (self.op != "not")
+
+    @property
+    def _expected(self) -> frozenset[Any]:
+        """The normalised values an equals/in/not condition compares with (built once)."""
+        if self._expected_cache is None:
+            values = self.value if self.op == "in" else [self.value]
+            self._expected_cache = frozenset(_norm(v) for v in values if _hashable(v))
+        return self._expected_cache
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _norm(value: Any) -> Any:

@@ -279,3 +279,36 @@ async def test_without_the_process_privilege_a_hole_is_given_up_after_the_timeou
     finally:
         slow.close()
         await sql(settings, "DROP USER IF EXISTS 'cdc_limited'@'%'")
+
+
+async def test_a_changelog_created_again_continues_above_the_delivered_position(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    from orchestrator.app import cdc_admin
+    from orchestrator.client import connect_redis
+
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [{"name": "all", "table": "orders", "plugins": ["recorder"]}])
+    await sql(settings, ORDERS)
+    await install(settings)
+    async with capture(settings) as rig:
+        await sql(settings, "INSERT INTO orders (status) VALUES ('a')", "INSERT INTO orders (status) VALUES ('b')")
+        await rig.settle()
+    redis = connect_redis(redis_url)
+    try:
+        admin = await cdc_admin(settings, redis, None)
+        await admin.uninstall(dry_run=False, drop_changelog=True)
+        await admin.install(dry_run=False)
+    finally:
+        await redis.aclose()
+    async with capture(settings) as rig:
+        await sql(settings, "INSERT INTO orders (status) VALUES ('c')")
+        await rig.settle()
+        assert sorted(await rig.jobs()) == [f"cdc:all:{i}:recorder" for i in (1, 2, 3)]
+        assert (await rig.poller.status())["cdc"]["rules"][0]["last_error"] is None
+        # created again by hand, without `cdc install`: reported, not silently skipped
+        await sql(settings, "DROP TABLE orch_changelog")
+        await install(settings.model_copy(update={"redis_url": redis_url}))
+        await sql(settings, "ALTER TABLE orch_changelog AUTO_INCREMENT = 1")
+        rig.poller._schema_checked_at = -1e9
+        await rig.settle()
+        assert "created again" in ((await rig.poller.status())["cdc"]["rules"][0]["last_error"] or "")

@@ -51,12 +51,18 @@ class Delivery:
         self.submitter = submitter
         self.lease = lease
         self._templates: dict[tuple[str, str], PreparedJob | str] = {}
+        self._seq = 0
         self.plugin_errors: dict[str, str] = {}  # rule -> why some of its jobs could not be made
 
     def new_round(self) -> None:
-        """Forget the templates: the next round validates again (a plugin may have been disabled)."""
-        self._templates.clear()
+        """Forget the templates and errors: the next round validates again (a plugin may have been disabled)."""
+        self.refresh()
         self.plugin_errors.clear()
+
+    def refresh(self) -> None:
+        """Make the next jobs from fresh templates (their enqueue time and queue score)."""
+        self._templates.clear()
+        self._seq = 0
 
     async def _template(self, rule: Rule, plugin: str) -> PreparedJob | str:
         key = (rule.name, plugin)
@@ -94,7 +100,9 @@ class Delivery:
                 record: dict[str, Any] = dict(template.record)
                 record["job_id"] = job_id(rule.name, change.change_id, plugin)
                 record["context"] = {"change_event": event}
-                score = template.score + _SCORE_STEP_MS * len(batch.jobs)
+                # later changes sort after earlier ones of the same template, across chunks too
+                self._seq += 1
+                score = template.score + _SCORE_STEP_MS * self._seq
                 batch.jobs.append(PreparedJob(record=record, score=score, enqueue_ms=template.enqueue_ms))
                 batch.rules.append(rule.name)
 

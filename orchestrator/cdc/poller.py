@@ -29,7 +29,7 @@ from orchestrator.cdc import changelog as cl
 from orchestrator.cdc.bulk import bulk_submitter
 from orchestrator.cdc.db import Connection, connect, describe_error, is_connection_error, table_info
 from orchestrator.cdc.delivery import Delivery, Round
-from orchestrator.cdc.gaps import GapCursor
+from orchestrator.cdc.gaps import GapCursor, TrxInfo
 from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
 from orchestrator.cdc.rules import CdcSettings, Rule
@@ -316,6 +316,7 @@ class ChangePoller(BaseComponent):
             while True:
                 info = await self.probe.read(conn) if planned.holes else None
                 read = await self.reader.read(conn, planned)
+                self.delivery.refresh()  # job records get this read's time, not the round's
                 planned, in_flight = await self._deliver_changelog(
                     read.changes, read.seen_at or 0.0, planned, in_flight
                 )
@@ -323,13 +324,7 @@ class ChangePoller(BaseComponent):
                     if in_flight is not None:
                         await in_flight  # holes are closed against the written position
                         in_flight = None
-                    closed_cursor, closed = self.cursor.close(
-                        info, read_upto=read.read_upto, timeout_s=self.settings.hole_timeout_s
-                    )
-                    if closed:
-                        await self.delivery.write(Round(), self._changelog_position(closed_cursor), {})
-                        self.cursor = planned = closed_cursor
-                        self.closed_ids += closed
+                    planned = await self._close_holes(info, read.read_upto)
                 self._set_changelog_status(read.changes, caught_up=not read.full)
                 if not read.full:
                     break
@@ -339,20 +334,37 @@ class ChangePoller(BaseComponent):
             for state in self.states:
                 if state.rule.mode == "changelog":
                     state.position = self.cursor.low
-        finally:
+        except asyncio.CancelledError:
+            if in_flight is not None:
+                in_flight.cancel()  # the position it carries was not taken in: a restart replays it
+            raise
+        except BaseException:
             if in_flight is not None and not in_flight.done():
-                in_flight.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                # a read failed while a write was on its way: let the write land (or fail) first
+                with contextlib.suppress(Exception):
                     await in_flight
+            raise
         if time.monotonic() - self._trimmed_at > _TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
-            try:
-                await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
-            except MySQLError as e:
-                if is_connection_error(e):
-                    raise
-                # e.g. a lock wait timeout: the rows stay until the next trim; delivery goes on
-                logger.warning("cdc: trimming %s failed: %s", self.changelog, describe_error(e))
+            await self._trim(conn)
+
+    async def _close_holes(self, info: TrxInfo, read_upto: int) -> GapCursor:
+        """Give up the holes no open transaction can fill any more; returns the position."""
+        cursor, closed = self.cursor.close(info, read_upto=read_upto, timeout_s=self.settings.hole_timeout_s)
+        if closed:
+            await self.delivery.write(Round(), self._changelog_position(cursor), {})
+            self.cursor = cursor
+            self.closed_ids += closed
+        return self.cursor
+
+    async def _trim(self, conn: Connection) -> None:
+        try:
+            await self.reader.trim(conn, self.cursor.low, self.settings.retention_s)
+        except MySQLError as e:
+            if is_connection_error(e):
+                raise
+            # e.g. a lock wait timeout: the rows stay until the next trim; delivery goes on
+            logger.warning("cdc: trimming %s failed: %s", self.changelog, describe_error(e))
 
     async def _deliver_changelog(
         self, changes: list[Change], seen_at: float, planned: GapCursor, in_flight: asyncio.Task[None] | None

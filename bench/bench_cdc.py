@@ -15,7 +15,8 @@ point it at running ones) and measures, with the real ChangePoller, rules and jo
    when each atomic write landed (the script publishes once per write, after the jobs are in).
    p50/p99 over `--latency-rows` rows.
 3. Trigger overhead: the same INSERTs into two identical tables, one with the capture triggers;
-   single-row autocommit INSERTs and 100-row INSERTs, the two tables taking turns each round.
+   single-row autocommit INSERTs and 100-row INSERTs, the two tables taking turns every 100 rows
+   (so background noise hits both alike); 5 rounds at least, median.
 Prints JSON.
 """
 
@@ -214,31 +215,36 @@ class Bench:
 
     # 3.
     async def overhead(self, rows: int, rounds: int) -> dict[str, Any]:
+        """The same INSERTs into `plain` and `orders` (with triggers), alternating in small blocks so
+        that the machine's background noise hits both alike; rows/s per table, median of the rounds."""
         await self.reset()
         conn = await self.db()
-        out: dict[str, dict[str, list[float]]] = {
-            "single": {"plain": [], "orders": []},
-            "batch100": {"plain": [], "orders": []},
-        }
+        block = 100
+        values = ", ".join(f"('new', {i})" for i in range(100))
+        spent: dict[str, dict[str, list[float]]] = {k: {"plain": [], "orders": []} for k in ("single", "batch100")}
         try:
             async with conn.cursor() as cur:
                 for r in range(rounds):
-                    order = ["plain", "orders"] if r % 2 == 0 else ["orders", "plain"]
-                    for table in order:
-                        started = time.perf_counter()
-                        for i in range(rows):
-                            await cur.execute(f"INSERT INTO {table} (status, total) VALUES ('new', %s)", (i,))
-                        out["single"][table].append(rows / (time.perf_counter() - started))
-                    for table in order:
-                        values = ", ".join(f"('new', {i})" for i in range(100))
-                        started = time.perf_counter()
-                        for _ in range(rows // 100 * 5):
-                            await cur.execute(f"INSERT INTO {table} (status, total) VALUES {values}")
-                        out["batch100"][table].append(rows * 5 / (time.perf_counter() - started))
+                    took = {k: {"plain": 0.0, "orders": 0.0} for k in spent}
+                    for b in range(rows // block):
+                        order = ("plain", "orders") if (r + b) % 2 == 0 else ("orders", "plain")
+                        for table in order:
+                            started = time.perf_counter()
+                            for i in range(block):
+                                await cur.execute(f"INSERT INTO {table} (status, total) VALUES ('new', %s)", (i,))
+                            took["single"][table] += time.perf_counter() - started
+                            started = time.perf_counter()
+                            for _ in range(5):  # 500 rows in 100-row statements
+                                await cur.execute(f"INSERT INTO {table} (status, total) VALUES {values}")
+                            took["batch100"][table] += time.perf_counter() - started
+                    for kind, tables in took.items():
+                        n = rows if kind == "single" else rows * 5
+                        for table, seconds in tables.items():
+                            spent[kind][table].append(n / seconds)
         finally:
             conn.close()
         result = {}
-        for kind, tables in out.items():
+        for kind, tables in spent.items():
             plain, captured = statistics.median(tables["plain"]), statistics.median(tables["orders"])
             result[kind] = {
                 "rows_per_s_without": round(plain),
@@ -252,7 +258,7 @@ async def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     bench = Bench(settings)
     runs = [await bench.throughput(args.changes) for _ in range(args.rounds)]
     latency = await bench.latency(args.latency_rows, 0.1)
-    overhead = await bench.overhead(args.insert_rows, args.rounds)
+    overhead = await bench.overhead(args.insert_rows, max(args.rounds, 5))
     return {
         "machine": {
             "nproc": os.cpu_count(),

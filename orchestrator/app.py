@@ -15,9 +15,11 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from orchestrator.cdc.admin import CdcAdmin
 from orchestrator.cdc.poller import build_capture
@@ -25,20 +27,27 @@ from orchestrator.client import Client, connect_redis
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
+from orchestrator.jobs.observer import JobObserver
+from orchestrator.jobs.plugin_reload import PluginReloader
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.runner import JobRunner
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, Submitter
+from orchestrator.monitor.context import MonitorContext
 from orchestrator.monitor.health import RedisProbe
-from orchestrator.monitor.http import HttpServer, MonitorContext
+from orchestrator.monitor.http import HttpServer
+from orchestrator.monitor.loop import LoopMonitor
+from orchestrator.monitor.metrics import Metrics
 from orchestrator.plugins.builder import VenvBuilder
 from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher
-from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.plugins.output import RunResult
+from orchestrator.plugins.params import coerce_cli_params, validate_params
+from orchestrator.plugins.registry import PluginInfo, PluginRegistry
 from orchestrator.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -93,6 +102,93 @@ def build_registry(settings: Settings) -> tuple[PluginRegistry, VenvManager]:
     return PluginRegistry(settings.plugins_dir, envs), envs
 
 
+async def build_launcher(settings: Settings, *, prestart: bool | None = None) -> Launcher:
+    """The plugin launcher as `run` wires it (a one-off `plugins test` passes prestart=False)."""
+    return Launcher(
+        kill_grace_s=settings.kill_grace_s,
+        env_source=await plugin_env_source(),
+        prestart=settings.plugin_prestart if prestart is None else prestart,
+        spare_idle_s=settings.plugin_spare_idle_s,
+    )
+
+
+class LocalPlugins:
+    """The plugins folder as the CLI sees it, loaded and launched the way `orchestrator run` does.
+
+    Args:
+        settings: the effective settings.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry, _ = build_registry(settings)
+
+    async def load(self) -> LocalPlugins:
+        await self.registry.load()
+        return self
+
+    def all(self) -> list[PluginInfo]:
+        return self.registry.all()
+
+    def find(self, name: str) -> PluginInfo | None:
+        return self.registry.get(name)
+
+    def get(self, name: str) -> PluginInfo:
+        info = self.registry.get(name)
+        if info is None:
+            msg = f"no plugin {name!r} in {self.settings.plugins_dir}"
+            raise NotFoundError(msg)
+        return info
+
+    def params(self, name: str, pairs: list[str], params_json: str | None) -> dict[str, Any]:
+        """`--params-json` then `-p k=v` pairs, typed by the manifest when the plugin is local."""
+        params: dict[str, Any] = {}
+        if params_json:
+            loaded = json.loads(params_json)
+            if not isinstance(loaded, dict):
+                raise ParamsError(name, ["--params-json must be a JSON object"])
+            params.update(loaded)
+        info = self.registry.get(name)
+        if info is not None and info.manifest is not None:
+            params.update(coerce_cli_params(info.manifest, pairs))
+        return params
+
+    async def flags(self) -> dict[str, bool]:
+        """Enable/disable flags as every instance sees them (Redis), if a Redis is reachable (never starts one)."""
+        try:
+            async with redis_connection(self.settings, start_embedded=False) as (redis, _):
+                return await build_client(self.settings, redis, None).enabled_flags()
+        except (ConfigError, RedisError, OSError):  # listing plugins must work without Redis
+            return {}
+
+    async def install(self, names: list[str]) -> dict[str, str | None]:
+        return await self.registry.install(names)
+
+    def create(self, name: str) -> Path:
+        """Scaffold a new plugin folder; returns its path."""
+        from orchestrator.plugins.scaffold import create_plugin
+
+        return create_plugin(self.settings.plugins_dir, name)
+
+    def client(self, redis: ArqRedis) -> Client:
+        """A client that validates against this plugins folder."""
+        return build_client(self.settings, redis, self.registry)
+
+    async def test(self, name: str, params: dict[str, Any], *, timeout_s: float | None = None) -> RunResult:
+        """Run the plugin once now through the launcher, no queue (builds its venv if needed)."""
+        info = self.get(name)
+        if info.manifest is None:
+            msg = f"plugin {name} is invalid: {info.reason}"
+            raise PluginError(msg)
+        params = validate_params(info.manifest, params)
+        info = await self.registry.ensure_ready(name)
+        assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
+        timeout = timeout_s or info.manifest.timeout or self.settings.job_timeout_s
+        context = {"job_id": "test", "attempt": 1, "source": "cli"}
+        async with await build_launcher(self.settings, prestart=False) as launcher:
+            return await launcher.run(info, params, context, python=info.python, timeout_s=timeout)
+
+
 def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry | None) -> Client:
     """A client that validates against the local plugins folder when it has one."""
     store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
@@ -131,6 +227,8 @@ class Parts:
     registry: PluginRegistry
     launcher: Launcher
     client: Client
+    observer: JobObserver
+    loop: LoopMonitor
 
 
 class Orchestrator:
@@ -192,14 +290,16 @@ class Orchestrator:
         await publish_queues(store, {q: s.concurrency for q, s in settings.queues.items()})
         await publish_plugins(store, registry.all())
         # prestart: a `process` plugin that ran recently has its next child already started.
-        launcher = Launcher(
-            kill_grace_s=settings.kill_grace_s,
-            env_source=await plugin_env_source(),
-            prestart=settings.plugin_prestart,
-            spare_idle_s=settings.plugin_spare_idle_s,
-        )
-        async with launcher:  # stops warm pooled children and prestarted spares last
-            parts = Parts(redis, store, registry, launcher, build_client(settings, redis, registry))
+        async with await build_launcher(settings) as launcher:  # stops warm pooled children and prestarted spares last
+            parts = Parts(
+                redis,
+                store,
+                registry,
+                launcher,
+                build_client(settings, redis, registry),
+                JobObserver(log_jobs=settings.log_jobs),
+                LoopMonitor(threshold_s=settings.loop_lag_threshold_s, window_s=settings.loop_lag_window_s),
+            )
             await self._serve(parts)
 
     def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
@@ -216,6 +316,7 @@ class Orchestrator:
                 parts.launcher,
                 instance_id=state.instance_id,
                 log_tail_bytes=settings.log_tail_bytes,
+                observer=parts.observer,
             )
             pool = WorkerPool(
                 parts.redis,
@@ -238,13 +339,21 @@ class Orchestrator:
         async def republish_plugins() -> None:
             await publish_plugins(parts.store, parts.registry.all())
 
+        builder = VenvBuilder(parts.registry, republish_plugins)
+
+        async def reloaded() -> None:
+            await republish_plugins()
+            builder.request()  # a new plugin with dependencies gets its venv now, not at its first job
+
         assert self.http is not None
         components: list[Component] = [
             self.http,  # bound first (a taken port fails the start-up); drained last, so probes answer to the end
+            parts.loop,
             RedisProbe(parts.redis, state.redis_url),
             lease,
             heartbeat,
-            VenvBuilder(parts.registry, republish_plugins),
+            builder,
+            PluginReloader(parts.redis, parts.registry, reloaded, watch=settings.plugins_watch),
         ]
         if pool is not None:
             components.append(pool)
@@ -316,5 +425,6 @@ class Orchestrator:
             client=parts.client,
             health=health,
             status=status,
+            metrics=Metrics(parts.redis, parts.observer if self.role != "leader" else None, parts.loop),
             api_token=self.settings.api_token.get_secret_value() if self.settings.api_token else None,
         )

@@ -16,9 +16,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import commands, commands_cdc
+from orchestrator import cli_compat, commands, commands_cdc, commands_top
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError, JobError, NotFoundError, OrchestratorError, PluginError, StartupError
+from orchestrator.errors import (
+    ConfigError,
+    ConflictError,
+    JobError,
+    NotFoundError,
+    OrchestratorError,
+    PluginError,
+    StartupError,
+)
 from orchestrator.logs import configure
 from orchestrator.render import Output
 
@@ -50,7 +58,12 @@ def _params_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="One process for jobs, schedules, change capture and plugins.",
+        epilog=cli_compat.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="TOML config file (default: ./orchestrator.toml if present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -83,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("new", help="scaffold a plugin folder").add_argument("name")
     psub.add_parser("enable", help="allow triggers (seen by every instance)").add_argument("name")
     psub.add_parser("disable", help="refuse new triggers (seen by every instance)").add_argument("name")
+    psub.add_parser("reload", help="make every running instance re-read the plugins folder").add_argument(
+        "name", nargs="?", help="one plugin (default: all)"
+    )
 
     trigger = sub.add_parser("trigger", help="enqueue a job; prints its id")
     trigger.add_argument("name")
@@ -126,7 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     retry = jsub.add_parser("retry", help="run a failed or cancelled job again with the same params")
     retry.add_argument("id")
     retry.add_argument("--json", action="store_true")
-
+    delete = jsub.add_parser("delete", help="delete a job's record, log and index entries (not while it runs)")
+    delete.add_argument("id")
+    delete.add_argument("--json", action="store_true")
+    purge = jsub.add_parser("purge", help="delete final jobs by state, age and plugin")
+    purge.add_argument("--state", required=True, choices=["succeeded", "failed", "cancelled"])
+    purge.add_argument("--older-than", type=parse_duration, default=0.0, metavar="AGE", help="e.g. 3d, 12h")
+    purge.add_argument("--plugin")
+    purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    purge.add_argument("--json", action="store_true")
+    commands_top.add_parser(sub)  # issue 13: orchestrator top
+    cli_compat.add_parsers(sub, _params_options)
     commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
     return parser
 
@@ -142,12 +168,23 @@ HANDLERS: dict[str, Handler] = {
     "status": commands.status,
     "batch": commands.batch,
     "jobs": commands.jobs,
+    "top": commands_top.top,
+    **cli_compat.HANDLERS,
     "cdc": commands_cdc.run,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # plugin parameters as options (`trigger NAME --operation sync_data`), as the old CLI took them
+        if args.command not in cli_compat.PARAMS_AS_OPTIONS or not hasattr(args, "param"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            args.param = cli_compat.params_from_options(extra) + args.param
+        except ValueError as e:
+            parser.error(str(e))
     out = Output(as_json=getattr(args, "json", False))
     config_path = getattr(args, "run_config", None) or args.config
     try:
@@ -188,7 +225,7 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
         if out.as_json:
             out.json({"error": str(e), **({"problems": e.problems} if hasattr(e, "problems") else {})})
         return EXIT_USAGE
-    except NotFoundError as e:
+    except (NotFoundError, ConflictError) as e:
         out.error(str(e))
         return EXIT_FAILED
     except json.JSONDecodeError as e:

@@ -21,14 +21,18 @@ from typing import Any, Self, cast
 
 from arq.connections import ArqRedis
 
-from orchestrator.errors import JobError, NotFoundError
-from orchestrator.jobs.batch import batch_status, submit_batch
-from orchestrator.jobs.model import TERMINAL, Keys, decode_record, record_to_json
+from orchestrator.errors import ConflictError, JobError, NotFoundError
+from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
+from orchestrator.jobs.leader import read_leader
+from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
+_PAGE_SCAN_MAX = 20_000  # index entries a filtered job-list page may read (issue 13)
+# `Client.list` shadows the builtin inside the class body
+JobRows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,12 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(flat, list) or len(flat) % 2:
         return None
-    record = decode_record(dict(zip(flat[::2], flat[1::2], strict=True)))
-    return record_to_json(record) if record.get("state") in TERMINAL else None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    job_id = fields.get("job_id")
+    if not isinstance(job_id, str) or "plugin" not in fields or "queue" not in fields:
+        return None
+    record = JobRecord.from_hash(fields, job_id=job_id)
+    return record.to_json() if record.state in TERMINAL else None
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -140,16 +148,17 @@ class Client:
         new_id, created = await (await self._submitter()).submit(request)
         return Triggered(new_id, created)
 
-    async def batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """All entries valid, or BatchError listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), entries)
+    async def batch(self, entries: Any) -> dict[str, Any]:
+        """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
+        listing each problem and nothing enqueued."""
+        return await submit_batch(await self._submitter(), parse_batch(entries))
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
         return await batch_status(await self._submitter(), batch_id)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
-        return record_to_json(record) if record else None
+        return record.to_json() if record else None
 
     async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
@@ -179,7 +188,7 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        outcome = await self.store.cancel(job_id, record["queue"])
+        outcome = await self.store.cancel(job_id, record.queue)
         if outcome == "cancelling":
             # Its worker stops the process group; wait for it to say so.
             with contextlib.suppress(TimeoutError):
@@ -192,27 +201,67 @@ class Client:
         if record is None:
             msg = f"no job {job_id!r}"
             raise NotFoundError(msg)
-        if record["state"] not in {"failed", "cancelled"}:
-            msg = f"job {job_id} is {record['state']}: only failed or cancelled jobs can be retried"
+        if record.state not in {"failed", "cancelled"}:
+            msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
-        triggered = await self.trigger(
-            record["plugin"],
-            record.get("params") or {},
-            priority=record.get("priority"),
-            queue=record.get("queue"),
+        request = JobRequest(
+            plugin=record.plugin,
+            params=record.params,
+            priority=record.priority,
+            queue=record.queue,
             source="retry",
-            context=record.get("context") or {},
+            retry_of=job_id,
+            context=record.context or {},
         )
-        await self.store.redis.hset(  # type: ignore[misc]
-            Keys.job(triggered.job_id), "retry_of", job_id
-        )
-        await self.store.redis.hset(Keys.job(job_id), "retried_as", triggered.job_id)  # type: ignore[misc]
-        return triggered.job_id
+        new_id, _ = await (await self._submitter()).submit(request)
+        await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
+        return new_id
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a job's record, log and index entries. A running job must be cancelled first."""
+        for _ in range(3):  # its state may change between the read and the delete: read again
+            record = await self.store.get(job_id)
+            if record is None:
+                msg = f"no job {job_id!r}"
+                raise NotFoundError(msg)
+            outcome = await self.store.delete(record)
+            if outcome in (0, 1):
+                return
+            if outcome == "running":
+                msg = f"job {job_id} is running: cancel it first (orchestrator jobs cancel {job_id})"
+                raise ConflictError(msg)
+        msg = f"job {job_id} keeps changing state; try again"
+        raise ConflictError(msg)
+
+    async def purge_count(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
+        """How many jobs `purge` with these arguments would delete now."""
+        return len(await self._purgeable(state, older_than_s, plugin))
+
+    async def _purgeable(self, state: str, older_than_s: float, plugin: str | None) -> list[JobRecord]:
+        if state not in TERMINAL:
+            msg = f"purge takes a final state (succeeded, failed, cancelled), not {state!r}"
+            raise JobError(msg)
+        ids = await self.store.ids_in_state(state, entered_before=time.time() - older_than_s)
+        out: list[JobRecord] = []
+        for start in range(0, len(ids), 500):
+            for record in await self.store.get_many(ids[start : start + 500]):
+                if record is not None and (plugin is None or record.plugin == plugin):
+                    out.append(record)
+        return out
+
+    async def purge(self, *, state: str, older_than_s: float = 0.0, plugin: str | None = None) -> int:
+        """Delete final jobs (`succeeded`, `failed` or `cancelled`) that reached that state more than
+        `older_than_s` ago, of one plugin or all; returns how many were deleted."""
+        deleted = 0
+        for record in await self._purgeable(state, older_than_s, plugin):
+            if await self.store.delete(record) == 1:
+                deleted += 1
+        return deleted
 
     async def list(
         self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        return await self.store.list_jobs(state=state, plugin=plugin, limit=limit)
+        return await self.jobs_page(state=state, plugin=plugin, limit=limit)
 
     async def stats(self) -> dict[str, Any]:
         return await self.store.stats(await self.queues())
@@ -236,8 +285,117 @@ class Client:
             await asyncio.sleep(poll_s)
 
     # -- plugins --
+    async def enabled_flags(self) -> dict[str, bool]:
+        """Plugin -> enabled, for every plugin enabled or disabled at run time (the one live switch)."""
+        raw = await self.redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
+        return {k.decode(): v == b"1" for k, v in raw.items()}
+
+    async def reload_plugins(self, name: str | None = None) -> None:
+        """Ask every running instance to re-read its plugins folder (or one plugin of it)."""
+        await self.redis.publish(Keys.reload_channel, name or "")
+
     async def set_enabled(self, plugin: str, enabled: bool) -> None:
         """Stored in Redis: every instance sees it at the next trigger."""
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
         if isinstance(self._catalog, RedisCatalog):
             self._catalog.invalidate()
+
+    # -- read side of the dashboard and `orchestrator top` (issue 13) ------------------------------
+    # The page's routes and `top` read through these, next to `stats()`, so each number has one
+    # way to be computed.
+    async def instances(self) -> dict[str, dict[str, Any]]:
+        """Instance id -> what it published (queues, role, version, started_at, seen_at), plus `alive`:
+        its heartbeat key still exists (a dead one stays listed until another instance reaps it)."""
+        published = await self.store.published_json(Keys.instances)
+        ids = sorted(published)
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for instance_id in ids:
+                pipe.exists(Keys.heartbeat(instance_id))
+            alive = await pipe.execute()
+        return {i: {**published[i], "alive": bool(a)} for i, a in zip(ids, alive, strict=True)}
+
+    async def leader(self) -> dict[str, Any] | None:
+        """The lease holder as Redis has it: {instance_id, since, token}, or None."""
+        return await read_leader(self.redis)
+
+    async def jobs_page(
+        self,
+        *,
+        state: str | None = None,
+        plugin: str | None = None,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> JobRows:
+        """Newest first, skipping `offset` matches: the job list with a queue filter and paging."""
+        index = Keys.plugin_jobs(plugin) if plugin else Keys.state(state) if state else Keys.all_jobs
+        wanted_state = state if plugin else None  # the state index needs no filtering by state
+        if not (wanted_state or queue):
+            ids = [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
+            return [r.to_json() for r in await self.store.get_many(ids) if r is not None]
+        # Filtered: read the index in growing chunks, bounded so a rare filter cannot scan a week of
+        # jobs, and only the two fields the filter needs (decoding whole records cost 10x more).
+        matches: list[str] = []
+        skipped, start, chunk = 0, 0, max(limit * 4, 200)
+        while len(matches) < limit and start < _PAGE_SCAN_MAX:
+            ids = [i.decode() for i in await self.redis.zrevrange(index, start, start + chunk - 1)]
+            if not ids:
+                break
+            start, chunk = start + len(ids), min(chunk * 2, 5000)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(Keys.job(job_id), ["state", "queue"])
+                fields = await pipe.execute()
+            for job_id, (st, q) in zip(ids, fields, strict=True):
+                if st is None or (wanted_state and st.decode() != wanted_state) or (queue and q != queue.encode()):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                matches.append(job_id)
+                if len(matches) >= limit:
+                    break
+        return [r.to_json() for r in await self.store.get_many(matches) if r is not None]
+
+    async def finished(self, *, limit: int = 10) -> JobRows:
+        """The last `limit` jobs that reached a final state, newest first (the state indexes are
+        scored by the time a job entered the state)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in sorted(TERMINAL):
+                pipe.zrevrange(Keys.state(state), 0, limit - 1, withscores=True)
+            ranges = await pipe.execute()
+        newest = sorted(((score, i.decode()) for r in ranges for i, score in r), reverse=True)[:limit]
+        records = await self.store.get_many([job_id for _, job_id in newest])
+        return [r.to_json() for r in records if r is not None]
+
+    async def throughput(self, *, window_s: float = 3600.0, bucket_s: float = 60.0) -> dict[str, Any]:
+        """Jobs enqueued and finished per bucket over the last `window_s`, oldest bucket first.
+
+        Counted with ZCOUNT over the indexes (scored by enqueue time and by the time a job entered
+        its final state): one pipelined round trip of O(log n) commands, however many jobs ran.
+        """
+        end = now()
+        n = max(1, int(window_s // bucket_s))
+        start = end - n * bucket_s
+        series = {"enqueued": Keys.all_jobs, **{s: Keys.state(s) for s in sorted(TERMINAL)}}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in series.values():
+                for b in range(n):
+                    lo = start + b * bucket_s
+                    pipe.zcount(key, f"({lo}" if b else lo, lo + bucket_s)
+            counts = await pipe.execute()
+        out: dict[str, Any] = {"start": iso(start), "end": iso(end), "bucket_s": bucket_s}
+        for k, name in enumerate(series):
+            out[name] = counts[k * n : (k + 1) * n]
+        ended = sum(out["succeeded"]) + sum(out["failed"])
+        out["failure_rate"] = round(sum(out["failed"]) / ended, 4) if ended else None
+        return out
+
+    async def log_entries(self, job_id: str, *, after: str = "-", limit: int = 1000) -> JobRows:
+        """A job's captured lines after stream id `after` ("-": from the start), oldest first."""
+        entries = await self.store.read_log(job_id, after=after, count=limit)
+        return [{"id": entry_id, "stream": stream, "line": line} for entry_id, stream, line in entries]
+
+    # -- end of the read side of issue 13 ----------------------------------------------------------

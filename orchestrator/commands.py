@@ -11,17 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from orchestrator.app import Orchestrator, build_client, build_registry, plugin_env_source, redis_connection
+from orchestrator.app import LocalPlugins, Orchestrator, build_client, redis_connection
 from orchestrator.client import Client
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
-from orchestrator.jobs.batch import parse_batch
-from orchestrator.jobs.model import Keys
-from orchestrator.plugins.launcher import Launcher
-from orchestrator.plugins.manifest import coerce_cli_params, validate_params
-from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.errors import NotFoundError
 from orchestrator.render import (
     Output,
     job_detail,
@@ -98,97 +91,59 @@ async def show_config(args: argparse.Namespace, settings: Settings, out: Output)
 
 
 # -- plugins --
-async def _registry(settings: Settings) -> PluginRegistry:
-    registry, _ = build_registry(settings)
-    await registry.load()
-    return registry
-
-
-async def _overrides(settings: Settings) -> dict[str, bool]:
-    """Enable/disable flags stored in Redis, if a Redis is reachable (never starts one)."""
-    try:
-        async with redis_connection(settings, start_embedded=False) as (redis, _):
-            raw = await redis.hgetall(Keys.plugin_enabled)  # type: ignore[misc]
-            return {k.decode(): v == b"1" for k, v in raw.items()}
-    except (ConfigError, RedisError, OSError):  # listing plugins must work without Redis
-        return {}
-
-
 async def plugins(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     action = args.plugins_command
+    local = LocalPlugins(settings)
     if action == "new":
-        from orchestrator.plugins.scaffold import create_plugin
-
-        path = create_plugin(settings.plugins_dir, args.name)
-        out.line(str(path))
+        out.line(str(local.create(args.name)))
+        return OK
+    await local.load()
+    if action == "reload":
+        async with redis_connection(settings, start_embedded=False) as (redis, _):
+            await local.client(redis).reload_plugins(args.name)
+        out.line(f"reload of {args.name or 'every plugin'} requested from every running instance")
         return OK
     if action in {"enable", "disable"}:
-        registry = await _registry(settings)
-        if registry.get(args.name) is None:
-            raise NotFoundError(f"no plugin {args.name!r} in {settings.plugins_dir}")
+        local.get(args.name)  # NotFoundError for a plugin that is not in the folder
         async with redis_connection(settings) as (redis, _):
-            await build_client(settings, redis, registry).set_enabled(args.name, action == "enable")
+            await local.client(redis).set_enabled(args.name, action == "enable")
         out.line(f"{args.name} {action}d")
         return OK
-    registry = await _registry(settings)
     if action == "list":
-        overrides = await _overrides(settings)
-        rows = [{**p.to_json(), "enabled": overrides.get(p.name, p.enabled)} for p in registry.all()]
+        flags = await local.flags()
+        rows = [{**p.to_json(), "enabled": flags.get(p.name, p.enabled)} for p in local.all()]
         out.json(rows) if args.json else out.out.print(plugins_table(rows))
         return OK
     if action == "install":
-        return await _install(registry, args.names, out)
-    info = registry.get(args.name)
-    if info is None:
-        raise NotFoundError(f"no plugin {args.name!r} in {settings.plugins_dir}")
+        return await _install(local, args.names, out)
+    info = local.get(args.name)
     if action == "show":
         data = info.to_json()
         out.json(data) if args.json else out.out.print_json(json.dumps(data, default=str))
         return OK
-    return await _test_plugin(args, settings, registry, out)
+    return await _test_plugin(args, local, out)
 
 
-async def _install(registry: PluginRegistry, names: list[str], out: Output) -> int:
+async def _install(local: LocalPlugins, names: list[str], out: Output) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    wanted = names or [p.name for p in registry.all() if p.state != "invalid"]
+    wanted = names or [p.name for p in local.all() if p.state != "invalid"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=out.err) as bar:
         task = bar.add_task("building virtualenvs", total=len(wanted))
         errors: dict[str, str | None] = {}
         for name in wanted:
             bar.update(task, description=f"building {name}")
-            errors.update(await registry.install([name]))
+            errors.update(await local.install([name]))
             bar.advance(task)
     for name, error in errors.items():
         out.line(f"{name}: {'ready' if error is None else 'FAILED: ' + error}")
     return FAILED if any(errors.values()) else OK
 
 
-def _params(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if args.params_json:
-        loaded = json.loads(args.params_json)
-        if not isinstance(loaded, dict):
-            raise ParamsError(manifest.name, ["--params-json must be a JSON object"])
-        params.update(loaded)
-    params.update(coerce_cli_params(manifest, args.param))
-    return params
-
-
-async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: PluginRegistry, out: Output) -> int:
-    info = registry.get(args.name)
-    assert info is not None
-    if info.manifest is None:
-        raise PluginError(f"plugin {args.name} is invalid: {info.reason}")
-    params = validate_params(info.manifest, _params(args, info.manifest))
-    info = await registry.ensure_ready(args.name)  # builds the venv if needed
-    assert info.manifest is not None and info.python is not None
-    timeout = args.timeout or info.manifest.timeout or settings.job_timeout_s
-    async with Launcher(kill_grace_s=settings.kill_grace_s, env_source=await plugin_env_source()) as launcher:
-        result = await launcher.run(
-            info, params, {"job_id": "test", "attempt": 1, "source": "cli"}, python=info.python, timeout_s=timeout
-        )
+async def _test_plugin(args: argparse.Namespace, local: LocalPlugins, out: Output) -> int:
+    params = local.params(args.name, args.param, args.params_json)
+    result = await local.test(args.name, params, timeout_s=args.timeout)
     if args.json:
         out.json(result.to_json())
     elif result.ok:
@@ -205,18 +160,16 @@ async def _test_plugin(args: argparse.Namespace, settings: Settings, registry: P
 # -- jobs --
 @contextlib.asynccontextmanager
 async def _client(settings: Settings, *, write: bool = False, local_plugins: bool = False) -> Any:
-    registry = await _registry(settings) if local_plugins else None
+    local = await LocalPlugins(settings).load() if local_plugins else None
     async with redis_connection(settings, start_embedded=write) as (redis, _):
-        yield build_client(settings, redis, registry)
+        yield local.client(redis) if local is not None else build_client(settings, redis, None)
 
 
 async def trigger(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    registry = await _registry(settings)
-    info = registry.get(args.name)
-    manifest = info.manifest if info else None
-    params = _params(args, manifest) if manifest else json.loads(args.params_json or "{}")
+    local = await LocalPlugins(settings).load()
+    params = local.params(args.name, args.param, args.params_json)
     async with redis_connection(settings) as (redis, _):
-        client = build_client(settings, redis, registry)
+        client = local.client(redis)
         triggered = await client.trigger(
             args.name,
             params,
@@ -274,9 +227,8 @@ async def status(args: argparse.Namespace, settings: Settings, out: Output) -> i
 
 async def batch(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     text = sys.stdin.read() if args.file == "-" else await asyncio.to_thread(Path(args.file).read_text)
-    entries = parse_batch(json.loads(text))
     async with _client(settings, write=True, local_plugins=True) as client:
-        created = await client.batch(entries)
+        created = await client.batch(json.loads(text))
         if not args.wait:
             out.json(created) if args.json else out.line(created["batch_id"])
             return OK
@@ -313,7 +265,7 @@ async def _follow_batch(client: Client, batch_id: str, total: int, timeout_s: fl
 
 async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     action = args.jobs_command
-    write = action in {"cancel", "retry"}
+    write = action in {"cancel", "retry", "delete", "purge"}
     async with _client(settings, write=write, local_plugins=action == "retry") as client:
         if action == "list":
             rows = await client.list(state=args.state, plugin=args.plugin, limit=args.limit)
@@ -337,4 +289,29 @@ async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int
         elif action == "retry":
             new_id = await client.retry(args.id)
             out.json({"job_id": new_id, "retry_of": args.id}) if args.json else out.line(new_id)
+        elif action == "delete":
+            await client.delete(args.id)
+            out.json({"deleted": 1}) if args.json else out.line(f"{args.id} deleted")
+        elif action == "purge":
+            return await _purge(client, args, out)
+    return OK
+
+
+async def _purge(client: Client, args: argparse.Namespace, out: Output) -> int:
+    what = f"{args.state} jobs" + (f" of {args.plugin}" if args.plugin else "")
+    what += f" older than {args.older_than:g}s" if args.older_than else ""
+    if not args.yes:
+        count = await client.purge_count(state=args.state, older_than_s=args.older_than, plugin=args.plugin)
+        if count == 0:
+            out.line(f"no {what}")
+            return OK
+        if not sys.stdin.isatty():
+            out.error(f"would delete {count} {what}: add --yes to confirm (no terminal to ask on)")
+            return USAGE
+        answer = await asyncio.to_thread(input, f"delete {count} {what}? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            out.note("nothing deleted")
+            return OK
+    deleted = await client.purge(state=args.state, older_than_s=args.older_than, plugin=args.plugin)
+    out.json({"deleted": deleted}) if args.json else out.line(f"deleted {deleted} {what}")
     return OK

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     # about leader_ttl_s * 4/3.
     leader_ttl_s: Annotated[float, Field(ge=1)] = _alias("ORCH_LEADER_TTL_S", default=10.0)
 
+    # -- operations --
+    log_jobs: bool = _alias("ORCH_LOG_JOBS", default=True)  # one INFO line per job start and end
+    loop_lag_threshold_s: Annotated[float, Field(gt=0)] = _alias("ORCH_LOOP_LAG_THRESHOLD_S", default=1.0)
+    loop_lag_window_s: Annotated[float, Field(gt=0)] = _alias("ORCH_LOOP_LAG_WINDOW_S", default=30.0)
+    plugins_watch: bool = _alias("ORCH_PLUGINS_WATCH", default=False)  # reload when plugin files change
+
     # -- plugins --
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
     plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)

@@ -48,6 +48,10 @@ class NotFoundError(OrchestratorError):
     """A job, batch, schedule or plugin does not exist."""
 
 
+class ConflictError(OrchestratorError):
+    """The thing exists but its state does not allow the request (deleting a running job)."""
+
+
 class StartupError(OrchestratorError):
     """`orchestrator run` cannot start a component (a port in use, Redis unreachable)."""
 

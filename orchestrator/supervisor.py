@@ -55,6 +55,7 @@ class Supervisor:
             raise ValueError(msg)
         self.slots = [Slot(c) for c in components]
         self.lease = lease
+        self._stopping = False
 
     def get(self, name: str) -> Component | None:
         return next((s.component for s in self.slots if s.component.name == name), None)
@@ -78,6 +79,8 @@ class Supervisor:
             slot.state = "running"
             try:
                 await slot.component.run()
+                if self._stopping:  # drained: a component may end its work once drained
+                    return
                 msg = "run() returned"
                 raise RuntimeError(msg)
             except Exception as e:
@@ -110,6 +113,7 @@ class Supervisor:
             await asyncio.sleep(_PUBLISH_EVERY_S)
 
     async def _drain(self, timeout_s: float) -> None:
+        self._stopping = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 for slot in reversed(self.slots):

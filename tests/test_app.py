@@ -32,14 +32,9 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
             body = await r.json()
             assert r.status == 200 and body["status"] == "ok"
             assert set(body["components"]) == {
-                "http",
-                "redis",
-                "leader",
-                "heartbeat",
-                "venv-builder",
-                "workers",
+                "http", "loop", "redis", "leader", "heartbeat", "venv-builder", "plugin-reload", "workers",
                 "housekeeping",
-            }
+            }  # fmt: skip
         async with http.get(f"{base}/status") as r:
             status = await r.json()
         assert status["instance_id"] == app.state.instance_id

@@ -170,7 +170,7 @@ class CdcAdmin:
                 try:
                     prepared = await self.submitter.prepare(request)  # validates; writes nothing
                     record = prepared.record
-                    entry.update(params=record["params"], queue=record["queue"], priority=record["priority"])
+                    entry.update(params=record.params, queue=record.queue, priority=record.priority)
                 except (JobError, PluginError) as e:
                     entry["error"] = str(e)
                 jobs.append(entry)

@@ -10,10 +10,10 @@ a round validates once per (rule, plugin) and derives the round's jobs from that
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestrator.cdc.model import CdcKeys, Change, job_id
 from orchestrator.cdc.rules import Rule
@@ -97,9 +97,9 @@ class Delivery:
                 if isinstance(template, str):
                     self.plugin_errors[rule.name] = template
                     continue
-                record: dict[str, Any] = dict(template.record)
-                record["job_id"] = job_id(rule.name, change.change_id, plugin)
-                record["context"] = {"change_event": event}
+                record = dataclasses.replace(
+                    template.record, job_id=job_id(rule.name, change.change_id, plugin), context={"change_event": event}
+                )
                 # later changes sort after earlier ones of the same template, across chunks too
                 self._seq += 1
                 score = template.score + _SCORE_STEP_MS * self._seq

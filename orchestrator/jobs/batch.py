@@ -61,7 +61,7 @@ async def submit_batch(submitter: Submitter, entries: list[dict[str, Any]], *, s
             problems.append(f"[{index}] {entry['plugin']}: {e}")
     if problems:
         raise BatchError(problems)
-    job_ids = [p.record["job_id"] for p in prepared]
+    job_ids = [p.record.job_id for p in prepared]
     redis = submitter.store.redis
     await redis.hset(  # type: ignore[misc]
         Keys.batch(batch_id), mapping={"job_ids": json.dumps(job_ids), "created_at": str(now())}

@@ -45,8 +45,13 @@ async def publish_plugins(store: JobStore, plugins: list[PluginInfo]) -> None:
         )
         for p in plugins
     }
-    if mapping:
-        await store.redis.hset(Keys.plugins, mapping=mapping)  # type: ignore[misc]
+    published = {k.decode() for k in await store.redis.hkeys(Keys.plugins)}  # type: ignore[misc]
+    async with store.redis.pipeline(transaction=True) as pipe:
+        if mapping:
+            pipe.hset(Keys.plugins, mapping=mapping)
+        if gone := published - set(mapping):  # removed from the folder: clients stop accepting triggers
+            pipe.hdel(Keys.plugins, *gone)
+        await pipe.execute()
 
 
 async def publish_queues(store: JobStore, queues: dict[str, int]) -> None:

@@ -148,14 +148,11 @@ class Heartbeat(BaseComponent):
         with contextlib.suppress(RedisError, OSError):
             await self.store.release_instance(self.instance_id)
 
-    async def instances(self) -> dict[str, Any]:
-        return await self.store.published_json(Keys.instances)
-
     async def health(self) -> ComponentHealth:
         return ComponentHealth() if self.healthy else ComponentHealth.failing(self.last_error or "not registered")
 
     async def status(self) -> dict[str, Any]:
-        return {"instances": await self.instances()}
+        return {"heartbeat": {"evictions": self.evictions}}
 
 
 class Housekeeping(BaseComponent):

@@ -245,11 +245,7 @@ class LeaderLease(BaseComponent):
     # -- reads --
     async def current(self) -> dict[str, Any] | None:
         """The holder as Redis has it: {instance_id, since, token}, or None."""
-        raw = await self.redis.hgetall(Keys.leader)  # type: ignore[misc]
-        if not raw:
-            return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        return {"instance_id": data.get("instance"), "since": float(data["since"]), "token": int(data["token"])}
+        return await read_leader(self.redis)
 
     async def health(self) -> ComponentHealth:
         role = "leader" if self.is_leader else "standby" if self.eligible else "worker-only"
@@ -259,6 +255,15 @@ class LeaderLease(BaseComponent):
 
     async def status(self) -> dict[str, Any]:
         return {"leader": await self.current(), "is_leader": self.is_leader, "eligible": self.eligible}
+
+
+async def read_leader(redis: Redis) -> dict[str, Any] | None:
+    """The lease holder as Redis has it: {instance_id, since, token}, or None."""
+    raw = await redis.hgetall(Keys.leader)  # type: ignore[misc]
+    if not raw:
+        return None
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    return {"instance_id": data.get("instance"), "since": float(data["since"]), "token": int(data["token"])}
 
 
 def _text(value: Any) -> str | None:

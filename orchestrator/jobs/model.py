@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, TypedDict, get_args
 
 JobState = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 STATES: Final[tuple[JobState, ...]] = get_args(JobState)
@@ -114,6 +116,7 @@ class Keys:
         return f"orch:wake:{queue}"
 
     cancel_channel = "orch:cancel"
+    reload_channel = "orch:reload"  # a plugin name, or "" for the whole folder
 
     @staticmethod
     def done_channel(job_id: str) -> str:
@@ -123,15 +126,114 @@ class Keys:
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
 _JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
 _FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
-    {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s"}
-)
+    {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s",
+     "interrupted"}
+)  # fmt: skip
 _INT_FIELDS: Final[frozenset[str]] = frozenset({"priority", "attempt", "exit_code", "max_retries"})
 
 
-def encode_record(record: dict[str, Any]) -> dict[str, str]:
+class RecordUpdate(TypedDict, total=False):
+    """The fields an outcome changes on a record (JobStore.finish)."""
+
+    attempt: int
+    finished_at: float
+    duration_s: float
+    exit_code: int | None
+    result: Any
+    error: str | None
+    error_type: str | None
+    traceback: str | None
+    log_tail: str | None
+    defer_until: float
+    interrupted: float
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job, as stored in its Redis hash `orch:job:<id>` (None fields are not stored).
+
+    A worker holds only what it claimed (JobStore.claim reads the fields it needs); the monitor
+    and the client read the whole hash.
+    """
+
+    job_id: str
+    plugin: str
+    queue: str
+    state: JobState = "queued"
+    params: dict[str, Any] = field(default_factory=dict)
+    priority: int = PRIORITY_NAMES["default"]
+    source: str | None = None
+    attempt: int = 0
+    max_retries: int = 0
+    retry_backoff_s: float = 0.0
+    timeout_s: float | None = None
+    enqueued_at: float | None = None
+    defer_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    exit_code: int | None = None
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    log_tail: str | None = None
+    batch_id: str | None = None
+    retry_of: str | None = None
+    retried_as: str | None = None
+    context: dict[str, Any] | None = None
+    instance: str | None = None  # who claimed it last
+    claim: str | None = None  # the current claim's id: fences the finish (JobStore.finish)
+    interrupted: float | None = None
+    cancel_requested: str | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        """Hash fields (None values are left out)."""
+        return encode_fields({f: getattr(self, f) for f in _RECORD_FIELDS})
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes] | Mapping[str, str], **extra: Any) -> JobRecord:
+        """From hash fields (unknown fields, written by a newer version, are ignored)."""
+        values = {k: v for k, v in decode_fields(raw).items() if k in _RECORD_FIELDS}
+        return cls(**{**values, **extra})
+
+    def to_json(self) -> dict[str, Any]:
+        """The public job shape (DESIGN.md: JSON shapes scripts rely on)."""
+        return {
+            "job_id": self.job_id,
+            "plugin": self.plugin,
+            "params": self.params,
+            "queue": self.queue,
+            "priority": self.priority,
+            "priority_band": priority_band(self.priority),
+            "source": self.source,
+            "state": self.state,
+            "attempt": self.attempt,
+            "max_retries": self.max_retries,
+            "enqueued_at": iso(self.enqueued_at),
+            "defer_until": iso(self.defer_until),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_s": self.duration_s,
+            "exit_code": self.exit_code,
+            "result": self.result,
+            "error": self.error,
+            "error_type": self.error_type,
+            "traceback": self.traceback,
+            "log_tail": self.log_tail,
+            "batch_id": self.batch_id,
+            "retry_of": self.retry_of,
+            "instance": self.instance,
+        }
+
+
+_RECORD_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(JobRecord))
+
+
+def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
     """Python values -> hash fields (None values are left out)."""
     out: dict[str, str] = {}
-    for key, value in record.items():
+    for key, value in values.items():
         if value is None:
             continue
         if key in _JSON_FIELDS:
@@ -141,7 +243,7 @@ def encode_record(record: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
     """Hash fields -> Python values."""
     out: dict[str, Any] = {}
     for k, v in raw.items():
@@ -156,33 +258,3 @@ def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
         else:
             out[key] = text
     return out
-
-
-def record_to_json(record: dict[str, Any]) -> dict[str, Any]:
-    """The public job shape (DESIGN.md: JSON shapes scripts rely on)."""
-    return {
-        "job_id": record.get("job_id"),
-        "plugin": record.get("plugin"),
-        "params": record.get("params", {}),
-        "queue": record.get("queue"),
-        "priority": record.get("priority"),
-        "priority_band": priority_band(record.get("priority", 5)),
-        "source": record.get("source"),
-        "state": record.get("state"),
-        "attempt": record.get("attempt", 0),
-        "max_retries": record.get("max_retries"),
-        "enqueued_at": iso(record.get("enqueued_at")),
-        "defer_until": iso(record.get("defer_until")),
-        "started_at": iso(record.get("started_at")),
-        "finished_at": iso(record.get("finished_at")),
-        "duration_s": record.get("duration_s"),
-        "exit_code": record.get("exit_code"),
-        "result": record.get("result"),
-        "error": record.get("error"),
-        "error_type": record.get("error_type"),
-        "traceback": record.get("traceback"),
-        "log_tail": record.get("log_tail"),
-        "batch_id": record.get("batch_id"),
-        "retry_of": record.get("retry_of"),
-        "instance": record.get("instance"),
-    }

@@ -25,7 +25,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent
-from orchestrator.jobs.model import Keys
+from orchestrator.jobs.model import JobRecord, Keys
 from orchestrator.jobs.runner import CancelReason, JobRunner
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
@@ -128,16 +128,16 @@ class QueueWorker(Worker):
         await self.heart_beat()
         return wait_s
 
-    def _start(self, record: dict[str, Any]) -> None:
+    def _start(self, record: JobRecord) -> None:
         assert self._tg is not None
-        job_id = record["job_id"]
+        job_id = record.job_id
         self.job_counter += 1
         task = self._tg.create_task(self._run(record), name=f"job:{job_id}")
         self.tasks[job_id] = task
         self.job_tasks[job_id] = task  # arq's abort path cancels what it finds here
 
-    async def _run(self, record: dict[str, Any]) -> None:
-        job_id = record["job_id"]
+    async def _run(self, record: JobRecord) -> None:
+        job_id = record.job_id
         try:
             await self.runner.run(record, why_cancelled=lambda: self._why_cancelled(job_id))
         except asyncio.CancelledError:

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from redis.exceptions import RedisError
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.jobs.model import now
+from orchestrator.jobs.model import JobRecord, JobState, RecordUpdate, now
+from orchestrator.jobs.observer import JobObserver
 from orchestrator.jobs.state import JobStore
 from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
@@ -71,6 +72,7 @@ class JobRunner:
         launcher: starts the plugin's process.
         instance_id: recorded on the job and used by crash recovery.
         log_tail_bytes: how much of the output the record keeps.
+        observer: counts and logs starts and ends.
     """
 
     def __init__(
@@ -81,32 +83,35 @@ class JobRunner:
         *,
         instance_id: str,
         log_tail_bytes: int,
+        observer: JobObserver | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.launcher = launcher
         self.instance_id = instance_id
         self.log_tail_bytes = log_tail_bytes
+        self.observer = observer or JobObserver()
         self.completed = 0
         self.failed = 0
         self.retried = 0
         self.abandoned = 0
         self._sinks: set[LogSink] = set()
 
-    async def run(self, record: dict[str, Any], *, why_cancelled: Callable[[], CancelReason]) -> None:
+    async def run(self, record: JobRecord, *, why_cancelled: Callable[[], CancelReason]) -> None:
         """Run a claimed job to an outcome and record it.
 
         Args:
             record: the claimed job (see JobStore.claim).
             why_cancelled: tells, on cancellation, who cancelled it (see CancelReason).
         """
-        job_id = record["job_id"]
+        job_id = record.job_id
+        self.observer.job_started(record)
         try:
             result = await self._launch(record)
         except Exception as e:
             # A bug or a lost Redis in our own launch path: record it as a failed attempt (retried
             # like any other) rather than leave the record in `running`.
-            logger.exception("job %s: internal error while running %s", job_id, record["plugin"])
+            logger.exception("job %s: internal error while running %s", job_id, record.plugin)
             result = RunResult(ok=False, error=f"internal error: {type(e).__name__}: {e}", error_type="InternalError")
         except asyncio.CancelledError:
             why = why_cancelled()
@@ -114,40 +119,45 @@ class JobRunner:
                 # The launcher stopped the process group on the way out; another instance owns
                 # the job now, and the claim fence would refuse any outcome we wrote.
                 self.abandoned += 1
-                logger.warning("job %s (%s): abandoned, another instance runs it now", job_id, record["plugin"])
+                self.observer.job_ended(record, "abandoned", error="another instance runs it now")
             elif why == "abort":
-                fields = {"error": "cancelled while running", "finished_at": now()}
-                await asyncio.shield(self._record(record, "cancelled", fields))
+                cancelled: RecordUpdate = {"error": "cancelled while running", "finished_at": now()}
+                self.observer.job_ended(record, "cancelled")
+                await asyncio.shield(self._record(record, "cancelled", cancelled))
             else:
                 # Shutdown: back to the queue; the interrupted attempt does not count. Bounded: at
                 # shutdown with Redis away, the heartbeat expiry puts it back instead.
-                fields = {"attempt": record["attempt"] - 1, "interrupted": now()}
-                await asyncio.shield(self._record(record, "queued", fields, give_up_after_s=5.0))
+                put_back: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
+                self.observer.job_ended(record, "interrupted")
+                await asyncio.shield(self._record(record, "queued", put_back, give_up_after_s=5.0))
             raise
         await self._record_outcome(record, result)
 
-    async def _launch(self, record: dict[str, Any]) -> RunResult:
-        job_id = record["job_id"]
+    async def _launch(self, record: JobRecord) -> RunResult:
+        job_id = record.job_id
         context = {
-            **(record.get("context") or {}),
+            **(record.context or {}),
             "job_id": job_id,
-            "attempt": record["attempt"],
-            "queue": record["queue"],
-            "source": record.get("source"),
+            "attempt": record.attempt,
+            "queue": record.queue,
+            "source": record.source,
         }
         sink = LogSink(self.store, job_id)
         self._sinks.add(sink)
         try:
-            info = await self.registry.ensure_ready(record["plugin"])
+            info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
-            return await self.launcher.run(
+            result = await self.launcher.run(
                 info,
-                record.get("params") or {},
+                record.params,
                 context,
                 python=info.python,
-                timeout_s=record.get("timeout_s"),
+                timeout_s=record.timeout_s,
                 on_output=sink.add,
             )
+            if result.launch_s is not None:
+                self.observer.launched(info.manifest.isolation, result.launch_s)
+            return result
         except OrchestratorError as e:
             # not ready (venv build failed), gone from the plugins folder, interpreter missing
             return RunResult(ok=False, error=f"{type(e).__name__}: {e}", error_type=type(e).__name__)
@@ -164,8 +174,8 @@ class JobRunner:
                 with contextlib.suppress(RedisError, OSError):
                     await sink.flush()
 
-    async def _record_outcome(self, record: dict[str, Any], result: RunResult) -> None:
-        fields: dict[str, Any] = {
+    async def _record_outcome(self, record: JobRecord, result: RunResult) -> None:
+        fields: RecordUpdate = {
             "finished_at": now(),
             "duration_s": round(result.duration_s, 6),
             "exit_code": result.exit_code,
@@ -174,31 +184,27 @@ class JobRunner:
         if result.ok:
             fields["result"] = result.result
             self.completed += 1
+            self.observer.job_ended(record, "succeeded")
             await self._record(record, "succeeded", fields)
             return
-        fields.update(error=result.error, error_type=result.error_type, traceback=result.traceback)
-        attempt, max_retries = record["attempt"], record.get("max_retries", 0)
+        fields.update({"error": result.error, "error_type": result.error_type, "traceback": result.traceback})
+        attempt, max_retries = record.attempt, record.max_retries
         if attempt <= max_retries:
-            delay = retry_delay(record.get("retry_backoff_s", 0.0), attempt)
+            delay = retry_delay(record.retry_backoff_s, attempt)
             fields["defer_until"] = retry_at = now() + delay
             self.retried += 1
-            logger.warning(
-                "job %s (%s) attempt %d failed, retrying in %.1fs: %s",
-                record["job_id"], record["plugin"], attempt, delay, result.error,
-            )  # fmt: skip
+            self.observer.job_ended(record, "retried", error=result.error, delay_s=delay)
             await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
             return
         self.failed += 1
-        logger.warning(
-            "job %s (%s) failed after %d attempt(s): %s", record["job_id"], record["plugin"], attempt, result.error
-        )
+        self.observer.job_ended(record, "failed", error=result.error)
         await self._record(record, "failed", fields)
 
     async def _record(
         self,
-        record: dict[str, Any],
-        state: str,
-        fields: dict[str, Any],
+        record: JobRecord,
+        state: JobState,
+        fields: RecordUpdate,
         *,
         retry_score_ms: int = 0,
         give_up_after_s: float | None = None,
@@ -213,14 +219,12 @@ class JobRunner:
                     logger.warning(
                         "job %s (%s): outcome %s not recorded: this instance's claim was released "
                         "(it was presumed dead) and the job belongs to another run now",
-                        record["job_id"], record["plugin"], state,
+                        record.job_id, record.plugin, state,
                     )  # fmt: skip
                 return
             except (RedisError, OSError) as e:
                 if deadline is not None and loop.time() > deadline:
                     raise
-                logger.warning(
-                    "job %s: cannot record outcome yet (%s); retrying in %.1fs", record["job_id"], e, backoff_s
-                )
+                logger.warning("job %s: cannot record outcome yet (%s); retrying in %.1fs", record.job_id, e, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)

@@ -18,7 +18,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
 from orchestrator.jobs.leader import Fence, fence_check, no_fence_arg, raise_if_fenced
-from orchestrator.jobs.model import STATES, TERMINAL, Keys, decode_record, encode_record, now, record_to_json
+from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +186,25 @@ redis.call('DEL', KEYS[4])
 return released
 """
 
+# Delete a job that is not running: its record, log, arq payload and every index entry.
+# KEYS: record, log stream, arq job, queue zset, state zset (its state as read), plugin zset, all-jobs zset
+# ARGV: job_id, the state as read. Returns 1, 0 (gone already), or the state when it changed or runs.
+_DELETE = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 0 end
+if st == 'running' or st ~= ARGV[2] then return st end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
+return 1
+"""
+
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -201,7 +216,7 @@ _CLAIM, _FINISH, _RELEASE = (s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for
 class EnqueueItem:
     """One prepared job: its record, arq's payload and its score in the queue set."""
 
-    record: dict[str, Any]
+    record: JobRecord
     arq_payload: bytes
     score: float
 
@@ -230,9 +245,10 @@ class JobStore:
         self._release = redis.register_script(_RELEASE)
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
+        self._delete = redis.register_script(_DELETE)
 
     # -- writes --
-    async def enqueue(self, record: dict[str, Any], *, arq_payload: bytes, score: float) -> int:
+    async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float) -> int:
         """Create the record and the arq job at once.
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
@@ -253,18 +269,18 @@ class JobStore:
         args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2, *pairs]
         for item in items:
             record = item.record
-            job_id = record["job_id"]
-            fields = [x for kv in encode_record(record).items() for x in kv]
+            job_id = record.job_id
+            fields = [x for kv in record.to_hash().items() for x in kv]
             keys += [
                 Keys.job(job_id),
                 job_key_prefix + job_id,
-                Keys.queue(record["queue"]),
-                Keys.state(record["state"]),
-                Keys.plugin_jobs(record["plugin"]),
+                Keys.queue(record.queue),
+                Keys.state(record.state),
+                Keys.plugin_jobs(record.plugin),
             ]
             args += [
-                job_id, item.arq_payload, item.score, record["enqueued_at"], Keys.wake_channel(record["queue"]),
-                record["plugin"], len(fields), *fields,
+                job_id, item.arq_payload, item.score, record.enqueued_at, Keys.wake_channel(record.queue),
+                record.plugin, len(fields), *fields,
             ]  # fmt: skip
         try:
             return [int(x) for x in await self._enqueue(keys=keys, args=args)]
@@ -274,7 +290,7 @@ class JobStore:
 
     async def claim(
         self, queue: str, limit: int, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int
-    ) -> tuple[list[dict[str, Any]], float | None]:
+    ) -> tuple[list[JobRecord], float | None]:
         """Claim up to `limit` ready jobs; returns their records, and when the next deferred one is due (epoch ms).
 
         One read (the ready ids and the next due time) and, only when there are ready jobs, one
@@ -298,21 +314,23 @@ class JobStore:
         claimed = []
         for job_id, values in zip(flat[::2], flat[1::2], strict=True):
             raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
-            claimed.append({**decode_record(raw), "job_id": job_id.decode(), "started_at": ts, "claim": claim_id})
+            claimed.append(
+                JobRecord.from_hash(raw, job_id=job_id.decode(), state="running", started_at=ts, claim=claim_id)
+            )
         return claimed, next_due_ms
 
     async def finish(
-        self, record: dict[str, Any], new_state: str, fields: dict[str, Any], *, retry_score_ms: int = 0
+        self, record: JobRecord, new_state: JobState, update: RecordUpdate, *, retry_score_ms: int = 0
     ) -> bool:
         """Leave `running` for a final state, `deferred` (a retry at `retry_score_ms`) or `queued` (put back).
 
         Returns False when the claim is no longer current (this instance was presumed dead and
         the job was given to another): nothing was written.
         """
-        job_id = record["job_id"]
+        job_id = record.job_id
         mode = "final" if new_state in TERMINAL else "retry" if new_state == "deferred" else "putback"
-        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record["claim"]]
-        for k, v in encode_record({**fields, "state": new_state}).items():
+        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record.claim]
+        for k, v in encode_fields({**update, "state": new_state}).items():
             args += [k, v]
         keys = [
             Keys.job(job_id),
@@ -320,7 +338,7 @@ class JobStore:
             Keys.state(new_state),
             in_progress_key_prefix + job_id,
             job_key_prefix + job_id,
-            Keys.queue(record["queue"]),
+            Keys.queue(record.queue),
         ]
         return bool(await self._finish(keys=keys, args=args))
 
@@ -360,6 +378,25 @@ class JobStore:
         ids = await self._release(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    async def delete(self, record: JobRecord) -> int | str:
+        """Delete a job that is not running (as read in `record`). Returns 1 (deleted), 0 (it was gone),
+        or its current state when that is `running` or changed since it was read."""
+        keys = [
+            Keys.job(record.job_id),
+            Keys.log(record.job_id),
+            job_key_prefix + record.job_id,
+            Keys.queue(record.queue),
+            Keys.state(record.state),
+            Keys.plugin_jobs(record.plugin),
+            Keys.all_jobs,
+        ]
+        out = await self._delete(keys=keys, args=[record.job_id, record.state])
+        return out.decode() if isinstance(out, bytes) else int(out)
+
+    async def ids_in_state(self, state: str, *, entered_before: float) -> list[str]:
+        """Jobs that entered `state` before this time (the state index is scored by that moment)."""
+        return [i.decode() for i in await self.redis.zrangebyscore(Keys.state(state), "-inf", entered_before)]
+
     async def append_log(self, job_id: str, lines: list[tuple[str, str]], *, max_lines: int) -> None:
         if not lines:
             return
@@ -370,18 +407,18 @@ class JobStore:
             await pipe.execute()
 
     # -- reads --
-    async def get(self, job_id: str) -> dict[str, Any] | None:
+    async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(Keys.job(job_id))  # type: ignore[misc]
-        return decode_record(raw) if raw else None
+        return _from_hash(job_id, raw)
 
-    async def get_many(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+    async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         if not job_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(Keys.job(job_id))
             raws = await pipe.execute()
-        return [decode_record(r) if r else None for r in raws]
+        return [_from_hash(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
 
     async def states_of(self, job_ids: list[str]) -> list[str | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -389,23 +426,6 @@ class JobStore:
                 pipe.hget(Keys.job(job_id), "state")
             raws = await pipe.execute()
         return [r.decode() if r else None for r in raws]
-
-    async def list_jobs(
-        self, *, state: str | None = None, plugin: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """Newest first."""
-        index = Keys.plugin_jobs(plugin) if plugin else Keys.state(state) if state else Keys.all_jobs
-        # Filtering a plugin index by state needs to read past the rows it drops.
-        window = limit * 10 if (plugin and state) else limit
-        ids = [i.decode() for i in await self.redis.zrevrange(index, 0, window - 1)]
-        out = []
-        for record in await self.get_many(ids):
-            if record is None or (state and record.get("state") != state):
-                continue
-            out.append(record_to_json(record))
-            if len(out) >= limit:
-                break
-        return out
 
     async def stats(self, queues: dict[str, int]) -> dict[str, Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -439,7 +459,7 @@ class JobStore:
         cutoff = now() - self.ttl_ms / 1000
         removed = 0
         keys = [Keys.state(s) for s in STATES] + [Keys.all_jobs]
-        async for key in self.redis.scan_iter(match="orch:plugin-jobs:*", count=200):
+        async for key in self.redis.scan_iter(match=Keys.plugin_jobs("*"), count=200):
             keys.append(key.decode() if isinstance(key, bytes) else key)
         for key in keys:
             removed += await self.redis.zremrangebyscore(key, "-inf", cutoff)
@@ -454,3 +474,10 @@ class JobStore:
     async def published_json(self, key: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(key)  # type: ignore[misc]
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+    """A record, or None for a missing one (or a leftover hash that lacks the essential fields)."""
+    if not raw or b"plugin" not in raw or b"queue" not in raw:
+        return None
+    return JobRecord.from_hash(raw, job_id=job_id)

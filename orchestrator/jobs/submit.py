@@ -16,7 +16,7 @@ from arq.jobs import serialize_job
 
 from orchestrator.errors import JobError, ParamsError
 from orchestrator.jobs.leader import Fence
-from orchestrator.jobs.model import Keys, new_job_id, now, parse_priority, queue_score
+from orchestrator.jobs.model import JobRecord, Keys, new_job_id, now, parse_priority, queue_score
 from orchestrator.jobs.state import Checkpoint, EnqueueItem, JobStore
 from orchestrator.plugins.manifest import Manifest, validate_params
 
@@ -72,7 +72,7 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class PreparedJob:
-    record: dict[str, Any]
+    record: JobRecord
     score: float
     enqueue_ms: int
 
@@ -131,26 +131,26 @@ class Submitter:
                 raise JobError("defer must not be negative")
             ready_at = ts + request.defer_s
         deferred = ready_at > ts
-        record: dict[str, Any] = {
-            "job_id": request.job_id or new_job_id(),
-            "plugin": manifest.name,
-            "params": params,
-            "queue": queue,
-            "priority": priority,
-            "source": request.source,
-            "state": "deferred" if deferred else "queued",
-            "attempt": 0,
-            "max_retries": manifest.max_retries if manifest.max_retries is not None else self.defaults.max_retries,
-            "retry_backoff_s": (
+        record = JobRecord(
+            job_id=request.job_id or new_job_id(),
+            plugin=manifest.name,
+            params=params,
+            queue=queue,
+            priority=priority,
+            source=request.source,
+            state="deferred" if deferred else "queued",
+            attempt=0,
+            max_retries=manifest.max_retries if manifest.max_retries is not None else self.defaults.max_retries,
+            retry_backoff_s=(
                 manifest.retry_backoff if manifest.retry_backoff is not None else self.defaults.retry_backoff_s
             ),
-            "timeout_s": manifest.timeout or self.defaults.job_timeout_s,
-            "enqueued_at": ts,
-            "defer_until": ready_at if deferred else None,
-            "batch_id": request.batch_id,
-            "retry_of": request.retry_of,
-            "context": request.context or None,
-        }
+            timeout_s=manifest.timeout or self.defaults.job_timeout_s,
+            enqueued_at=ts,
+            defer_until=ready_at if deferred else None,
+            batch_id=request.batch_id,
+            retry_of=request.retry_of,
+            context=request.context or None,
+        )
         # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
         # Microsecond resolution (a fraction of arq's ms score): two jobs enqueued in the same
         # millisecond keep their order instead of being ordered by id.
@@ -161,7 +161,7 @@ class Submitter:
         """Enqueue; False when a job with this id already exists (nothing written)."""
         outcome = await self.store.enqueue(job.record, arq_payload=self._payload(job), score=job.score)
         if outcome < 0:
-            msg = f"plugin {job.record['plugin']!r} is disabled (orchestrator plugins enable {job.record['plugin']})"
+            msg = f"plugin {job.record.plugin!r} is disabled (orchestrator plugins enable {job.record.plugin})"
             raise JobError(msg)
         return outcome == 1
 
@@ -178,12 +178,12 @@ class Submitter:
 
     def _payload(self, job: PreparedJob) -> bytes:
         # arq's payload format, so arq's own tools can read the queue.
-        return serialize_job(ARQ_FUNCTION, (job.record["job_id"],), {}, None, job.enqueue_ms, serializer=json_bytes)
+        return serialize_job(ARQ_FUNCTION, (job.record.job_id,), {}, None, job.enqueue_ms, serializer=json_bytes)
 
     async def submit(self, request: JobRequest) -> tuple[str, bool]:
         """(job id, created). created is False when a job with that id already exists."""
         job = await self.prepare(request)
-        return job.record["job_id"], await self.write(job)
+        return job.record.job_id, await self.write(job)
 
 
 class RedisCatalog:

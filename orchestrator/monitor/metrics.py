@@ -1,62 +1,174 @@
-"""Prometheus metrics, collected at scrape time from Redis (no global registry)."""
+"""Prometheus metrics: the process's job counters and histograms, loop lag and Redis round trip,
+plus what Redis says about every job and queue, collected at scrape time (no global registry).
+
+prometheus-client is imported by the first scrape, never by a process nobody scrapes. Names follow
+Prometheus conventions (`_total` counters, `_seconds`, base units); `promtool check metrics`
+passes on a live scrape (tests/monitor/test_metrics.py).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator.jobs.observer import Histogram, JobObserver
+from orchestrator.monitor.loop import LoopMonitor
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 
 class Metrics:
-    """A private registry per process, so tests and several apps never share state."""
+    """One per process.
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.jobs = Gauge("orchestrator_jobs", "Jobs by state (kept records)", ["state"], registry=self.registry)
-        self.queue_depth = Gauge(
-            "orchestrator_queue_depth", "Jobs waiting per queue", ["queue"], registry=self.registry
-        )
-        self.queue_running = Gauge(
-            "orchestrator_queue_running", "Jobs running per queue", ["queue"], registry=self.registry
-        )
-        self.worker_jobs = Gauge(
-            "orchestrator_worker_jobs_total", "Jobs this process finished", ["outcome"], registry=self.registry
-        )
-        self.up = Gauge("orchestrator_up", "1 when every component is healthy", registry=self.registry)
-        # -- change capture (cdc/poller.py status) --
-        self.cdc_delivered = Gauge(
-            "orchestrator_cdc_delivered_total",
-            "Jobs change capture enqueued, per rule",
-            ["rule"],
-            registry=self.registry,
-        )
-        self.cdc_lag = Gauge(
-            "orchestrator_cdc_lag_seconds", "Age of the newest change delivered, per rule", ["rule"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.cdc_rule_error = Gauge(
-            "orchestrator_cdc_rule_error", "1 when a rule reports an error", ["rule"], registry=self.registry
-        )
-        self.cdc_up = Gauge(
-            "orchestrator_cdc_up", "1 when change capture runs and reaches its database", registry=self.registry
-        )
+    Args:
+        redis: for the round-trip gauge.
+        observer: the workers' job counters (None for `--role leader`: no workers).
+        loop: the loop-lag probe.
+    """
 
-    def observe_cdc(self, cdc: dict[str, Any] | None) -> None:
-        """Change capture's status block (`{"enabled", "last_error", "rules": [...]}`) as gauges."""
-        cdc = cdc or {}
-        self.cdc_up.set(1 if cdc.get("enabled") and not cdc.get("last_error") else 0)
-        for rule in cdc.get("rules", []):
-            self.cdc_delivered.labels(rule["name"]).set(rule.get("delivered") or 0)
-            self.cdc_lag.labels(rule["name"]).set(rule.get("lag_s") or 0)
-            self.cdc_rule_error.labels(rule["name"]).set(1 if rule.get("last_error") else 0)
+    def __init__(self, redis: Redis, observer: JobObserver | None, loop: LoopMonitor | None) -> None:
+        self.redis = redis
+        self.observer = observer
+        self.loop = loop
 
-    def render(self, stats: dict[str, Any], worker: dict[str, Any], healthy: bool) -> bytes:
+    async def render(self, stats: dict[str, Any], status: dict[str, Any], *, healthy: bool) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        rtt = await self._redis_rtt()
+        families = list(self._families(stats, status, healthy, rtt))
+
+        class _Snapshot:
+            def collect(self) -> Iterable[Metric]:
+                return families
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot())
+        return generate_latest(registry)
+
+    async def _redis_rtt(self) -> float | None:
+        started = time.perf_counter()
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError):
+            return None
+        return time.perf_counter() - started
+
+    def _families(
+        self, stats: dict[str, Any], status: dict[str, Any], healthy: bool, rtt: float | None
+    ) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs by state (records kept in Redis)", labels=["state"])
         for state, n in stats["states"].items():
-            self.jobs.labels(state).set(n)
-        for queue, q in stats["queues"].items():
-            self.queue_depth.labels(queue).set(q["depth"])
-            self.queue_running.labels(queue).set(q["running"])
-        for outcome in ("completed", "failed", "retried"):
-            self.worker_jobs.labels(outcome).set(worker.get(outcome, 0))
-        self.up.set(1 if healthy else 0)
-        return generate_latest(self.registry)
+            jobs.add_metric([state], n)
+        yield jobs
+        for name, key, help_text in (
+            ("orchestrator_queue_depth", "depth", "Jobs waiting per queue"),
+            ("orchestrator_queue_running", "running", "Jobs running per queue (all instances)"),
+            ("orchestrator_queue_concurrency", "concurrency", "Configured concurrency per queue"),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["queue"])
+            for queue, q in stats["queues"].items():
+                family.add_metric([queue], q[key])
+            yield family
+
+        if self.observer is not None:
+            started = CounterMetricFamily(
+                "orchestrator_jobs_started", "Job attempts this process started", labels=["plugin", "queue"]
+            )
+            for (plugin, queue), n in sorted(self.observer.started.items()):
+                started.add_metric([plugin, queue], n)
+            yield started
+            finished = CounterMetricFamily(
+                "orchestrator_jobs_finished",
+                "Job attempts this process ended, by outcome (succeeded, failed, retried, cancelled, interrupted, "
+                "abandoned)",
+                labels=["plugin", "queue", "outcome"],
+            )
+            for (plugin, queue, outcome), n in sorted(self.observer.finished.items()):
+                finished.add_metric([plugin, queue, outcome], n)
+            yield finished
+            yield _histogram(
+                HistogramMetricFamily(
+                    "orchestrator_job_duration_seconds", "Job attempt run time per plugin", labels=["plugin"]
+                ),
+                self.observer.durations.items(),
+            )
+            yield _histogram(
+                HistogramMetricFamily(
+                    "orchestrator_job_wait_seconds",
+                    "Time from enqueued (or due) to started, per queue",
+                    labels=["queue"],
+                ),
+                self.observer.waits.items(),
+            )
+            yield _histogram(
+                HistogramMetricFamily(
+                    "orchestrator_plugin_launch_seconds",
+                    "From a run's start until its child had the request, per isolation mode",
+                    labels=["isolation"],
+                ),
+                self.observer.launches.items(),
+            )
+
+        if self.loop is not None:
+            yield GaugeMetricFamily(
+                "orchestrator_loop_lag_current_seconds", "Event-loop lag at the last probe", value=self.loop.current_s
+            )
+            yield _histogram(
+                HistogramMetricFamily("orchestrator_loop_lag_seconds", "Event-loop lag per probe", labels=[]),
+                [((), self.loop.histogram)],
+            )
+        if rtt is not None:
+            yield GaugeMetricFamily("orchestrator_redis_rtt_seconds", "Redis PING round trip at scrape time", value=rtt)
+        instances = (status.get("instances") or {}).values()
+        yield GaugeMetricFamily(
+            "orchestrator_instances",
+            "Instances alive (heartbeat present)",
+            value=sum(1 for i in instances if i["alive"]),
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_is_leader",
+            "1 when this instance holds the leader lease",
+            value=1 if status.get("is_leader") else 0,
+        )
+        components = GaugeMetricFamily("orchestrator_component_up", "1 while a component runs", labels=["component"])
+        for name, c in (status.get("components") or {}).items():
+            components.add_metric([name], 1 if c.get("state") in {"running", "standby"} else 0)
+        yield components
+        yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
+        yield from _cdc_families(status.get("cdc"))
+
+
+def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
+    """Change capture (cdc/poller.py), from its status block as the leader published it."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    cdc = cdc or {}
+    up = 1 if cdc.get("enabled") and not cdc.get("last_error") else 0
+    yield GaugeMetricFamily("orchestrator_cdc_up", "1 when change capture runs and reaches its database", value=up)
+    rules = cdc.get("rules") or []
+    delivered = CounterMetricFamily(
+        "orchestrator_cdc_delivered", "Jobs change capture enqueued, per rule", labels=["rule"]
+    )
+    lag = GaugeMetricFamily(
+        "orchestrator_cdc_lag_seconds", "Age of the newest change delivered, per rule", labels=["rule"]
+    )
+    errors = GaugeMetricFamily("orchestrator_cdc_rule_error", "1 when a rule reports an error", labels=["rule"])
+    for rule in rules:
+        delivered.add_metric([rule["name"]], rule.get("delivered") or 0)
+        lag.add_metric([rule["name"]], rule.get("lag_s") or 0)
+        errors.add_metric([rule["name"]], 1 if rule.get("last_error") else 0)
+    yield from (delivered, lag, errors)
+
+
+def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
+    for label, h in items:
+        labels = list(label) if isinstance(label, tuple) else [label]
+        family.add_metric(labels, h.cumulative(), h.total)
+    return family

@@ -36,6 +36,7 @@ class RunResult:
     duration_s: float = 0.0
     log_tail: str = ""
     pid: int | None = None
+    launch_s: float | None = None  # from the run's start until the child had its request
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

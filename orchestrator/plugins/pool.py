@@ -96,6 +96,7 @@ class ChildPool:
         if child is None:
             child = await self._spawn()
         job = child.start(payload, capture)
+        launch_s = time.monotonic() - started
         timed_out = False
         try:
             try:
@@ -117,7 +118,7 @@ class ChildPool:
             exit_code = 0 if reply["ok"] else 1  # what a one-shot shim would have exited with
         elif not job.replied and child.transport is not None:
             exit_code = child.transport.get_returncode()
-        return outcome(
+        result = outcome(
             raw=job.line,
             reply=reply,
             too_large=job.too_large,
@@ -128,6 +129,8 @@ class ChildPool:
             log_tail=capture.tail(),
             pid=child.pid,
         )
+        result.launch_s = launch_s
+        return result
 
     async def _end(self, child: PooledChild, job: Job, *, reuse: bool) -> None:
         """Detach the job from its child; keep the child for the next job or stop it."""

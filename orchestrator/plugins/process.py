@@ -131,19 +131,31 @@ async def spawn_child(
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
     try:
-        transport, _ = await loop.subprocess_exec(
-            lambda: cast(asyncio.SubprocessProtocol, proto),
-            *cmd,
-            str(write_fd),
-            *extra_args,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,  # own process group: one killpg reaches every descendant
-            pass_fds=(write_fd, *pass_fds),
+        starting = loop.create_task(
+            loop.subprocess_exec(
+                lambda: cast(asyncio.SubprocessProtocol, proto),
+                *cmd,
+                str(write_fd),
+                *extra_args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # own process group: one killpg reaches every descendant
+                pass_fds=(write_fd, *pass_fds),
+            )
         )
+        try:
+            transport, _ = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # uvloop's subprocess_exec, cancelled mid-start, closes the half-started child without
+            # waiting for it (it exits a moment later, on its stdin's EOF): let the start finish,
+            # then stop and reap the child here, so no caller sees it outlive its cancelled spawn.
+            with contextlib.suppress(Exception):
+                started, _ = await starting
+                await _kill_and_reap(started, proto)
+            raise
     except BaseException as e:
         os.close(read_fd)
         if isinstance(e, OSError):
@@ -160,13 +172,18 @@ async def spawn_child(
                 with contextlib.suppress(OSError):
                     pipe.close()
         finally:
-            killpg(transport.get_pid(), signal.SIGKILL)
-            transport.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_S):
-                    await asyncio.shield(proto.exited)  # reaped, not only signalled
+            await _kill_and_reap(transport, proto)
         raise
     return transport, result_transport
+
+
+async def _kill_and_reap(transport: asyncio.SubprocessTransport, proto: Spawnable) -> None:
+    """SIGKILL a child that never got its request, and wait (bounded) until it is reaped."""
+    killpg(transport.get_pid(), signal.SIGKILL)
+    transport.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            await asyncio.shield(proto.exited)  # reaped, not only signalled
 
 
 async def spawn_oneshot(
@@ -185,9 +202,11 @@ async def run_oneshot(
     """Send the request and wait for the child to exit; timeout or cancellation stops its group."""
     pid, proto = child.pid, child.proto
     timed_out = False
+    launch_s: float | None = None
     try:
         # a cast, not an isinstance check: uvloop's pipe transports are not asyncio classes
         stdin = cast(asyncio.WriteTransport, child.transport.get_pipe_transport(0))
+        launch_s = time.monotonic() - started
         try:
             stdin.write(payload)  # stdin stays open afterwards: it is the child's lifeline
         except (RuntimeError, OSError) as e:
@@ -214,7 +233,7 @@ async def run_oneshot(
         finally:
             child.close()
     raw = child.result.line()
-    return outcome(
+    result = outcome(
         raw=raw,
         reply=await decode(raw),
         too_large=child.result.too_large,
@@ -225,6 +244,8 @@ async def run_oneshot(
         log_tail=proto.capture.tail(),
         pid=pid,
     )
+    result.launch_s = launch_s
+    return result
 
 
 class Spares:

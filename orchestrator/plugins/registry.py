@@ -85,7 +85,6 @@ class PluginRegistry:
         self.envs = envs
         self._plugins: dict[str, PluginInfo] = {}
         # enable/disable at run time outlives a reload of the manifest
-        self._enabled_overrides: dict[str, bool] = {}
 
     def get(self, name: str) -> PluginInfo | None:
         return self._plugins.get(name)
@@ -123,17 +122,6 @@ class PluginRegistry:
             return
         self._plugins[name] = info
         _log_problems(info)
-
-    def set_enabled(self, name: str, enabled: bool) -> PluginInfo:
-        """Enable or disable a plugin at run time (kept across reloads, not across restarts).
-
-        Raises:
-            NotFoundError: unknown plugin.
-        """
-        info = self._require(name)
-        self._enabled_overrides[name] = enabled
-        self._plugins[name] = info = replace(info, enabled=enabled)
-        return info
 
     async def ensure_ready(self, name: str, *, on_progress: Callable[[str], None] | None = None) -> PluginInfo:
         """Build the plugin's venv if needed and return its (ready) entry.
@@ -228,7 +216,8 @@ class PluginRegistry:
             reason=None if python else NOT_BUILT,
             warnings=warnings,
             venv=self.envs.venv_path(key) if key else None,
-            enabled=self._enabled_overrides.get(manifest.name, manifest.enabled),
+            # the manifest's default; the live switch is the Redis flag every instance reads
+            enabled=manifest.enabled,
             python=python,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import json
 import sys
@@ -118,7 +119,7 @@ class Rig:
         ids = [i.decode() for i in await self.store.redis.zrange(Keys.all_jobs, 0, -1)]
         ids = [i for i in ids if i.startswith("cdc:")]
         records = await self.store.get_many(ids)
-        return {i: r for i, r in zip(ids, records, strict=True) if r is not None}
+        return {i: dataclasses.asdict(r) for i, r in zip(ids, records, strict=True) if r is not None}
 
     async def events(self, plugin: str | None = None) -> list[dict[str, Any]]:
         """The change events of the cdc jobs (of one plugin), by change id order."""

@@ -287,7 +287,9 @@ async def test_a_changelog_created_again_continues_above_the_delivered_position(
     from orchestrator.app import cdc_admin
     from orchestrator.client import connect_redis
 
-    settings = cdc_settings(tmp_path, redis_url, mysql_url, [{"name": "all", "table": "orders", "plugins": ["recorder"]}])
+    settings = cdc_settings(
+        tmp_path, redis_url, mysql_url, [{"name": "all", "table": "orders", "plugins": ["recorder"]}]
+    )
     await sql(settings, ORDERS)
     await install(settings)
     async with capture(settings) as rig:

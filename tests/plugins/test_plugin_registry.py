@@ -118,18 +118,14 @@ async def test_reload_one_plugin(make_plugin: MakePlugin, registry: PluginRegist
     assert b is not None and b.state == "invalid"
 
 
-async def test_enable_disable_survives_reload(make_plugin: MakePlugin, registry: PluginRegistry) -> None:
+async def test_the_manifest_enabled_flag_is_the_default(make_plugin: MakePlugin, registry: PluginRegistry) -> None:
+    """The manifest's `enabled` is the default; the live switch is the Redis flag (tests/jobs/test_jobs.py)."""
     make_plugin("a", GOOD)
     make_plugin("off", GOOD, enabled=False)
     await registry.load()
-    off = registry.get("off")
+    off, a = registry.get("off"), registry.get("a")
     assert off is not None and not off.enabled and off.state == "ready"
-    assert not registry.set_enabled("a", False).enabled
-    await registry.reload()
-    a = registry.get("a")
-    assert a is not None and not a.enabled
-    with pytest.raises(NotFoundError):
-        registry.set_enabled("nope", True)
+    assert a is not None and a.enabled
 
 
 async def test_ensure_ready_refuses_invalid_and_unknown(make_plugin: MakePlugin, registry: PluginRegistry) -> None:

@@ -127,27 +127,31 @@ class ChangelogReader:
         return [_changelog_change(row) for row in rows]
 
     async def trim(self, conn: Connection, upto: int, retention_s: float, *, batch: int = 2000) -> int:
-        """Delete delivered rows older than the retention, in small batches.
+        """Delete delivered rows older than the retention, oldest first, in small batches.
 
-        The ids are read first (a plain consistent read) and deleted by primary key: a range DELETE
-        would scan into the next row, and when that row belongs to a transaction still open (a hole
-        just above the watermark) the DELETE would wait on its lock and stall the poller.
+        Rows are walked in id order (the changelog has no index on its time: every captured write
+        would pay for one) and deleted up to the first one still inside the retention. The ids are
+        read first (a plain consistent read) and deleted by primary key: a range DELETE would scan
+        into the next row, and when that row belongs to a transaction still open (a hole just above
+        the watermark) the DELETE would wait on its lock and stall the poller.
         """
         total = 0
         while True:
             rows = await fetchall(
                 conn,
-                f"SELECT id FROM {qualified(self.changelog)} WHERE id <= %s "
-                "AND created_at < NOW(6) - INTERVAL %s MICROSECOND ORDER BY id LIMIT %s",
-                (upto, int(retention_s * 1_000_000), batch),
+                f"SELECT id, created_at < NOW(6) - INTERVAL %s MICROSECOND FROM {qualified(self.changelog)} "
+                "WHERE id <= %s ORDER BY id LIMIT %s",
+                (int(retention_s * 1_000_000), upto, batch),
             )
-            if not rows:
-                return total
-            ids = [int(r[0]) for r in rows]
-            async with conn.cursor() as cur:
-                total += int(
-                    await cur.execute(f"DELETE FROM {qualified(self.changelog)} WHERE id IN %s", (tuple(ids),))
-                )
+            ids = []
+            for change_id, old in rows:
+                if not old:
+                    break
+                ids.append(int(change_id))
+            if ids:
+                async with conn.cursor() as cur:
+                    sql = f"DELETE FROM {qualified(self.changelog)} WHERE id IN %s"
+                    total += int(await cur.execute(sql, (tuple(ids),)))
             if len(ids) < batch:
                 return total
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.cdc.model import CdcKeys, Change, job_id
-from orchestrator.cdc.rules import Rule
+from orchestrator.cdc.rules import Matcher, Rule, compile_matcher
 from orchestrator.errors import FencedError, JobError, PluginError
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.state import Checkpoint
@@ -52,6 +52,7 @@ class Delivery:
         self.lease = lease
         self._templates: dict[tuple[str, str], PreparedJob | str] = {}
         self._seq = 0
+        self._matchers: dict[str, Matcher] = {}
         self.plugin_errors: dict[str, str] = {}  # rule -> why some of its jobs could not be made
 
     def new_round(self) -> None:
@@ -87,7 +88,10 @@ class Delivery:
     async def add(self, batch: Round, change: Change, rules: Iterable[Rule]) -> None:
         """The jobs `change` makes for every rule that matches it."""
         for rule in rules:
-            if not rule.matches(change.operation, change.row, change.before):
+            match = self._matchers.get(rule.name)
+            if match is None:
+                match = self._matchers[rule.name] = compile_matcher(rule)
+            if not match(change.operation, change.row, change.before):
                 continue
             batch.matched[rule.name] = batch.matched.get(rule.name, 0) + 1
             batch.newest[rule.name] = max(batch.newest.get(rule.name, 0.0), change.changed_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 
@@ -42,8 +43,12 @@ class Change:
             "row": self.row,
             "before": self.before,
             "change_id": self.change_id,
-            "commit_time": datetime.fromtimestamp(self.changed_at, UTC).isoformat(timespec="microseconds"),
+            "commit_time": self.commit_time,
         }
+
+    @cached_property
+    def commit_time(self) -> str:
+        return datetime.fromtimestamp(self.changed_at, UTC).isoformat(timespec="microseconds")
 
 
 def job_id(rule: str, change_id: str, plugin: str) -> str:

@@ -21,9 +21,10 @@ This module imports nothing of the project (config.py builds Settings from it), 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
 Mode = Literal["changelog", "timestamp"]
@@ -58,7 +59,6 @@ class Condition(BaseModel):
     column: str
     op: ConditionOp
     value: Any = None
-    _expected_cache: frozenset[Any] | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -95,20 +95,42 @@ class Condition(BaseModel):
                 # INSERT and DELETE have one image: nothing "changed" between two
                 return False
             return (_norm(row.get(self.column)) != _norm(before.get(self.column))) is self.value
-        raw = row.get(self.column)
-        expected = self._expected
-        if type(raw) is str and raw in expected:  # the common case: text equal as written
-            return self.op != "not"
-        value = _norm(raw)
-        return (value in expected) is (self.op != "not")
+        return _value_test(self)(row.get(self.column))
 
-    @property
-    def _expected(self) -> frozenset[Any]:
-        """The normalised values an equals/in/not condition compares with (built once)."""
-        if self._expected_cache is None:
-            values = self.value if self.op == "in" else [self.value]
-            self._expected_cache = frozenset(_norm(v) for v in values if _hashable(v))
-        return self._expected_cache
+
+def _value_test(condition: Condition) -> Callable[[Any], bool]:
+    """An equals/in/not condition as a function of the column's value, its values normalised once."""
+    values = condition.value if condition.op == "in" else [condition.value]
+    expected = frozenset(_norm(v) for v in values if _hashable(v))
+    wanted = condition.op != "not"
+
+    def test(raw: Any) -> bool:
+        if type(raw) is str and raw in expected:  # the common case: text equal as written
+            return wanted
+        return (_norm(raw) in expected) is wanted
+
+    return test
+
+
+Matcher = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], bool]
+
+
+def compile_matcher(rule: Rule) -> Matcher:
+    """`rule.matches` as one closure with everything precomputed (the poller calls it per change)."""
+    operations = frozenset(rule.operations)
+    value_tests = [(c.column, _value_test(c)) for c in rule.conditions if c.op != "changed"]
+    changed = [c for c in rule.conditions if c.op == "changed"]
+
+    def match(operation: str, row: dict[str, Any] | None, before: dict[str, Any] | None) -> bool:
+        if operation not in operations:
+            return False
+        image = row if row is not None else (before or {})
+        for column, test in value_tests:
+            if not test(image.get(column)):
+                return False
+        return all(c.test(operation, image, before) for c in changed)
+
+    return match
 
 
 def _hashable(value: Any) -> bool:
@@ -250,10 +272,7 @@ class Rule(BaseModel):
         return all(ok for _, ok in checks), checks
 
     def matches(self, operation: str, row: dict[str, Any] | None, before: dict[str, Any] | None) -> bool:
-        if operation not in self.operations:
-            return False
-        image = row if row is not None else (before or {})
-        return all(c.test(operation, image, before) for c in self.conditions)
+        return compile_matcher(self)(operation, row, before)
 
 
 class SeedTable(BaseModel):

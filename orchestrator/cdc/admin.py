@@ -15,11 +15,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from orchestrator.cdc import changelog as cl
+from orchestrator.cdc.changelog import changelog_table
 from orchestrator.cdc.db import Connection, connect, fetchall, json_value, qualified, quote, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change, job_id
-from orchestrator.cdc.poller import changelog_table
 from orchestrator.cdc.readers import ChangelogReader, TsCursor, after_clause
 from orchestrator.cdc.rules import Rule
 from orchestrator.config import Settings

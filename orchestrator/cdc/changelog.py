@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.cdc.db import Connection, TableInfo, execute, fetchall, qualified, quote, split_table, table_info
+from orchestrator.cdc.rules import CdcSettings
 
 DEFAULT_CHANGELOG = "orch_changelog"
 _TRIGGER_PREFIX = "orch_cdc_"
@@ -199,3 +200,13 @@ async def ids_behind(conn: Connection, changelog: str, high: int) -> str | None:
         f"changelog {changelog} gives out ids from {next_id} but {high} were delivered already: it was created "
         f"again; run `ALTER TABLE {changelog} AUTO_INCREMENT = {high + 1}`"
     )
+
+
+def changelog_table(settings: CdcSettings, default_db: str | None) -> str:
+    name = settings.changelog_table or DEFAULT_CHANGELOG
+    if "." in name:
+        return name
+    if not default_db:
+        msg = "cdc.changelog_table: give it as db.table (DATABASE_URL names no database)"
+        raise ValueError(msg)
+    return f"{default_db}.{name}"

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,8 @@ from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor, TrxInfo
 from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
-from orchestrator.cdc.rules import CdcSettings, Rule
+from orchestrator.cdc.rules import CdcSettings
+from orchestrator.cdc.status import CaptureOff, RuleState
 from orchestrator.components import BaseComponent, Component, ComponentHealth
 from orchestrator.config import MySQLParams, Settings
 from orchestrator.errors import ChangeFeedError, FencedError
@@ -44,47 +45,6 @@ logger = logging.getLogger(__name__)
 _SCHEMA_CHECK_S = 5.0
 _TRIM_EVERY_S = 30.0
 _FIRST_BACKOFF_S = 0.2
-
-
-def changelog_table(settings: CdcSettings, default_db: str | None) -> str:
-    name = settings.changelog_table or cl.DEFAULT_CHANGELOG
-    if "." in name:
-        return name
-    if not default_db:
-        msg = "cdc.changelog_table: give it as db.table (DATABASE_URL names no database)"
-        raise ValueError(msg)
-    return f"{default_db}.{name}"
-
-
-@dataclass
-class RuleState:
-    rule: Rule
-    table: str  # db.table
-    enabled: bool
-    delivered: int = 0
-    matched: int = 0
-    lag_s: float | None = None
-    schema_error: str | None = None
-    source_error: str | None = None
-    position: Any = None
-
-    @property
-    def last_error(self) -> str | None:
-        return self.schema_error or self.source_error
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.rule.name,
-            "table": self.table,
-            "mode": self.rule.mode,
-            "enabled": self.enabled,
-            "position": self.position,
-            "lag_s": round(self.lag_s, 3) if self.lag_s is not None else None,
-            "delivered": self.delivered,
-            "matched": self.matched,
-            "plugins": self.rule.plugins,
-            "last_error": self.last_error,
-        }
 
 
 class _TsSource:
@@ -129,7 +89,7 @@ class ChangePoller(BaseComponent):
         self.redis = redis
         self.clock = clock
         self.delivery = Delivery(submitter, lease)
-        self.changelog = changelog_table(settings, mysql.db)
+        self.changelog = cl.changelog_table(settings, mysql.db)
         self.reader = ChangelogReader(self.changelog, read_size=settings.batch_size * 10)
         self.probe = TrxProbe()
         self.states: list[RuleState] = []
@@ -238,7 +198,7 @@ class ChangePoller(BaseComponent):
             await self._guard(conn, [s for s in self.states if s.rule.mode == "changelog"], self._changelog_round)
         for source in self.ts_sources.values():
             if source.state.enabled and source.state.schema_error is None and source.reader is not None:
-                await self._guard(conn, [source.state], lambda c, s=source: self._ts_round(c, s))  # type: ignore[misc]
+                await self._guard(conn, [source.state], functools.partial(self._ts_round, source=source))
         for state in self.states:
             plugin_error = self.delivery.plugin_errors.get(state.rule.name)
             if plugin_error and state.source_error is None:
@@ -472,26 +432,6 @@ class ChangePoller(BaseComponent):
                 "rules": [s.to_json() for s in self.states],
             }
         }
-
-
-def disabled_status(reason: str) -> dict[str, Any]:
-    """What `/status` shows when change capture does not run here."""
-    return {"cdc": {"enabled": False, "reason": reason, "rules": []}}
-
-
-class CaptureOff(BaseComponent):
-    """Stands in for the poller when change capture does not run, so `/status` says why."""
-
-    name = "cdc"
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def status(self) -> dict[str, Any]:
-        return disabled_status(self.reason)
 
 
 def build_capture(settings: Settings, submitter: Submitter, lease: LeaderLease, redis: Redis) -> Component:

@@ -35,6 +35,8 @@ from orchestrator.jobs.observer import JobObserver
 from orchestrator.jobs.plugin_reload import PluginReloader
 from orchestrator.jobs.queue import WorkerPool
 from orchestrator.jobs.runner import JobRunner
+from orchestrator.jobs.schedule_store import ScheduleStore
+from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.monitor.context import MonitorContext
@@ -204,7 +206,7 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
 
 async def cdc_admin(settings: Settings, redis: ArqRedis, registry: PluginRegistry | None) -> CdcAdmin:
     """Change capture for the CLI (`orchestrator cdc ...`): rules, install, test, replay, snapshot."""
-    return CdcAdmin(settings, redis, await build_client(settings, redis, registry)._submitter())
+    return CdcAdmin(settings, redis, await build_client(settings, redis, registry).submitter())
 
 
 @dataclass
@@ -358,6 +360,11 @@ class Orchestrator:
         if pool is not None:
             components.append(pool)
         components.append(Housekeeping(parts.store))
+        # schedules (begin): leader-only; config schedules are synced when this instance starts leading
+        components.append(
+            Scheduler(ScheduleStore(parts.redis), parts.client.submitter, lease, config=settings.schedules)
+        )
+        # schedules (end)
         # -- change capture (cdc/): the poller on the leader, or a stand-in saying why it is off --
         submitter = Submitter(
             parts.store, RegistryCatalog(parts.registry, parts.store), set(settings.queues), job_defaults(settings)

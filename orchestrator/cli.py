@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import cli_compat, commands, commands_cdc, commands_top
+from orchestrator import cli_compat, commands, commands_cdc, commands_schedules, commands_top
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import (
     ConfigError,
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--json", action="store_true")
     commands_top.add_parser(sub)  # issue 13: orchestrator top
     cli_compat.add_parsers(sub, _params_options)
+    commands_schedules.add_parser(sub)  # schedules
     commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
     return parser
 
@@ -169,6 +170,7 @@ HANDLERS: dict[str, Handler] = {
     "batch": commands.batch,
     "jobs": commands.jobs,
     "top": commands_top.top,
+    "schedules": commands_schedules.run,  # schedules
     **cli_compat.HANDLERS,
     "cdc": commands_cdc.run,
 }

@@ -11,6 +11,7 @@ and queue names are read from what running instances publish in Redis.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import time
@@ -22,9 +23,11 @@ from typing import Any, Self, cast
 from arq.connections import ArqRedis
 
 from orchestrator.errors import ConflictError, JobError, NotFoundError
+from orchestrator.jobs import schedule_store
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.leader import read_leader
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
+from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 
@@ -116,7 +119,7 @@ class Client:
         self._published_queues = (time.monotonic(), queues) if queues else None
         return queues
 
-    async def _submitter(self) -> Submitter:
+    async def submitter(self) -> Submitter:
         return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults)
 
     # -- jobs --
@@ -145,16 +148,16 @@ class Client:
             source=source,
             context=context or {},
         )
-        new_id, created = await (await self._submitter()).submit(request)
+        new_id, created = await (await self.submitter()).submit(request)
         return Triggered(new_id, created)
 
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        return await submit_batch(await self._submitter(), parse_batch(entries))
+        return await submit_batch(await self.submitter(), parse_batch(entries))
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
-        return await batch_status(await self._submitter(), batch_id)
+        return await batch_status(await self.submitter(), batch_id)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         record = await self.store.get(job_id)
@@ -213,7 +216,7 @@ class Client:
             retry_of=job_id,
             context=record.context or {},
         )
-        new_id, _ = await (await self._submitter()).submit(request)
+        new_id, _ = await (await self.submitter()).submit(request)
         await self.store.redis.hset(Keys.job(job_id), "retried_as", new_id)  # type: ignore[misc]
         return new_id
 
@@ -399,3 +402,52 @@ class Client:
         return [{"id": entry_id, "stream": stream, "line": line} for entry_id, stream, line in entries]
 
     # -- end of the read side of issue 13 ----------------------------------------------------------
+
+    # -- schedules (begin): orchestrator/jobs/schedule_store.py does the work --
+    def _schedules(self) -> ScheduleStore:
+        return ScheduleStore(self.redis)
+
+    async def add_schedule(
+        self, schedule: Mapping[str, Any] | None = None, *, replace: bool = False, **fields: Any
+    ) -> dict[str, Any]:
+        """Validate and store a schedule; returns it as `list_schedules` shows it.
+
+        Takes `{"id", "plugin", "params", "cron" | "every", "timezone", "queue", "priority",
+        "misfire_grace_s", "overlap", "enabled"}` (as a dict or keywords), and the seed's
+        `add_scheduled_task({"plugin": ..., "params": ..., "cron": "0 2 * * *"})` shape (the id is then
+        derived from the definition). Raises JobError / ParamsError with the reason; nothing is stored.
+        """
+        data = {**(schedule or {}), **fields}
+        stored = await schedule_store.add(self._schedules(), await self.submitter(), data, replace=replace)
+        return await self.get_schedule(stored.spec.id)
+
+    async def add_scheduled_task(self, task: Mapping[str, Any]) -> str:
+        """The seed's name: `add_schedule` for its dict; returns the schedule id."""
+        return str((await self.add_schedule(task))["id"])
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        await schedule_store.remove(self._schedules(), schedule_id)
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        await self._schedules().set_enabled(schedule_id, False)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        await self._schedules().set_enabled(schedule_id, True)
+
+    async def run_schedule(self, schedule_id: str) -> str:
+        """Fire once now (whatever the trigger, pause or overlap); returns the job id."""
+        return await schedule_store.run_now(self._schedules(), await self.submitter(), schedule_id)
+
+    async def list_schedules(self) -> builtins.list[dict[str, Any]]:
+        return await self._schedules().describe()
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        await self._schedules().get(schedule_id)  # NotFoundError
+        return (await self._schedules().describe([schedule_id]))[0]
+
+    async def schedule_history(self, schedule_id: str, *, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Newest first: fires with their job ids, states and durations, skipped slots, overlap skips."""
+        await self._schedules().get(schedule_id)
+        return await self._schedules().history(schedule_id, limit)
+
+    # -- schedules (end) --

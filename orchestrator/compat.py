@@ -112,6 +112,16 @@ def execute_plugin(
     return _call(go)
 
 
+def add_scheduled_task(task: dict[str, Any]) -> str:
+    """The seed's dict shape (`{"plugin", "params", "cron": "0 2 * * *"}` or `"every"`); returns the
+    schedule id. A bad cron, unknown plugin or bad params raise, and nothing is stored."""
+
+    async def go(client: Client) -> str:
+        return await client.add_scheduled_task(task)
+
+    return _call(go)
+
+
 def enable_plugin(plugin_name: str) -> bool:
     async def go(client: Client) -> bool:
         await client.set_enabled(plugin_name, True)

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from orchestrator.cdc.rules import CdcSettings  # change capture: the [cdc] section (a leaf module)
 from orchestrator.errors import ConfigError
+from orchestrator.jobs.schedules import ScheduleSpec  # schedules: a leaf module (pydantic + croniter)
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "mariadb", "mariadb+pymysql"}
@@ -134,6 +135,21 @@ class Settings(BaseSettings):
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
     plugin_prestart: bool = _alias("ORCH_PLUGIN_PRESTART", default=True)
     plugin_spare_idle_s: Annotated[float, Field(gt=0)] = _alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
+
+    # -- schedules (begin) --
+    # `[[schedules]]` in TOML (or ORCH_SCHEDULES as a JSON list): re-read at every start by the leader.
+    schedules: list[ScheduleSpec] = Field(default_factory=list, validation_alias=AliasChoices("ORCH_SCHEDULES"))
+
+    @field_validator("schedules", mode="after")
+    @classmethod
+    def _config_schedules(cls, value: list[ScheduleSpec]) -> list[ScheduleSpec]:
+        ids = [s.id for s in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            msg = f"schedule id(s) given twice: {', '.join(dupes)}"
+            raise ValueError(msg)
+        return [s.model_copy(update={"origin": "config"}) for s in value]
+
+    # -- schedules (end) --
 
     # -- change capture (cdc/rules.py): [[cdc.rules]], [cdc.monitored_tables] --
     cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _PUBLISH_EVERY_S = 2.0
+_REPUBLISH_S = 30.0
 
 
 @dataclass
@@ -103,13 +105,20 @@ class Supervisor:
                 publish.cancel()
 
     async def _publish(self, slot: Slot) -> None:
+        """Publish when the status changed (checked every 2 s), and at least every 30 s."""
+        loop = asyncio.get_running_loop()
+        last, last_at = "", 0.0
         while True:
             fence = self.lease.fence()
             if fence is not None:
-                try:
-                    await self.lease.publish(slot.component.name, await slot.component.status(), fence)
-                except (RedisError, OSError, FencedError) as e:
-                    logger.debug("status of %s not published: %s", slot.component.name, e)
+                status = await slot.component.status()
+                text = json.dumps(status, sort_keys=True, default=str)
+                if text != last or loop.time() - last_at >= _REPUBLISH_S:
+                    try:
+                        await self.lease.publish(slot.component.name, status, fence)
+                        last, last_at = text, loop.time()
+                    except (RedisError, OSError, FencedError) as e:
+                        logger.debug("status of %s not published: %s", slot.component.name, e)
             await asyncio.sleep(_PUBLISH_EVERY_S)
 
     async def _drain(self, timeout_s: float) -> None:

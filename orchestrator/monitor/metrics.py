@@ -142,9 +142,41 @@ class Metrics:
             components.add_metric([name], 1 if c.get("state") in {"running", "standby"} else 0)
         yield components
         yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
-        yield from _cdc_families(status.get("cdc"))
+        yield from _schedule_families(status.get("schedules") or [])  # schedules
+        yield from _cdc_families(status.get("cdc"))  # change capture
 
 
+# -- schedules (begin) --
+_SCHEDULE_COUNTERS = (
+    ("fires", "Jobs a schedule enqueued"),
+    ("misfires", "Slots a schedule skipped: missed by more than its misfire grace"),
+    ("overlap_skips", "Slots skipped because the schedule's previous run was still queued or running"),
+    ("errors", "Slots whose job was refused (unknown plugin, bad params, disabled plugin)"),
+)
+
+
+def _schedule_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per schedule, as the leader counted them in Redis and published in its status."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for key, help_text in _SCHEDULE_COUNTERS:
+        family = CounterMetricFamily(f"orchestrator_schedule_{key}", help_text, labels=["schedule"])
+        for row in rows:
+            family.add_metric([str(row["id"])], float(row.get(key) or 0))
+        yield family
+
+
+# -- schedules (end) --
+
+
+def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
+    for label, h in items:
+        labels = list(label) if isinstance(label, tuple) else [label]
+        family.add_metric(labels, h.cumulative(), h.total)
+    return family
+
+
+# -- change capture (begin) --
 def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
     """Change capture (cdc/poller.py), from its status block as the leader published it."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -167,8 +199,4 @@ def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
     yield from (delivered, lag, errors)
 
 
-def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
-    for label, h in items:
-        labels = list(label) if isinstance(label, tuple) else [label]
-        family.add_metric(labels, h.cumulative(), h.total)
-    return family
+# -- change capture (end) --

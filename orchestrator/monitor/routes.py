@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
+from orchestrator.monitor import schedules_api  # schedules
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ERRORS = {
@@ -98,6 +99,7 @@ ROUTES: tuple[Route, ...] = (
           query=m.ThroughputQuery),
     Route("GET", "/api/finished", d.finished, "the last jobs that reached a final state", m.JobOut, many=True,
           query=m.FinishedQuery),
+    *schedules_api.routes(Route),  # schedules
 )  # fmt: skip
 
 

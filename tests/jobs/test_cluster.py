@@ -126,7 +126,7 @@ async def test_a_paused_leader_loses_the_lease_and_its_old_token_is_refused(
 
     # a leader-only write made under a's old token is refused, and writes nothing
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
-        submitter = await client._submitter()
+        submitter = await client.submitter()
         job = await submitter.prepare(JobRequest("probe", job_id="late-write", source="schedule"))
         with pytest.raises(FencedError):
             await submitter.write_many([job], fence=Fence(old_token), checkpoint=Checkpoint("late", {"x": "1"}))

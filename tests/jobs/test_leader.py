@@ -85,7 +85,7 @@ async def test_a_stale_token_is_refused_and_nothing_is_written(
     registry, _ = build_registry(settings)
     await registry.load()
     client = build_client(settings, redis, registry)  # type: ignore[arg-type]
-    submitter: Submitter = await client._submitter()
+    submitter: Submitter = await client.submitter()
 
     old = LeaderLease(redis, "old", ttl_s=1.0)
     await old._step()

@@ -133,5 +133,9 @@ def test_the_old_python_calls(server: Server, old_env: dict[str, str]) -> None:
     assert compat.enable_plugin("probe") is True
     assert compat.reload_plugin("probe") is True
 
+    schedule_id = compat.add_scheduled_task({"plugin": "probe", "params": {"name": "nightly"}, "cron": "0 2 * * *"})
+    listed = _cli(old_env, "schedules", "list", "--json")
+    assert listed.returncode == 0 and schedule_id in {s["id"] for s in json.loads(listed.stdout)}
+
     health = compat.health_check()
     assert health["status"] == "healthy" and health["instances"] == 1 and health["leader"] is not None

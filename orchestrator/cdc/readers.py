@@ -110,6 +110,9 @@ class ChangelogReader:
         changes = [_changelog_change(row) for row in rows]
         full = len(rows) >= size
         read_upto = changes[-1].seq if full else (1 << 63)
+        if len(ranges) < len(cursor.holes):
+            # holes past the ones read this time must not be closed on this read's evidence
+            read_upto = min(read_upto, ranges[-1].hi)
         seen_at = None
         expected = cursor.high + 1
         for change in changes:

@@ -1,8 +1,12 @@
-"""The gap-aware cursor's rules, without a database (the real-DB cases are in test_capture.py)."""
+"""The gap-aware cursor's rules (the out-of-order commits themselves are in test_capture.py)."""
 
 from __future__ import annotations
 
-from orchestrator.cdc.gaps import TRX_CACHE_S, GapCursor, Hole, TrxInfo
+from pathlib import Path
+
+from orchestrator.cdc.gaps import MAX_HOLES_PER_READ, TRX_CACHE_S, GapCursor, Hole, TrxInfo
+from orchestrator.cdc.readers import ChangelogReader
+from tests.cdc.helpers import cdc_settings, db_connect, install, sql
 
 
 def test_ids_skipped_become_holes_and_late_ids_fill_them() -> None:
@@ -45,3 +49,23 @@ def test_the_position_survives_a_round_trip_through_json() -> None:
     cursor = GapCursor().advance([1, 4, 9], seen_at=100.5)
     assert GapCursor.from_json(cursor.to_json()) == cursor
     assert GapCursor.from_json(None) == GapCursor()
+
+
+async def test_holes_beyond_the_ones_a_read_covers_are_not_closed_on_its_evidence(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [{"name": "all", "table": "t", "plugins": ["recorder"]}])
+    await sql(settings, "CREATE TABLE t (id INT PRIMARY KEY)")
+    await install(settings)
+    ids = list(range(1, 2 * (MAX_HOLES_PER_READ + 10), 2))  # every other id missing: more holes than a read takes
+    cursor = GapCursor().advance(ids, seen_at=100.0)
+    assert len(cursor.holes) > MAX_HOLES_PER_READ
+    reader = ChangelogReader(f"{settings.mysql_params().db}.orch_changelog", read_size=5000)  # type: ignore[union-attr]
+    conn = await db_connect(settings, autocommit=True)
+    try:
+        read = await reader.read(conn, cursor)
+    finally:
+        conn.close()
+    assert not read.full and read.read_upto == cursor.holes[MAX_HOLES_PER_READ - 1].hi
+    closed, n = cursor.close(TrxInfo(now=200.0, oldest_started=None), read_upto=read.read_upto, timeout_s=300)
+    assert n == MAX_HOLES_PER_READ and len(closed.holes) == len(cursor.holes) - MAX_HOLES_PER_READ

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import signal
+from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,13 @@ async def test_the_plugin_receives_the_change_event_and_status_and_metrics_show_
         "last_error": None,
     }
     assert 'orchestrator_cdc_delivered_total{rule="orders"} 2.0' in metrics
+    assert "orchestrator_cdc_up 1.0" in metrics
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/test installs Debian's prometheus package")
+    proc = await asyncio.create_subprocess_exec(promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    out, err = await proc.communicate(metrics.encode())
+    assert proc.returncode == 0, (out + err).decode()
 
 
 async def test_without_database_url_change_capture_is_off_and_says_so(tmp_path: Path, redis_url: str) -> None:

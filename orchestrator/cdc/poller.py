@@ -294,15 +294,8 @@ class ChangePoller(BaseComponent):
             for state in self.states:
                 if state.rule.mode == "changelog":
                     state.position = self.cursor.low
-        except asyncio.CancelledError:
-            if in_flight is not None:
-                in_flight.cancel()  # the position it carries was not taken in: a restart replays it
-            raise
-        except BaseException:
-            if in_flight is not None and not in_flight.done():
-                # a read failed while a write was on its way: let the write land (or fail) first
-                with contextlib.suppress(Exception):
-                    await in_flight
+        except BaseException as e:
+            await _settle(in_flight, cancelled=isinstance(e, asyncio.CancelledError))
             raise
         if time.monotonic() - self._trimmed_at > _TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
@@ -335,17 +328,21 @@ class ChangePoller(BaseComponent):
         """
         size = self.settings.batch_size
         by_table = {t: [s.rule for s in states if s.enabled] for t, states in self._by_table.items()}
-        for start in range(0, len(changes), size):
-            chunk = changes[start : start + size]
-            batch = Round()
-            for change in chunk:
-                rules = by_table.get(change.table)
-                if rules:
-                    await self.delivery.add(batch, change, rules)
-            planned = planned.advance((c.seq for c in chunk), seen_at)
-            if in_flight is not None:
-                await in_flight
-            in_flight = asyncio.ensure_future(self._write_changelog(batch, planned))
+        try:
+            for start in range(0, len(changes), size):
+                chunk = changes[start : start + size]
+                batch = Round()
+                for change in chunk:
+                    rules = by_table.get(change.table)
+                    if rules:
+                        await self.delivery.add(batch, change, rules)
+                planned = planned.advance((c.seq for c in chunk), seen_at)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(self._write_changelog(batch, planned))
+        except BaseException as e:
+            await _settle(in_flight, cancelled=isinstance(e, asyncio.CancelledError))
+            raise
         return planned, in_flight
 
     async def _write_changelog(self, batch: Round, cursor: GapCursor) -> None:
@@ -432,6 +429,22 @@ class ChangePoller(BaseComponent):
                 "rules": [s.to_json() for s in self.states],
             }
         }
+
+
+async def _settle(in_flight: asyncio.Task[None] | None, *, cancelled: bool) -> None:
+    """A round ends early: stop the write on its way if we are cancelled (its position was not taken
+    in; the next leader replays it), else let it land or fail before the error goes up."""
+    if in_flight is None:
+        return
+    if in_flight.done():
+        if not in_flight.cancelled():
+            in_flight.exception()  # retrieved: the error that ends the round is reported instead
+        return
+    if cancelled:
+        in_flight.cancel()
+        return
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await in_flight
 
 
 def build_capture(settings: Settings, submitter: Submitter, lease: LeaderLease, redis: Redis) -> Component:

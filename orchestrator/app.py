@@ -21,19 +21,21 @@ from typing import Any, Literal
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from orchestrator import redis_conn
 from orchestrator.cdc.admin import CdcAdmin
 from orchestrator.cdc.poller import build_capture
-from orchestrator.client import Client, connect_redis
+from orchestrator.client import Client
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
-from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError
+from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError, StartupError
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.observer import JobObserver
 from orchestrator.jobs.plugin_reload import PluginReloader
 from orchestrator.jobs.queue import WorkerPool
+from orchestrator.jobs.reconcile import Reconciler
 from orchestrator.jobs.runner import JobRunner
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.scheduler import Scheduler
@@ -44,12 +46,14 @@ from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer
 from orchestrator.monitor.loop import LoopMonitor
 from orchestrator.monitor.metrics import Metrics
+from orchestrator.monitor.waiting import StartupProbes
 from orchestrator.plugins.builder import VenvBuilder
 from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.output import RunResult
 from orchestrator.plugins.params import coerce_cli_params, validate_params
 from orchestrator.plugins.registry import PluginInfo, PluginRegistry
+from orchestrator.redis_conn import RedisOptions
 from orchestrator.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -66,7 +70,11 @@ def version() -> str:
 
 @contextlib.asynccontextmanager
 async def redis_connection(settings: Settings, *, start_embedded: bool = True) -> AsyncIterator[tuple[ArqRedis, str]]:
-    """The configured Redis, or the embedded one (started if needed and allowed)."""
+    """The configured Redis, or the embedded one (started if needed and allowed).
+
+    A failure to reach Redis inside the block (refused, TLS, password) leaves it as one line naming
+    the URL and the cause (redis_conn.explain): RedisUnavailable (exit 1) or ConfigError (exit 2).
+    """
     url = settings.redis_url
     if url is None:
         embedded = EmbeddedRedis(settings.state_dir)
@@ -74,9 +82,15 @@ async def redis_connection(settings: Settings, *, start_embedded: bool = True) -
             msg = f"redis_url: not set and no embedded Redis is running under {settings.state_dir}"
             raise ConfigError(msg)
         url = embedded.url
-    redis = connect_redis(url)
+    options = RedisOptions.from_settings(settings)
+    redis = redis_conn.connect(url, options)
     try:
-        yield redis, url
+        try:
+            yield redis, url
+        except (RedisError, OSError) as e:
+            if redis_conn.is_connection_error(e):
+                raise redis_conn.explain(e, url, options) from e
+            raise
     finally:
         await redis.aclose()
 
@@ -160,7 +174,7 @@ class LocalPlugins:
         try:
             async with redis_connection(self.settings, start_embedded=False) as (redis, _):
                 return await build_client(self.settings, redis, None).enabled_flags()
-        except (ConfigError, RedisError, OSError):  # listing plugins must work without Redis
+        except (ConfigError, StartupError, RedisError, OSError):  # listing plugins must work without Redis
             return {}
 
     async def install(self, names: list[str]) -> dict[str, str | None]:
@@ -201,6 +215,8 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
         queues={q: s.concurrency for q, s in settings.queues.items()},
         defaults=job_defaults(settings),
         result_ttl_s=settings.result_ttl_s,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
     )
 
 
@@ -278,10 +294,45 @@ class Orchestrator:
         try:
             async with redis_connection(settings, start_embedded=False) as (redis, url):
                 self.state.redis_url = mask_url(url)
-                await self._run_with(redis)
+                if await self._wait_for_redis(redis, url):
+                    await self._run_with(redis)
         finally:
             if embedded is not None and embedded.started_here:
                 await embedded.shutdown()
+
+    async def _wait_for_redis(self, redis: ArqRedis, url: str) -> bool:
+        """Wait (with backoff) until Redis answers; False when stopped meanwhile.
+
+        While it waits, /live answers 200 and /health 503 naming redis (StartupProbes), so an
+        orchestrator started before its Redis (a compose stack) is alive but not ready.
+        """
+        settings = self.settings
+        probes = StartupProbes(settings.http_host, settings.http_port)
+        waiting = asyncio.create_task(
+            redis_conn.wait_until_up(
+                redis,
+                url,
+                RedisOptions.from_settings(settings),
+                timeout_s=settings.redis_connect_timeout_s,
+                on_waiting=probes.start,
+            )
+        )
+        stopped = asyncio.create_task(self.stop_event.wait())
+        try:
+            await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+            await probes.close()
+        if waiting.cancelled():
+            logger.info("stopped while waiting for redis")
+            return False
+        if (error := waiting.exception()) is not None:
+            raise error
+        return True
 
     async def _run_with(self, redis: ArqRedis) -> None:
         settings = self.settings
@@ -338,6 +389,13 @@ class Orchestrator:
             on_evicted=pool.abandon_running if pool is not None else None,
         )
 
+        budget = redis_conn.connection_budget(state.served_queues, leader_eligible=self.role in {"all", "leader"})
+        if budget["total"] > settings.redis_max_connections:
+            logger.warning(
+                "redis: this instance may need %d connections at its busiest, above redis_max_connections=%d: "
+                "callers will wait for a free one", budget["total"], settings.redis_max_connections,
+            )  # fmt: skip
+
         async def republish_plugins() -> None:
             await publish_plugins(parts.store, parts.registry.all())
 
@@ -347,11 +405,15 @@ class Orchestrator:
             await republish_plugins()
             builder.request()  # a new plugin with dependencies gets its venv now, not at its first job
 
+        async def republish_all() -> None:
+            await publish_queues(parts.store, {q: s.concurrency for q, s in settings.queues.items()})
+            await republish_plugins()
+
         assert self.http is not None
         components: list[Component] = [
             self.http,  # bound first (a taken port fails the start-up); drained last, so probes answer to the end
             parts.loop,
-            RedisProbe(parts.redis, state.redis_url),
+            RedisProbe(parts.redis, state.redis_url, budget=budget),
             lease,
             heartbeat,
             builder,
@@ -359,6 +421,16 @@ class Orchestrator:
         ]
         if pool is not None:
             components.append(pool)
+            workers = pool.workers.values()
+            components.append(
+                Reconciler(
+                    parts.store,
+                    state.instance_id,
+                    lambda: {job_id for w in workers for job_id in w.job_tasks},
+                    every_s=settings.instance_ttl_s,
+                    republish=republish_all,
+                )
+            )
         components.append(Housekeeping(parts.store))
         # schedules (begin): leader-only; config schedules are synced when this instance starts leading
         components.append(

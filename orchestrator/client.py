@@ -3,7 +3,7 @@
 Usable from another application (a FastAPI service, say) with only a Redis URL: plugin manifests
 and queue names are read from what running instances publish in Redis.
 
-    async with await Client.connect("redis://localhost:6379/0") as client:
+    async with await Client.connect("redis://localhost:6379/0") as client:   # or rediss://, redis+sentinel://
         job = await client.trigger("data_processor", {"operation": "sync_data"}, priority="high")
         print(await client.result(job.job_id, timeout_s=60))
 """
@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self, cast
+from typing import Any, Self
 
 from arq.connections import ArqRedis
 
@@ -30,6 +30,8 @@ from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
+from orchestrator.redis_conn import RedisOptions, confirm_replicated
+from orchestrator.redis_conn import connect as _connect
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
@@ -60,8 +62,9 @@ def _record_from_message(data: bytes) -> dict[str, Any] | None:
     return record.to_json() if record.state in TERMINAL else None
 
 
-def connect_redis(url: str) -> ArqRedis:
-    return cast(ArqRedis, ArqRedis.from_url(url))
+def connect_redis(url: str, options: RedisOptions | None = None) -> ArqRedis:
+    """A Redis client for `url` (TLS, Sentinel, a bounded pool: see orchestrator.redis_conn)."""
+    return _connect(url, options)
 
 
 class Client:
@@ -73,6 +76,9 @@ class Client:
         queues: queue name -> concurrency (default: published by running instances).
         defaults: queue/timeout/retry fallbacks.
         result_ttl_s: how long records are kept.
+        wait_replicas: a trigger or batch returns only once this many replicas hold it (Redis WAIT),
+            so a failover cannot lose an acknowledged job (NotReplicated otherwise: retry with the same id).
+        wait_timeout_s: how long to wait for them.
     """
 
     def __init__(
@@ -84,6 +90,8 @@ class Client:
         defaults: JobDefaults | None = None,
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
         owns_redis: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.store = JobStore(redis, result_ttl_s=result_ttl_s)
@@ -92,10 +100,13 @@ class Client:
         self._defaults = defaults or JobDefaults()
         self._owns_redis = owns_redis
         self._published_queues: tuple[float, dict[str, int]] | None = None
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_s = wait_timeout_s
 
     @classmethod
-    async def connect(cls, redis_url: str, **kwargs: Any) -> Client:
-        return cls(connect_redis(redis_url), owns_redis=True, **kwargs)
+    async def connect(cls, redis_url: str, *, redis_options: RedisOptions | None = None, **kwargs: Any) -> Client:
+        """`redis_options` carries the TLS files, the sentinels' password and the pool's bound."""
+        return cls(connect_redis(redis_url, redis_options), owns_redis=True, **kwargs)
 
     async def close(self) -> None:
         if self._owns_redis:
@@ -149,12 +160,19 @@ class Client:
             context=context or {},
         )
         new_id, created = await (await self.submitter()).submit(request)
+        await self._replicated()
         return Triggered(new_id, created)
 
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        return await submit_batch(await self.submitter(), parse_batch(entries))
+        out = await submit_batch(await self.submitter(), parse_batch(entries))
+        await self._replicated()
+        return out
+
+    async def _replicated(self) -> None:
+        if self._wait_replicas:
+            await confirm_replicated(self.redis, self._wait_replicas, self._wait_timeout_s)
 
     async def batch_status(self, batch_id: str) -> dict[str, Any]:
         return await batch_status(await self.submitter(), batch_id)

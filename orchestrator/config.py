@@ -6,6 +6,7 @@ DB_CHANGE_POLLING_INTERVAL) keep working unchanged; everything else is ORCH_* or
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -151,6 +152,25 @@ class Settings(BaseSettings):
 
     # -- schedules (end) --
 
+    # -- redis connections (orchestrator/redis_conn.py) --
+    # TLS (rediss://): the CA that signs the server's certificate (default: the system's CAs), a
+    # client certificate and key when the server asks for one, and whether the certificate must
+    # name the URL's host.
+    redis_ca_file: Path | None = _alias("ORCH_REDIS_CA_FILE")
+    redis_cert_file: Path | None = _alias("ORCH_REDIS_CERT_FILE")
+    redis_key_file: Path | None = _alias("ORCH_REDIS_KEY_FILE")
+    redis_check_hostname: bool = _alias("ORCH_REDIS_CHECK_HOSTNAME", default=True)
+    # redis+sentinel://: the sentinels' own password, when they have one (the URL's is the data nodes').
+    sentinel_password: SecretStr | None = _alias("ORCH_SENTINEL_PASSWORD")
+    # The pool's bound per process (workers, pub/sub, heartbeat, lease, HTTP share it; README "Connection budget").
+    redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = _alias("ORCH_REDIS_MAX_CONNECTIONS", default=32)
+    # A trigger returns only once this many replicas hold the job (WAIT), so a failover cannot lose
+    # it; 0: acknowledged by the primary alone (replication is asynchronous). README "What survives".
+    redis_wait_replicas: Annotated[int, Field(ge=0)] = _alias("ORCH_REDIS_WAIT_REPLICAS", default=0)
+    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = _alias("ORCH_REDIS_WAIT_TIMEOUT_S", default=1.0)
+    # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
+    redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = _alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
+
     # -- change capture (cdc/rules.py): [[cdc.rules]], [cdc.monitored_tables] --
     cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))
 
@@ -184,8 +204,8 @@ class Settings(BaseSettings):
         if not value:
             return None
         scheme = urlsplit(value).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
-            msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss:// or unix://"
+        if scheme not in {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}:
+            msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss://, unix:// or redis+sentinel://"
             raise ValueError(msg)
         return value
 
@@ -252,7 +272,7 @@ class Settings(BaseSettings):
         data["database_url"] = mask_url(self.database_url.get_secret_value()) if self.database_url else None
         data["redis_url"] = mask_url(self.redis_url) if self.redis_url else None
         data["es_hosts"] = [mask_url(h) for h in self.es_hosts]
-        for key in ("es_password", "api_token"):
+        for key in ("es_password", "api_token", "sentinel_password"):
             data[key] = "***" if getattr(self, key) else None
         return data
 
@@ -297,7 +317,9 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         ConfigError: one line naming every bad key.
     """
     data: dict[str, Any] = {}
-    path = config_path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    from_env = os.environ.get("ORCH_CONFIG")  # containers often say where the file is in the environment
+    path = config_path or (Path(from_env) if from_env else None)
+    path = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if path is not None:
         data = _read_toml(path)
     data.update(overrides)

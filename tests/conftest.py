@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from tests.services import MariaDBServer, RedisServer
 
@@ -90,7 +89,9 @@ async def redis_url(redis_server: RedisServer) -> str:
     """The session Redis, running (restarted if a test stopped it) and empty."""
     if not redis_server.running:
         redis_server.start()
-    client = aioredis.Redis.from_url(redis_server.url)
+    from orchestrator.client import connect_redis  # imported late: see _settings_env_names
+
+    client = connect_redis(redis_server.url)  # through orchestrator.redis_conn, like the product
     try:
         await client.flushall()
     finally:

@@ -13,10 +13,12 @@ from typing import Any, cast
 
 import hiredis
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import Submitter
+
+_POOL_WAIT_S = 20
 
 
 def _pack_command(self: Any, *args: Any) -> list[bytes]:
@@ -28,14 +30,23 @@ def _pack_command(self: Any, *args: Any) -> list[bytes]:
     return [hiredis.pack_command(args)]
 
 
-def bulk_submitter(submitter: Submitter) -> tuple[Submitter, ArqRedis]:
-    """A Submitter like `submitter` on a pool of its own with the C packer; the caller closes the client."""
+def bulk_submitter(submitter: Submitter) -> tuple[Submitter, ArqRedis | None]:
+    """A Submitter like `submitter` on a one-connection pool of its own with the C packer, and that
+    client (the caller closes it); or `submitter` itself and None where the shared pool is not a
+    plain one (Sentinel: its connections are tied to the pool that discovers the primary).
+
+    One connection is enough: the poller sends one write at a time (README, "Connection budget",
+    counts change capture as about one connection).
+    """
     pool = submitter.store.redis.connection_pool
     base = pool.connection_class
+    if "Sentinel" in type(pool).__name__ or "Sentinel" in base.__name__:
+        return submitter, None
     connection_class = type(f"Bulk{base.__name__}", (base,), {"pack_command": _pack_command})
-    # from_pool: closing the client closes its pool too
-    redis = cast(
-        ArqRedis, ArqRedis.from_pool(ConnectionPool(connection_class=connection_class, **pool.connection_kwargs))
+    bulk_pool = BlockingConnectionPool(
+        connection_class=connection_class, max_connections=1, timeout=_POOL_WAIT_S, **pool.connection_kwargs
     )
+    # from_pool: closing the client closes its pool too
+    redis = cast(ArqRedis, ArqRedis.from_pool(bulk_pool))
     store = JobStore(redis, result_ttl_s=submitter.store.ttl_ms / 1000)
     return Submitter(store, submitter.catalog, submitter.queues, submitter.defaults), redis

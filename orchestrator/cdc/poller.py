@@ -123,7 +123,8 @@ class ChangePoller(BaseComponent):
             await self._poll_forever()
         finally:
             self.delivery.submitter = base
-            await asyncio.shield(bulk_redis.aclose())
+            if bulk_redis is not None:
+                await asyncio.shield(bulk_redis.aclose())
 
     async def _poll_forever(self) -> None:
         backoff = _FIRST_BACKOFF_S

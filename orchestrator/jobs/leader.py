@@ -209,9 +209,9 @@ class LeaderLease(BaseComponent):
         except (RedisError, OSError) as e:
             self.last_error = f"{type(e).__name__}: {e}"
 
-    def _set_lost(self, why: str) -> None:
+    def _set_lost(self, why: str, *, level: int = logging.WARNING) -> None:
         if self.token is not None:
-            logger.warning("leader: this instance no longer leads (token %d): %s", self.token, why)
+            logger.log(level, "leader: this instance no longer leads (token %d): %s", self.token, why)
         self.token, self.since = None, None
         self._gained.clear()
         self._lost.set()
@@ -219,7 +219,7 @@ class LeaderLease(BaseComponent):
     async def resign(self) -> None:
         """Clean shutdown: hand the lease over now rather than after the TTL."""
         token = self.token
-        self._set_lost("shutting down")
+        self._set_lost("shutting down, the lease is handed over", level=logging.INFO)
         if token is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._resign(keys=[Keys.leader], args=[self.instance_id, token])

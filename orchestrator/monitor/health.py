@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.redis_conn import pool_stats
+from orchestrator.redis_sentinel import PrimaryWatch
 
 
 async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:
@@ -26,24 +28,35 @@ class RedisProbe(BaseComponent):
     Args:
         redis: the shared connection pool.
         url: shown in /status, password masked.
+        budget: the connections each part of this instance may hold (redis_conn.connection_budget),
+            shown in /status next to the pool's bound and what is open now.
     """
 
     name = "redis"
 
-    def __init__(self, redis: Redis, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, redis: Redis, url: str, *, timeout_s: float = 2.0, budget: dict[str, int] | None = None) -> None:
         self.redis = redis
         self.url = url
         self.timeout_s = timeout_s
+        self.budget = budget
+        self.watch = PrimaryWatch(redis)
 
     async def run(self) -> None:
-        # Nothing to do between probes: health() pings on demand.
-        await asyncio.Event().wait()
+        # health() pings on demand; with a Sentinel URL, follow the primary between probes.
+        await self.watch.run()
 
     async def health(self) -> ComponentHealth:
+        if self.watch.moving is not None:
+            old, new = self.watch.moving
+            return ComponentHealth.failing(f"failover: the primary moved from {old} to {new}; reconnecting")
         return await redis_health(self.redis, self.timeout_s)
 
     async def status(self) -> dict[str, Any]:
-        return {"redis": self.url}
+        connections: dict[str, Any] = {**pool_stats(self.redis), "budget": self.budget}
+        body: dict[str, Any] = {"redis": self.url, "redis_connections": connections}
+        if self.watch.active:
+            body["redis_sentinel"] = {"failovers": self.watch.failovers, "last_failover": self.watch.last_failover}
+        return body
 
 
 def overall(components: dict[str, ComponentHealth]) -> tuple[int, dict[str, Any]]:

@@ -126,7 +126,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         ORCH_LOG_FORMAT="json",
     )
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v != ""}  # "" in `extra`: leave that name unset
 
 
 async def cli(settings: Settings, *args: str, stdin: str | None = None, **env: str) -> CliResult:

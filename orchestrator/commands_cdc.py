@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.app import build_registry, cdc_admin, redis_connection
 from orchestrator.config import Settings
-from orchestrator.errors import JobError
+from orchestrator.errors import ConfigError, JobError
 from orchestrator.render import Output
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -52,12 +52,20 @@ def add_parser(sub: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _admin(settings: Settings, *, write: bool = False) -> AsyncIterator[Any]:
-    registry, _ = build_registry(settings)
-    await registry.load()
-    async with redis_connection(settings, start_embedded=write) as (redis, _url):
+async def _admin(settings: Settings, *, write: bool = False, validates: bool = False) -> AsyncIterator[Any]:
+    registry = None
+    if validates:
         # Validate against the local plugins folder when there is one, else what instances published.
-        yield await cdc_admin(settings, redis, registry if registry.all() else None)
+        registry, _ = build_registry(settings)
+        await registry.load()
+        registry = registry if registry.all() else None
+    async with redis_connection(settings, start_embedded=write) as (redis, _url):
+        yield await cdc_admin(settings, redis, registry)
+
+
+def _rules_from_config(settings: Settings) -> list[dict[str, Any]]:
+    """`cdc rules` without a Redis to ask for enable flags: the config as written."""
+    return [r.model_dump(mode="json", exclude_none=True) for r in settings.cdc.all_rules()]
 
 
 def _object(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -71,21 +79,17 @@ def _object(text: str | None, flag: str) -> dict[str, Any] | None:
 
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     action = args.cdc_command
-    async with _admin(settings, write=action in {"enable", "disable", "replay", "snapshot"}) as admin:
+    if action == "rules":
+        try:
+            async with _admin(settings) as admin:
+                rules = await admin.list_rules()
+        except ConfigError:  # no Redis configured or running: the rules as the config has them
+            rules = _rules_from_config(settings)
+        return _rules(rules, args, out)
+    write = action in {"enable", "disable", "replay", "snapshot"}
+    async with _admin(settings, write=write, validates=action in {"test", "replay", "snapshot"}) as admin:
         if action == "status":
             return _status(await admin.status(), args, out)
-        if action == "rules":
-            rules = await admin.list_rules()
-            if args.json:
-                out.json(rules)
-            for rule in [] if args.json else rules:
-                state = "enabled" if rule["enabled"] else "disabled"
-                conditions = ", ".join(f"{c['column']} {c['op']} {c['value']!r}" for c in rule.get("conditions", []))
-                out.line(
-                    f"{rule['name']}: {rule['table']} [{rule['mode']}, {state}] {'/'.join(rule['operations'])} "
-                    f"-> {', '.join(rule['plugins'])}" + (f" when {conditions}" if conditions else "")
-                )
-            return OK
         if action in {"install", "uninstall"}:
             if action == "install":
                 steps = await admin.install(dry_run=args.dry_run)
@@ -112,6 +116,20 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
             f"{result['rows']} row(s) read, {result['enqueued']} job(s) enqueued"
         )
         return OK
+
+
+def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -> int:
+    if args.json:
+        out.json(rules)
+        return OK
+    for rule in rules:
+        state = "enabled" if rule["enabled"] else "disabled"
+        conditions = ", ".join(f"{c['column']} {c['op']} {c['value']!r}" for c in rule.get("conditions", []))
+        out.line(
+            f"{rule['name']}: {rule['table']} [{rule['mode']}, {state}] {'/'.join(rule['operations'])} "
+            f"-> {', '.join(rule['plugins'])}" + (f" when {conditions}" if conditions else "")
+        )
+    return OK
 
 
 def _status(body: dict[str, Any], args: argparse.Namespace, out: Output) -> int:

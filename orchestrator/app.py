@@ -22,6 +22,8 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from orchestrator import redis_conn
+from orchestrator.cdc.admin import CdcAdmin
+from orchestrator.cdc.poller import build_capture
 from orchestrator.client import Client
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
@@ -38,7 +40,7 @@ from orchestrator.jobs.runner import JobRunner
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.state import JobStore
-from orchestrator.jobs.submit import JobDefaults
+from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.monitor.context import MonitorContext
 from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer
@@ -216,6 +218,11 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_s=settings.redis_wait_timeout_s,
     )
+
+
+async def cdc_admin(settings: Settings, redis: ArqRedis, registry: PluginRegistry | None) -> CdcAdmin:
+    """Change capture for the CLI (`orchestrator cdc ...`): rules, install, test, replay, snapshot."""
+    return CdcAdmin(settings, redis, await build_client(settings, redis, registry).submitter())
 
 
 @dataclass
@@ -430,6 +437,11 @@ class Orchestrator:
             Scheduler(ScheduleStore(parts.redis), parts.client.submitter, lease, config=settings.schedules)
         )
         # schedules (end)
+        # -- change capture (cdc/): the poller on the leader, or a stand-in saying why it is off --
+        submitter = Submitter(
+            parts.store, RegistryCatalog(parts.registry, parts.store), set(settings.queues), job_defaults(settings)
+        )
+        components.append(build_capture(settings, submitter, lease, parts.redis))
         return components, lease
 
     async def _serve(self, parts: Parts) -> None:

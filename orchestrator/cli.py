@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import cli_compat, commands, commands_schedules, commands_top
+from orchestrator import cli_compat, commands, commands_cdc, commands_schedules, commands_top
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import (
     ConfigError,
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_top.add_parser(sub)  # issue 13: orchestrator top
     cli_compat.add_parsers(sub, _params_options)
     commands_schedules.add_parser(sub)  # schedules
+    commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
     return parser
 
 
@@ -171,6 +172,7 @@ HANDLERS: dict[str, Handler] = {
     "top": commands_top.top,
     "schedules": commands_schedules.run,  # schedules
     **cli_compat.HANDLERS,
+    "cdc": commands_cdc.run,
 }
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from orchestrator.cdc.rules import CdcSettings  # change capture: the [cdc] section (a leaf module)
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.schedules import ScheduleSpec  # schedules: a leaf module (pydantic + croniter)
 
@@ -169,6 +170,9 @@ class Settings(BaseSettings):
     redis_wait_timeout_s: Annotated[float, Field(gt=0)] = _alias("ORCH_REDIS_WAIT_TIMEOUT_S", default=1.0)
     # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
     redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = _alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
+
+    # -- change capture (cdc/rules.py): [[cdc.rules]], [cdc.monitored_tables] --
+    cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))
 
     @field_validator("es_hosts", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
             assert r.status == 200 and body["status"] == "ok"
             assert set(body["components"]) == {
                 "http", "loop", "redis", "leader", "heartbeat", "venv-builder", "plugin-reload", "workers", "reconcile",
-                "housekeeping", "scheduler",
+                "housekeeping", "scheduler", "cdc",
             }  # fmt: skip
         async with http.get(f"{base}/status") as r:
             status = await r.json()

@@ -143,6 +143,7 @@ class Metrics:
         yield components
         yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
         yield from _schedule_families(status.get("schedules") or [])  # schedules
+        yield from _cdc_families(status.get("cdc"))  # change capture
 
 
 # -- schedules (begin) --
@@ -173,3 +174,29 @@ def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
         labels = list(label) if isinstance(label, tuple) else [label]
         family.add_metric(labels, h.cumulative(), h.total)
     return family
+
+
+# -- change capture (begin) --
+def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
+    """Change capture (cdc/poller.py), from its status block as the leader published it."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    cdc = cdc or {}
+    up = 1 if cdc.get("enabled") and not cdc.get("last_error") else 0
+    yield GaugeMetricFamily("orchestrator_cdc_up", "1 when change capture runs and reaches its database", value=up)
+    rules = cdc.get("rules") or []
+    delivered = CounterMetricFamily(
+        "orchestrator_cdc_delivered", "Jobs change capture enqueued, per rule", labels=["rule"]
+    )
+    lag = GaugeMetricFamily(
+        "orchestrator_cdc_lag_seconds", "Age of the newest change delivered, per rule", labels=["rule"]
+    )
+    errors = GaugeMetricFamily("orchestrator_cdc_rule_error", "1 when a rule reports an error", labels=["rule"])
+    for rule in rules:
+        delivered.add_metric([rule["name"]], rule.get("delivered") or 0)
+        lag.add_metric([rule["name"]], rule.get("lag_s") or 0)
+        errors.add_metric([rule["name"]], 1 if rule.get("last_error") else 0)
+    yield from (delivered, lag, errors)
+
+
+# -- change capture (end) --

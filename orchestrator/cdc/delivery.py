@@ -1,0 +1,141 @@
+"""Changes -> jobs: one job per matching rule and plugin, written with the new position atomically.
+
+A round's jobs and the position after them go to Redis in one `Submitter.write_many` call (one Lua
+script, refused whole when this instance no longer holds the lease). Job ids come from the change
+(`cdc:<rule>:<change id>:<plugin>`), so a round replayed after a crash enqueues nothing twice.
+
+Validating every job against its manifest would cost a Redis round trip per job (the enable flag);
+a round validates once per (rule, plugin) and derives the round's jobs from that template.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from orchestrator.cdc.model import CdcKeys, Change, job_id
+from orchestrator.cdc.rules import Matcher, Rule, compile_matcher
+from orchestrator.errors import FencedError, JobError, PluginError
+from orchestrator.jobs.leader import LeaderLease
+from orchestrator.jobs.state import Checkpoint
+from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
+
+logger = logging.getLogger(__name__)
+
+# Jobs of one round for one queue get scores this far apart (ms): they stay in change order.
+_SCORE_STEP_MS = 0.001
+
+
+@dataclass
+class Round:
+    """The jobs of one atomic write, and what they count for."""
+
+    jobs: list[PreparedJob] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # the rule of each job
+    matched: dict[str, int] = field(default_factory=dict)  # rule -> changes it matched
+    newest: dict[str, float] = field(default_factory=dict)  # rule -> newest changed_at
+
+
+class Delivery:
+    """Turns changes into prepared jobs and writes them with a checkpoint.
+
+    Args:
+        submitter: the job layer (validation + the atomic enqueue).
+        lease: the leader lease whose fence every write carries; None for writes that are not
+            leader-only (the CLI's replay and snapshot).
+    """
+
+    def __init__(self, submitter: Submitter, lease: LeaderLease | None) -> None:
+        self.submitter = submitter
+        self.lease = lease
+        self._templates: dict[tuple[str, str], PreparedJob | str] = {}
+        self._seq = 0
+        self._matchers: dict[str, Matcher] = {}
+        self.plugin_errors: dict[str, str] = {}  # rule -> why some of its jobs could not be made
+
+    def new_round(self) -> None:
+        """Forget the templates and errors: the next round validates again (a plugin may have been disabled)."""
+        self.refresh()
+        self.plugin_errors.clear()
+
+    def refresh(self) -> None:
+        """Make the next jobs from fresh templates (their enqueue time and queue score)."""
+        self._templates.clear()
+        self._seq = 0
+
+    async def _template(self, rule: Rule, plugin: str) -> PreparedJob | str:
+        key = (rule.name, plugin)
+        cached = self._templates.get(key)
+        if cached is None:
+            request = JobRequest(
+                plugin=plugin,
+                params=dict(rule.params),
+                priority=rule.priority,
+                queue=rule.queue,
+                job_id=f"cdc:{rule.name}:template:{plugin}",
+                source="cdc",
+                context={"change_event": {}},
+            )
+            try:
+                cached = await self.submitter.prepare(request)
+            except (JobError, PluginError) as e:
+                cached = f"plugin {plugin}: {e}"
+            self._templates[key] = cached
+        return cached
+
+    async def add(self, batch: Round, change: Change, rules: Iterable[Rule]) -> None:
+        """The jobs `change` makes for every rule that matches it."""
+        for rule in rules:
+            match = self._matchers.get(rule.name)
+            if match is None:
+                match = self._matchers[rule.name] = compile_matcher(rule)
+            if not match(change.operation, change.row, change.before):
+                continue
+            batch.matched[rule.name] = batch.matched.get(rule.name, 0) + 1
+            batch.newest[rule.name] = max(batch.newest.get(rule.name, 0.0), change.changed_at)
+            event = change.event(rule.name)
+            for plugin in rule.plugins:
+                template = await self._template(rule, plugin)
+                if isinstance(template, str):
+                    self.plugin_errors[rule.name] = template
+                    continue
+                record = dataclasses.replace(
+                    template.record, job_id=job_id(rule.name, change.change_id, plugin), context={"change_event": event}
+                )
+                # later changes sort after earlier ones of the same template, across chunks too
+                self._seq += 1
+                score = template.score + _SCORE_STEP_MS * self._seq
+                batch.jobs.append(PreparedJob(record=record, score=score, enqueue_ms=template.enqueue_ms))
+                batch.rules.append(rule.name)
+
+    async def write(self, batch: Round, position: Mapping[str, str], delivered: dict[str, int]) -> dict[str, int]:
+        """Enqueue the round and write `position` in one atomic step.
+
+        Returns the jobs enqueued per rule (ids that existed already, from a replayed round, are
+        not counted) and adds them to `delivered`. The counts are statistics: they are added to
+        Redis after the atomic write, and a crash in between loses a count, never a job.
+
+        Raises:
+            FencedError: this instance does not hold the lease (nothing written).
+        """
+        fence = None
+        if self.lease is not None:
+            fence = self.lease.fence()
+            if fence is None:
+                raise FencedError("change capture: this instance does not hold the leader lease")
+        outcomes = await self.submitter.write_many(
+            batch.jobs, fence=fence, checkpoint=Checkpoint(CdcKeys.state, dict(position))
+        )
+        fresh: dict[str, int] = {}
+        for rule, outcome in zip(batch.rules, outcomes, strict=True):
+            if outcome == 1:
+                fresh[rule] = fresh.get(rule, 0) + 1
+        if fresh:
+            async with self.submitter.store.redis.pipeline(transaction=False) as pipe:
+                for rule, n in fresh.items():
+                    pipe.hincrby(CdcKeys.state, CdcKeys.delivered_field(rule), n)
+                    delivered[rule] = delivered.get(rule, 0) + n
+                await pipe.execute()
+        return fresh

@@ -13,8 +13,9 @@ Every test runs in its own tmp dir as cwd, with the product's env names removed 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,27 @@ async def mysql_url(mariadb_server: MariaDBServer) -> str:
         mariadb_server.start()
     await mariadb_server.recreate_db()
     return mariadb_server.url
+
+
+# -- real `orchestrator run` children --
+
+
+@pytest.fixture
+async def start_run() -> AsyncIterator[Any]:
+    """Start real `orchestrator run` children (`await start_run(settings, log_path, **env)`); any
+    still running when the test ends (it failed before stopping them) is killed, so no worker or
+    plugin outlives its test. Typed as tests.jobs.conftest.StartRun."""
+    from tests.jobs.helpers import RunProcess  # imports the product: not at collection time
+
+    started: list[RunProcess] = []
+
+    async def start(settings: Any, log_path: Path, **env: str) -> RunProcess:
+        proc = RunProcess(settings, log_path, **env)
+        await proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc is not None and proc.proc.returncode is None:
+            await proc.kill9()

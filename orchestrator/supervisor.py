@@ -111,7 +111,7 @@ class Supervisor:
         while True:
             fence = self.lease.fence()
             if fence is not None:
-                status = await slot.component.status()
+                status = await self._status_of(slot)
                 text = json.dumps(status, sort_keys=True, default=str)
                 if text != last or loop.time() - last_at >= _REPUBLISH_S:
                     try:
@@ -133,6 +133,13 @@ class Supervisor:
                             logger.exception("component %s: drain failed", slot.component.name)
                     slot.state = "stopped"
 
+    async def _status_of(self, slot: Slot) -> dict[str, Any]:
+        try:
+            return await slot.component.status()
+        except Exception as e:  # a component's bug must not break /status or the leader's publishing
+            logger.exception("component %s: status() failed", slot.component.name)
+            return {slot.component.name: {"error": f"status() failed: {type(e).__name__}: {e}"}}
+
     # -- what the monitor reads --
     async def health(self) -> dict[str, ComponentHealth]:
         out: dict[str, ComponentHealth] = {}
@@ -144,7 +151,11 @@ class Supervisor:
             elif slot.state == "standby":
                 out[slot.component.name] = ComponentHealth(detail={"state": "standby (runs on the leader)"})
             else:
-                out[slot.component.name] = await slot.component.health()
+                try:
+                    out[slot.component.name] = await slot.component.health()
+                except Exception as e:  # a component's bug must not hide the others' health
+                    logger.exception("component %s: health() failed", slot.component.name)
+                    out[slot.component.name] = ComponentHealth.failing(f"health() failed: {type(e).__name__}: {e}")
         return out
 
     async def status(self) -> dict[str, Any]:
@@ -157,7 +168,7 @@ class Supervisor:
                     published = await self.lease.published()
                 body.update(published.get(slot.component.name, {}).get("status", {}))
             else:
-                body.update(await slot.component.status())
+                body.update(await self._status_of(slot))
         body["components"] = {
             s.component.name: {"state": s.state, "restarts": s.restarts, "error": s.error} for s in self.slots
         }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -156,10 +158,23 @@ class _Broken(BaseComponent):
         raise RuntimeError("kaput")
 
 
+class _BrokenStatus(BaseComponent):
+    """Runs fine, but its status() and health() raise: the rest of /status and /health must still answer."""
+
+    name = "broken-status"
+    leader_only = True  # published by the leader: publishing must survive it too
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def status(self) -> dict[str, Any]:
+        raise ValueError("no status today")
+
+
 class _AppWithABrokenPart(Orchestrator):
     def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
         components, lease = super()._build_components(parts)
-        return [*components, _Broken()], lease
+        return [*components, _Broken(), _BrokenStatus()], lease
 
 
 async def test_a_failing_component_turns_health_503_and_the_rest_keeps_serving(tmp_path: Path, redis_url: str) -> None:
@@ -181,6 +196,8 @@ async def test_a_failing_component_turns_health_503_and_the_rest_keeps_serving(t
             status = await r.json()
         assert status["components"]["broken"]["state"] == "failed"
         assert status["components"]["workers"]["state"] == "running"
+        assert status["components"]["broken-status"]["state"] == "running"
+        assert "no status today" in status["broken-status"]["error"]
         # everything else still works: a job runs
         job = await client.trigger("probe")
         assert (await client.result(job.job_id, timeout_s=20))["state"] == "succeeded"

@@ -29,7 +29,7 @@ from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError, StartupError
-from orchestrator.index.build import build_index_sink
+from orchestrator.index.build import build_index_components
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
@@ -443,10 +443,8 @@ class Orchestrator:
             parts.store, RegistryCatalog(parts.registry, parts.store), set(settings.queues), job_defaults(settings)
         )
         components.append(build_capture(settings, submitter, lease, parts.redis))
-        # -- search index (index/): the sink on the leader, when ES_HOSTS is set and a rule indexes --
-        sink = build_index_sink(settings, parts.redis)
-        if sink is not None:
-            components.append(sink)
+        # -- search index (index/): with ES_HOSTS, its probe, and the sink (leader-only) when a rule indexes --
+        components.extend(build_index_components(settings, parts.redis))
         # -- search index (end) --
         return components, lease
 

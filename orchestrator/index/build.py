@@ -16,23 +16,29 @@ def index_rules(settings: Settings) -> list[str]:
     return [r.name for r in settings.cdc.rules if r.index is not None and r.enabled]
 
 
-def build_index_sink(settings: Settings, redis: Redis) -> Component | None:
-    """The sink when ES_HOSTS is set and a rule has `index = {...}`; else None."""
+def build_index_components(settings: Settings, redis: Redis) -> list[Component]:
+    """With ES_HOSTS: the probe, and the sink when a rule has `index = {...}`. Without: nothing."""
     rules = index_rules(settings)
-    if not rules:
-        return None
     if not settings.es_hosts:
-        logger.warning("index: rules %s send to an index but ES_HOSTS is not set: their actions wait in Redis", rules)
-        return None
+        if rules:
+            logger.warning("index: rules %s write to an index but ES_HOSTS is not set: actions wait in Redis", rules)
+        return []
     from orchestrator.index.client import es_client
+    from orchestrator.index.probe import EsProbe
     from orchestrator.index.sink import IndexSink
 
-    return IndexSink(
-        es_client(settings),
-        redis,
-        rules,
-        max_actions=settings.es_bulk_max_actions,
-        max_wait_s=settings.es_bulk_max_wait_s,
-        max_backoff_s=settings.es_retry_max_backoff_s,
-        result_ttl_s=settings.result_ttl_s,
-    )
+    probe = EsProbe(es_client(settings, max_retries=0), len(settings.es_hosts))
+    if not rules:
+        return [probe]
+    return [
+        probe,
+        IndexSink(
+            es_client(settings),
+            redis,
+            rules,
+            max_actions=settings.es_bulk_max_actions,
+            max_wait_s=settings.es_bulk_max_wait_s,
+            max_backoff_s=settings.es_retry_max_backoff_s,
+            result_ttl_s=settings.result_ttl_s,
+        ),
+    ]

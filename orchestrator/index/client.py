@@ -24,4 +24,5 @@ def es_client(settings: Settings, **overrides: Any) -> AsyncElasticsearch:
     if not settings.es_verify_certs:
         kwargs["ssl_show_warn"] = False
     kwargs.update(overrides)
-    return AsyncElasticsearch(list(settings.es_hosts), **kwargs)
+    # the client refuses a host listed twice; the same node twice is one node
+    return AsyncElasticsearch(list(dict.fromkeys(settings.es_hosts)), **kwargs)

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from orchestrator.cdc.index_actions import index_stream
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.index.failed import record_failed
-from orchestrator.index.stats import IndexKeys
+from orchestrator.index.stats import IndexKeys, read_stats
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class IndexSink(BaseComponent):
     ) -> None:
         self.es = es
         self.redis = redis
+        self.rules = list(rules)
         self.streams = [index_stream(r) for r in rules]
         self.max_actions = max_actions
         self.max_wait_s = max_wait_s
@@ -207,13 +208,6 @@ class IndexSink(BaseComponent):
         return ComponentHealth()
 
     async def status(self) -> dict[str, Any]:
-        return {
-            "index": {
-                "streams": len(self.streams),
-                "backlog": await self.backlog(),
-                "indexed": self.indexed,
-                "failed": self.failed,
-                "requests": self.requests,
-                "error": self.last_error,
-            }
-        }
+        # totals from Redis (every leader's work), backlog: the actions waiting in the streams
+        totals = await read_stats(self.redis, self.rules)
+        return {"index": {"rules": self.rules, **totals, "requests": self.requests, "error": self.last_error}}

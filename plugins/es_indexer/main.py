@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
@@ -58,12 +59,7 @@ async def index_documents(
 
 async def create_index(index: str, mapping_file: str | None) -> dict[str, Any]:
     """Create `index` from a mapping file; an index that exists already is reported, not changed."""
-    body: dict[str, Any] = {}
-    if mapping_file:
-        with open(mapping_file, encoding="utf-8") as fh:
-            body = json.load(fh)
-        if "mappings" not in body and "settings" not in body:
-            body = {"mappings": body}
+    body = _read_mapping(mapping_file) if mapping_file else {}
     async with _client() as es:
         if await es.indices.exists(index=index):
             print(f"es_indexer: index {index} exists, left as it is")
@@ -71,6 +67,12 @@ async def create_index(index: str, mapping_file: str | None) -> dict[str, Any]:
         await es.indices.create(index=index, **body)
     print(f"es_indexer: created index {index} from {mapping_file or 'no mapping file'}")
     return {"status": "success", "result": {"index": index, "created": True}}
+
+
+def _read_mapping(path: str) -> dict[str, Any]:
+    # a small file, read once per job in the plugin's own process: blocking is harmless here
+    body: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return body if "mappings" in body or "settings" in body else {"mappings": body}
 
 
 def _actions(

@@ -30,12 +30,12 @@ class EsProbe(BaseComponent):
         self.checked_at: float | None = None
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self.check()
-                await asyncio.sleep(self.every_s)
-        finally:
-            await self.es.close()
+        while True:
+            await self.check()
+            await asyncio.sleep(self.every_s)
+
+    async def drain(self) -> None:
+        await self.es.close()
 
     async def check(self) -> None:
         try:

@@ -95,6 +95,9 @@ class IndexSink(BaseComponent):
         self.indexed = 0
         self.failed = 0
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def poke(self) -> None:
         """Read the streams now (tests, and the poller after a write)."""
@@ -105,7 +108,7 @@ class IndexSink(BaseComponent):
         last = {s: "0-0" for s in self.streams}
         retry: list[_Pending] = []
         first_seen: float | None = None
-        while True:
+        while not self._stopping:
             batch = list(retry)
             fresh: dict[str, str] = {}  # stream -> the newest entry read this time
             try:
@@ -132,8 +135,24 @@ class IndexSink(BaseComponent):
                 await self._sleep(self.max_wait_s - (now - first_seen))
                 continue  # read again: the batch may have grown
             last.update(fresh)
-            retry = await self._send(batch)
+            self._idle.clear()
+            try:
+                retry = await self._send(batch)
+            finally:
+                self._idle.set()
             first_seen = time.monotonic() if retry else None
+
+        await asyncio.Event().wait()  # drained: idle until cancelled
+
+    async def drain(self) -> None:
+        """Finish the request in flight (its entries are deleted once accepted), then close the client.
+
+        The supervisor bounds this; an interrupted request leaves its entries in the stream for the next leader.
+        """
+        self._stopping = True
+        self._wake.set()
+        await self._idle.wait()
+        await self.es.close()
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
@@ -159,6 +178,8 @@ class IndexSink(BaseComponent):
                 self.last_error = f"_bulk refused: HTTP {e.meta.status}"
             except (EsConnectionError, ConnectionTimeout) as e:
                 self.last_error = f"elasticsearch unreachable: {type(e).__name__}: {str(e)[:200]}"
+            if self._stopping:  # shutting down: the actions stay in Redis for the next run
+                return batch
             logger.warning("index sink: %s; retrying %d action(s) in %.1fs", self.last_error, len(batch), backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
@@ -166,7 +187,9 @@ class IndexSink(BaseComponent):
         done: list[_Pending] = []
         retry: list[_Pending] = []
         failed: list[tuple[_Pending, dict[str, Any]]] = []
-        for p, item in zip(batch, response.body.get("items", []), strict=False):
+        items = response.body.get("items", [])
+        retry.extend(batch[len(items) :])  # an answer with fewer items than sent: send the rest again
+        for p, item in zip(batch, items, strict=False):
             result = next(iter(item.values()))
             status = int(result.get("status", 500))
             if status < 300 or (p.action["op"] == "delete" and status == 404):

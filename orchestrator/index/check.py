@@ -12,6 +12,23 @@ from orchestrator.config import Settings
 from orchestrator.index.client import es_client
 
 
+def describe(error: BaseException) -> str:
+    """One line: the error and its innermost cause (the client's "TLS error" hides the certificate's reason)."""
+    root: BaseException = error
+    seen = {id(root)}
+    while True:
+        nested = getattr(root, "errors", None)
+        nxt = (nested[0] if nested else None) or root.__cause__ or root.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        root = nxt
+    text = f"{type(error).__name__}: {error}"
+    if root is not error:
+        text += f" ({type(root).__name__}: {root})"
+    return " ".join(text.split())[:400]
+
+
 def target_indices(settings: Settings) -> dict[str, list[str]]:
     """index -> the rules that write to it."""
     out: dict[str, list[str]] = {}
@@ -38,9 +55,9 @@ async def es_check(settings: Settings, extra_indices: list[str]) -> dict[str, An
     except ApiError as e:
         report["error"] = f"HTTP {e.meta.status}: {e.message}"
     except (EsConnectionError, ConnectionTimeout) as e:
-        report["error"] = f"unreachable: {type(e).__name__}: {str(e)[:300]}"
+        report["error"] = f"unreachable: {describe(e)}"
     except (UnsupportedProductError, TransportError) as e:  # e.g. a server that is not Elasticsearch
-        report["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        report["error"] = describe(e)
     finally:
         await es.close()
     return report

@@ -10,6 +10,7 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
 
 from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.index.check import describe
 
 
 class EsProbe(BaseComponent):
@@ -44,7 +45,7 @@ class EsProbe(BaseComponent):
             self.info = {"cluster": info.get("cluster_name"), "version": (info.get("version") or {}).get("number")}
             self.error = None
         except (ApiError, TransportError, UnsupportedProductError, TimeoutError) as e:
-            self.error = f"{type(e).__name__}: {str(e)[:200]}"
+            self.error = describe(e)
         self.checked_at = time.time()
 
     async def health(self) -> ComponentHealth:

@@ -11,6 +11,7 @@ which `reject` says so with a 400 mapping error, and go down and up again on the
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +35,12 @@ class EsDouble:
         self.requests = 0
         self.auth_seen: list[str | None] = []
         self.port = 0
+        self.ssl_context: ssl.SSLContext | None = None  # set before start(): serve https
         self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def docs(self, index: str) -> dict[str, dict[str, Any]]:
         return self.indices.get(index, {})
@@ -53,7 +55,7 @@ class EsDouble:
         app.router.add_route("*", "/{index}", self._index)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

@@ -100,7 +100,7 @@ class IndexSink(BaseComponent):
         self._idle.set()
 
     def poke(self) -> None:
-        """Read the streams now (tests, and the poller after a write)."""
+        """Read the streams now rather than at the next idle check (every `max_wait_s`, at least 50 ms)."""
         self._wake.set()
 
     async def run(self) -> None:

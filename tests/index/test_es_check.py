@@ -36,6 +36,8 @@ async def test_es_check_reports_the_connection_and_the_target_indices(
         "ES_USERNAME": "u",
         "ES_PASSWORD": "p",
     }
+    rules = await cli(settings, "cdc", "rules", **env)
+    assert rules.rc == 0 and "-> index teachers" in rules.out, rules
     missing = await cli(settings, "es", "check", **env)
     assert missing.rc == 1, missing
     assert (

@@ -40,5 +40,6 @@ def build_index_components(settings: Settings, redis: Redis) -> list[Component]:
             max_wait_s=settings.es_bulk_max_wait_s,
             max_backoff_s=settings.es_retry_max_backoff_s,
             result_ttl_s=settings.result_ttl_s,
+            queue=settings.default_queue,
         ),
     ]

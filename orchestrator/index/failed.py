@@ -44,9 +44,9 @@ def job_for(action: dict[str, Any], error: Any, *, queue: str = "default") -> Jo
     )
 
 
-async def record_failed(redis: Redis, action: dict[str, Any], error: Any, *, ttl_s: float) -> str:
+async def record_failed(redis: Redis, action: dict[str, Any], error: Any, *, ttl_s: float, queue: str) -> str:
     """Write the failed job (kept `ttl_s` like other finished jobs); returns its id."""
-    record = job_for(action, error)
+    record = job_for(action, error, queue=queue)
     key = Keys.job(record.job_id)
     ts = record.finished_at or time.time()
     async with redis.pipeline(transaction=True) as pipe:

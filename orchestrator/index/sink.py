@@ -66,6 +66,7 @@ class IndexSink(BaseComponent):
         rules: the names of the rules with `index = {...}`.
         max_actions / max_wait_s: a batch's size and time bounds.
         max_backoff_s: the longest wait between two attempts of a refused request.
+        result_ttl_s / queue: how long a refused document's failed job is kept, and its queue.
     """
 
     name = "index"
@@ -81,6 +82,7 @@ class IndexSink(BaseComponent):
         max_wait_s: float = 0.2,
         max_backoff_s: float = 10.0,
         result_ttl_s: float = 7 * 86400,
+        queue: str = "default",
     ) -> None:
         self.es = es
         self.redis = redis
@@ -90,6 +92,7 @@ class IndexSink(BaseComponent):
         self.max_wait_s = max_wait_s
         self.max_backoff_s = max_backoff_s
         self.result_ttl_s = result_ttl_s
+        self.queue = queue  # of the failed jobs: where `jobs retry` runs them
         self.last_error: str | None = None
         self.requests = 0  # `_bulk` requests sent (accepted or not), for the figures
         self.indexed = 0
@@ -187,29 +190,34 @@ class IndexSink(BaseComponent):
         done: list[_Pending] = []
         retry: list[_Pending] = []
         failed: list[tuple[_Pending, dict[str, Any]]] = []
-        items = response.body.get("items", [])
-        retry.extend(batch[len(items) :])  # an answer with fewer items than sent: send the rest again
-        for p, item in zip(batch, items, strict=False):
-            result = next(iter(item.values()))
+        items: list[dict[str, Any]] = response.body.get("items", [])
+        # Walk backwards: an item to send again whose document a later action of this batch already
+        # wrote is done (resending it would put the older version back).
+        written_later: set[tuple[str, str]] = set()
+        for i in reversed(range(len(batch))):
+            p = batch[i]
+            key = (p.action["index"], p.action["id"])
+            # an answer with fewer items than sent: the missing ones go again
+            result = next(iter(items[i].values())) if i < len(items) else {"status": 503}
             status = int(result.get("status", 500))
-            if status < 300 or (p.action["op"] == "delete" and status == 404):
+            if status < 300 or (p.action["op"] == "delete" and status == 404) or key in written_later:
                 done.append(p)
+                written_later.add(key)
             elif status == 429 or status >= 500:
                 retry.append(p)
             else:
                 failed.append((p, result))
+        retry.reverse()  # in stream order
         for p, result in failed:
-            await record_failed(self.redis, p.action, result.get("error"), ttl_s=self.result_ttl_s)
+            await record_failed(self.redis, p.action, result.get("error"), ttl_s=self.result_ttl_s, queue=self.queue)
             done.append(p)
         await self._ack(done, indexed=len(done) - len(failed), failed=len(failed))
         return retry
 
     async def _ack(self, done: list[_Pending], *, indexed: int, failed: int) -> None:
         by_stream: dict[str, list[str]] = {}
-        rules: dict[str, int] = {}
         for p in done:
             by_stream.setdefault(p.stream, []).append(p.entry_id)
-            rules[p.action["rule"]] = rules.get(p.action["rule"], 0) + 1
         async with self.redis.pipeline(transaction=True) as pipe:
             for stream, ids in by_stream.items():
                 pipe.xdel(stream, *ids)

@@ -5,7 +5,8 @@ HTTP against this app. It implements what the client and the index sink use: the
 the client checks (`X-Elastic-Product: Elasticsearch`), `_bulk` (index/create/delete items),
 index/get/delete of one document, index create (with its mappings) and exists. Controls for the
 tests: answer the next whole requests with given statuses (`fail_next`), refuse documents for
-which `reject` says so with a 400 mapping error, and go down and up again on the same port.
+which `reject` says so with a 400 mapping error, answer single items with given statuses
+(`item_status`), and go down and up again on the same port.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class EsDouble:
         self.mappings: dict[str, Any] = {}
         self.fail_next: list[int] = []  # statuses for the next whole requests (e.g. 429, 503)
         self.reject: Callable[[str, dict[str, Any]], str | None] = lambda index, doc: None
+        self.item_status: dict[str, list[int]] = {}  # document id -> statuses for its next bulk items (e.g. 429)
         self.bulk_calls = 0
         self.bulk_items = 0
         self.requests = 0
@@ -93,6 +95,21 @@ class EsDouble:
             index = meta.get("_index") or request.match_info.get("index", "")
             doc_id = str(meta.get("_id"))
             i += 1
+            forced = self.item_status.get(doc_id)
+            if forced:
+                i += 0 if op == "delete" else 1
+                errors = True
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": doc_id,
+                            "status": forced.pop(0),
+                            "error": {"type": "es_rejected_execution_exception", "reason": "double: item refused"},
+                        }
+                    }
+                )
+                continue
             if op == "delete":
                 found = self.indices.get(index, {}).pop(doc_id, None) is not None
                 items.append(

@@ -116,6 +116,28 @@ async def test_429_then_200_loses_nothing(tmp_path: Path, redis_url: str, mysql_
     assert double.bulk_calls == 4 and backlog == 0
 
 
+async def test_items_refused_with_429_go_again_unless_a_later_action_wrote_the_document(
+    tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble
+) -> None:
+    settings = settings_for(tmp_path, redis_url, mysql_url, double)
+    await sql(settings, TEACHERS)
+    await install(settings)
+    double.item_status = {"1": [429], "2": [429]}
+    async with capture(settings) as rig:
+        await sql(
+            settings,
+            "INSERT INTO teachers (name, age) VALUES ('v1', '1'), ('b', '2')",
+            "UPDATE teachers SET name = 'v2' WHERE id = 1",
+        )
+        await rig.settle()
+        async with sink_running(settings) as sink:
+            await wait_for(lambda: sink.indexed >= 3, timeout_s=20)
+            backlog = await sink.backlog()
+    # doc 1: its first action was refused, the later UPDATE in the same request wrote it: not resent
+    assert double.docs("teachers")["1"]["full_name"] == "v2" and double.docs("teachers")["2"]["full_name"] == "b"
+    assert double.bulk_calls == 2 and double.bulk_items == 4 and backlog == 0
+
+
 async def test_es_down_for_ten_seconds_then_up_every_change_arrives_and_the_position_waits(
     tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble
 ) -> None:

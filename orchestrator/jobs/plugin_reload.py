@@ -9,18 +9,17 @@ refuses new triggers while its running jobs finish (they hold their own snapshot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent
 from orchestrator.errors import NotFoundError
 from orchestrator.jobs.model import Keys, now
+from orchestrator.jobs.subscribe import listen_forever
 from orchestrator.plugins.registry import PluginRegistry
 
 logger = logging.getLogger(__name__)
@@ -61,18 +60,10 @@ class PluginReloader(BaseComponent):
                 tg.create_task(self._watch(self.registry.plugins_dir))
 
     async def _listen(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(Keys.reload_channel)
-                async for message in pubsub.listen():
-                    await self.reload(message["data"].decode() or None)
-            except (RedisError, OSError) as e:
-                logger.warning("plugin-reload.pubsub_lost error=%s; resubscribing in 1s", e)
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        async def on_message(_channel: str, data: bytes) -> None:
+            await self.reload(data.decode() or None)
+
+        await listen_forever(self.redis, [Keys.reload_channel], on_message, name="plugin-reload")
 
     async def _watch(self, folder: Path) -> None:
         from watchfiles import awatch  # only when plugins_watch is on

@@ -29,6 +29,7 @@ from orchestrator.jobs.model import JobRecord, Keys
 from orchestrator.jobs.runner import CancelReason, JobRunner
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
+from orchestrator.jobs.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
 
@@ -237,27 +238,23 @@ class WorkerPool(BaseComponent):
 
     async def _listen(self) -> None:
         channels = {Keys.wake_channel(q): w for q, w in self.workers.items()}
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(Keys.cancel_channel, *channels)
+
+        def on_message(channel: str, data: bytes) -> None:
+            if channel == Keys.cancel_channel:
+                job_id = data.decode()
                 for worker in self.workers.values():
-                    worker.wake.set()  # anything enqueued while we were not subscribed
-                async for message in pubsub.listen():
-                    channel = message["channel"].decode()
-                    if channel == Keys.cancel_channel:
-                        job_id = message["data"].decode()
-                        for worker in self.workers.values():
-                            if job_id in worker.job_tasks:
-                                worker.request_abort()
-                    elif (woken := channels.get(channel)) is not None:
-                        woken.wake.set()
-            except (RedisError, OSError) as e:
-                logger.warning("workers.pubsub_lost error=%s; resubscribing in 1s", e)
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if job_id in worker.job_tasks:
+                        worker.request_abort()
+            elif (woken := channels.get(channel)) is not None:
+                woken.wake.set()
+
+        def on_subscribed() -> None:
+            for worker in self.workers.values():
+                worker.wake.set()  # anything enqueued while we were not subscribed
+
+        await listen_forever(
+            self.redis, [Keys.cancel_channel, *channels], on_message, name="workers", on_subscribed=on_subscribed
+        )
 
     async def drain(self) -> None:
         """Stop taking jobs; let running ones finish for the grace; then stop them (they go back to the queue)."""

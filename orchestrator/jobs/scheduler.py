@@ -42,6 +42,7 @@ from orchestrator.jobs.schedule_store import (
 from orchestrator.jobs.schedules import ScheduleSpec, job_id_for
 from orchestrator.jobs.state import Checkpoint
 from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
+from orchestrator.jobs.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
 
@@ -178,19 +179,13 @@ class Scheduler(BaseComponent):
 
     async def _listen(self) -> None:
         """Wake the loop on every announced change; after a reconnect, once anyway."""
-        while True:
-            pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(SchedKeys.changed_channel)
-                self.wake()
-                async for _ in pubsub.listen():
-                    self.wake()
-            except (RedisError, OSError) as e:
-                logger.debug("scheduler: change listener reconnects: %s", e)
-                await asyncio.sleep(_RETRY_S)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen_forever(
+            self.store.redis,
+            [SchedKeys.changed_channel],
+            lambda _channel, _data: self.wake(),
+            name="scheduler",
+            on_subscribed=self.wake,
+        )
 
     async def _reload(self, version: int, fence: Fence) -> None:
         stored = await self.store.all()

@@ -27,7 +27,8 @@ Pooled protocol (`shim.py RESULT_FD --pooled LIFELINE_FD TOKEN`, isolation "pool
   stderr (2) got the end-of-job marker `\0orch-sync:TOKEN`. A stream gets the marker only if the
   parent has not read all of it yet (FIONREAD), so lines printed by a job are attributed to it
   and the common case costs no extra wake-up in the parent.
-- If the plugin closed or broke stdout/stderr, the child exits after sending its result.
+- If the plugin closed or broke stdout/stderr, the child exits after sending its result, and says
+  so in that result's SYNC (bit 4), so the parent never hands the next job to a child on its way out.
 """
 
 import _signal  # type: ignore[import-not-found]  # built in, no stub; `signal` would import enum (5 ms)
@@ -343,6 +344,9 @@ def _unread(fd: int) -> bool:
     return int.from_bytes(count, sys.byteorder) > 0
 
 
+_EXITING = 4  # SYNC bit: this child exits after this result
+
+
 def _end_of_job(marker: bytes, stdout: "Any", stderr: "Any") -> "tuple[int, bool]":
     """Flush the job's output, mark its end where needed; return (SYNC mask, stdio still usable)."""
     _flush_stdio()
@@ -406,7 +410,7 @@ def serve(
         except Exception as exc:  # noqa: BLE001 - a malformed request is a parent bug, reported like a plugin error
             out = dumps(_error(exc, "ShimError"))
         sync, usable = _end_of_job(marker, stdout, stderr)
-        header = b"%d %d " % (sync, _rss_kb() if want_rss else 0)
+        header = b"%d %d " % (sync | (0 if usable else _EXITING), _rss_kb() if want_rss else 0)
         _write_all(result_fd, header + out.encode("ascii") + b"\n")
         if not usable:
             sys.exit(0)  # the parent sees the exit and starts a new child for the next job

@@ -31,6 +31,7 @@ class ChildOwner(Protocol):
 
 
 _HEAD_BYTES = 64  # enough for the `SYNC RSS_KB ` header of a result line
+_EXITING = 4  # SYNC bit: the child exits after this result (shim.py)
 
 
 class Job:
@@ -189,6 +190,9 @@ class PooledChild(asyncio.SubprocessProtocol):
             job.line = None if line is None else line[gap2 + 1 :]
         except ValueError:
             sync, rss_kb, job.line, job.stale = 0, 0, line, True
+        if sync & _EXITING:
+            # the plugin closed its stdout/stderr: the child exits after this result (shim.py)
+            job.stale, sync = True, sync & ~_EXITING
         job.need, self.rss_kb = sync, rss_kb
         if job.need & ~job.seen:
             job.timer = self.loop.call_later(DRAIN_S, self._markers_late, job)

@@ -18,7 +18,6 @@ from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.scheduler import Scheduler
 from orchestrator.jobs.schedules import ScheduleSpec
-from tests.jobs.conftest import start_run  # noqa: F401 - the fixture, shared with tests/jobs
 from tests.jobs.helpers import make_plugin, make_settings
 
 

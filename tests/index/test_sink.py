@@ -184,3 +184,21 @@ async def test_a_document_refused_by_the_mapping_becomes_a_failed_job_and_the_re
     assert "document_parsing_exception" in (record.error or "")
     assert record.params == {"index": "teachers", "documents": [{"id": 2, "full_name": "b", "age": "old", "_id": "2"}]}
     assert stats == {"indexed": 2, "failed": 1, "backlog": 0}
+
+
+async def test_a_snapshot_fills_the_index_with_the_existing_rows(
+    tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble
+) -> None:
+    from orchestrator.app import cdc_admin
+
+    settings = settings_for(tmp_path, redis_url, mysql_url, double)
+    await sql(settings, TEACHERS, "INSERT INTO teachers (name, age) VALUES ('a', '1'), ('b', '2'), ('c', '3')")
+    redis = connect_redis(settings.redis_url or "")
+    try:
+        result = await (await cdc_admin(settings, redis, None)).snapshot("teachers", None, restart=False)
+        assert result["rows"] == 3 and await redis.xlen(index_stream("teachers")) == 3
+    finally:
+        await redis.aclose()
+    async with sink_running(settings) as sink:
+        await wait_for(lambda: sink.indexed >= 3, timeout_s=20)
+    assert sorted(double.docs("teachers")) == ["1", "2", "3"]

@@ -29,6 +29,7 @@ from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError, StartupError
+from orchestrator.index.build import build_index_components
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
@@ -442,6 +443,9 @@ class Orchestrator:
             parts.store, RegistryCatalog(parts.registry, parts.store), set(settings.queues), job_defaults(settings)
         )
         components.append(build_capture(settings, submitter, lease, parts.redis))
+        # -- search index (index/): with ES_HOSTS, its probe, and the sink (leader-only) when a rule indexes --
+        components.extend(build_index_components(settings, parts.redis))
+        # -- search index (end) --
         return components, lease
 
     async def _serve(self, parts: Parts) -> None:

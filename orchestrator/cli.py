@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import cli_compat, commands, commands_cdc, commands_schedules, commands_top
+from orchestrator import cli_compat, commands, commands_cdc, commands_es, commands_schedules, commands_top
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import (
     ConfigError,
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_compat.add_parsers(sub, _params_options)
     commands_schedules.add_parser(sub)  # schedules
     commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
+    commands_es.add_parser(sub)  # search index: `orchestrator es check`
     return parser
 
 
@@ -173,6 +174,7 @@ HANDLERS: dict[str, Handler] = {
     "schedules": commands_schedules.run,  # schedules
     **cli_compat.HANDLERS,
     "cdc": commands_cdc.run,
+    "es": commands_es.run,
 }
 
 

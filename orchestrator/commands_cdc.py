@@ -125,9 +125,10 @@ def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -
     for rule in rules:
         state = "enabled" if rule["enabled"] else "disabled"
         conditions = ", ".join(f"{c['column']} {c['op']} {c['value']!r}" for c in rule.get("conditions", []))
+        targets = list(rule["plugins"]) + ([f"index {rule['index']['name']}"] if rule.get("index") else [])
         out.line(
             f"{rule['name']}: {rule['table']} [{rule['mode']}, {state}] {'/'.join(rule['operations'])} "
-            f"-> {', '.join(rule['plugins'])}" + (f" when {conditions}" if conditions else "")
+            f"-> {', '.join(targets)}" + (f" when {conditions}" if conditions else "")
         )
     return OK
 

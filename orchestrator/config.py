@@ -171,6 +171,15 @@ class Settings(BaseSettings):
     # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
     redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = _alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
 
+    # -- search index (index/): more Elasticsearch settings; the sink runs when ES_HOSTS is set --
+    es_api_key: SecretStr | None = _alias("ORCH_ES_API_KEY", "ES_API_KEY")  # instead of username/password
+    es_ca_file: Path | None = _alias("ORCH_ES_CA_FILE", "ES_CA_FILE")  # CA bundle for https:// hosts
+    es_verify_certs: bool = _alias("ORCH_ES_VERIFY_CERTS", "ES_VERIFY_CERTS", default=True)
+    es_bulk_max_actions: Annotated[int, Field(gt=0)] = _alias("ORCH_ES_BULK_MAX_ACTIONS", default=500)
+    es_bulk_max_wait_s: Annotated[float, Field(ge=0)] = _alias("ORCH_ES_BULK_MAX_WAIT_S", default=0.2)
+    es_retry_max_backoff_s: Annotated[float, Field(gt=0)] = _alias("ORCH_ES_RETRY_MAX_BACKOFF_S", default=10.0)
+    # -- search index (end) --
+
     # -- change capture (cdc/rules.py): [[cdc.rules]], [cdc.monitored_tables] --
     cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))
 
@@ -272,7 +281,7 @@ class Settings(BaseSettings):
         data["database_url"] = mask_url(self.database_url.get_secret_value()) if self.database_url else None
         data["redis_url"] = mask_url(self.redis_url) if self.redis_url else None
         data["es_hosts"] = [mask_url(h) for h in self.es_hosts]
-        for key in ("es_password", "api_token", "sentinel_password"):
+        for key in ("es_password", "es_api_key", "api_token", "sentinel_password"):
             data[key] = "***" if getattr(self, key) else None
         return data
 

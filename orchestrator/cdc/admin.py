@@ -290,8 +290,9 @@ class CdcAdmin:
                     "id": snap_id, "where": where or "", "last_pk": json.dumps([json_value(v) for v in last]),
                     "enqueued": str(enqueued + len(batch.jobs)), "done": "0",
                 }  # fmt: skip
-                # The jobs and the resume point land together: an interrupted snapshot resumes exactly.
-                await self.submitter.write_many(batch.jobs, checkpoint=Checkpoint(key, progress))
+                # The jobs, the index actions and the resume point land together: an interrupted
+                # snapshot resumes exactly.
+                await self.submitter.write_many(batch.jobs, checkpoint=Checkpoint(key, progress, streams=batch.index))
                 enqueued += len(batch.jobs)
         await self.redis.hset(key, "done", "1")  # type: ignore[misc]
         if delivery.plugin_errors:

@@ -4,6 +4,9 @@ A round's jobs and the position after them go to Redis in one `Submitter.write_m
 script, refused whole when this instance no longer holds the lease). Job ids come from the change
 (`cdc:<rule>:<change id>:<plugin>`), so a round replayed after a crash enqueues nothing twice.
 
+A rule with `index = {...}` adds one action per change to its index stream in the same script
+(cdc/index_actions.py); the index sink sends them on.
+
 Validating every job against its manifest would cost a Redis round trip per job (the enable flag);
 a round validates once per (rule, plugin) and derives the round's jobs from that template.
 """
@@ -15,6 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from orchestrator.cdc.index_actions import encode_action, index_stream
 from orchestrator.cdc.model import CdcKeys, Change, job_id
 from orchestrator.cdc.rules import Matcher, Rule, compile_matcher
 from orchestrator.errors import FencedError, JobError, PluginError
@@ -36,6 +40,7 @@ class Round:
     rules: list[str] = field(default_factory=list)  # the rule of each job
     matched: dict[str, int] = field(default_factory=dict)  # rule -> changes it matched
     newest: dict[str, float] = field(default_factory=dict)  # rule -> newest changed_at
+    index: dict[str, list[str]] = field(default_factory=dict)  # stream key -> index actions (JSON)
 
 
 class Delivery:
@@ -95,6 +100,11 @@ class Delivery:
                 continue
             batch.matched[rule.name] = batch.matched.get(rule.name, 0) + 1
             batch.newest[rule.name] = max(batch.newest.get(rule.name, 0.0), change.changed_at)
+            if rule.index is not None:
+                stream = batch.index.setdefault(index_stream(rule.name), [])
+                stream.append(encode_action(rule.index.action(rule.name, change)))
+            if not rule.plugins:
+                continue
             event = change.event(rule.name)
             for plugin in rule.plugins:
                 template = await self._template(rule, plugin)
@@ -126,7 +136,7 @@ class Delivery:
             if fence is None:
                 raise FencedError("change capture: this instance does not hold the leader lease")
         outcomes = await self.submitter.write_many(
-            batch.jobs, fence=fence, checkpoint=Checkpoint(CdcKeys.state, dict(position))
+            batch.jobs, fence=fence, checkpoint=Checkpoint(CdcKeys.state, dict(position), streams=batch.index)
         )
         fresh: dict[str, int] = {}
         for rule, outcome in zip(batch.rules, outcomes, strict=True):

@@ -15,7 +15,7 @@ One rule per consumer, as users had them in code:
 The seed's `monitored_tables` shape (table -> triggers/conditions/operations) is accepted as written
 under `[cdc.monitored_tables]`; each entry becomes a rule named after its table.
 
-This module imports nothing of the project (config.py builds Settings from it), so it stays a leaf.
+This module imports nothing of the project but the leaf index_actions (config.py builds Settings from it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.cdc.index_actions import IndexSpec
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
 Mode = Literal["changelog", "timestamp"]
@@ -188,7 +190,7 @@ class Rule(BaseModel):
         timestamp_column / created_column: timestamp mode's cursor column, and optionally a
             creation-time column that tells an INSERT (equal values) from an UPDATE.
         primary_key: the key columns (default: read from the table's PRIMARY KEY).
-        index: reserved for the search-index sink, which reads the same rules.
+        index: send matching changes to a search index (cdc/index_actions.py: name, id, fields, rename).
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -206,7 +208,7 @@ class Rule(BaseModel):
     timestamp_column: str = "updated_at"
     created_column: str | None = None
     primary_key: list[str] | None = None
-    index: dict[str, Any] | None = None
+    index: IndexSpec | None = None
 
     @field_validator("name")
     @classmethod

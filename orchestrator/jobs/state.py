@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -25,9 +25,12 @@ logger = logging.getLogger(__name__)
 # Enqueue N jobs (one for a trigger, many for a batch or a change-capture round) and, optionally,
 # write a checkpoint in the same atomic step, all refused when a leader-only fence is stale.
 # A job whose id exists is skipped (0), one whose plugin was disabled meanwhile too (-1).
-# KEYS: enabled-flags hash, all-jobs zset, leader hash, [checkpoint hash,]
+# The checkpoint may carry stream entries (the search-index sink's actions, `d` = JSON) that are
+# XADDed in the same step, so a position is never written without the actions it accounts for.
+# KEYS: enabled-flags hash, all-jobs zset, leader hash, [checkpoint hash, S stream keys,]
 #       then per job: record, arq job, queue zset, state zset, plugin zset
 # ARGV: fence token or '', ttl ms, N, C (checkpoint pairs), C field/value pairs,
+#       S, E, E (stream slot 1..S, payload) pairs,
 #       then per job: job_id, arq payload, queue score, index score, wake channel, plugin, F, F items
 # Returns one outcome per job: 1 (enqueued), 0 (id exists), -1 (plugin disabled).
 _ENQUEUE = (
@@ -35,7 +38,12 @@ _ENQUEUE = (
     + """
 local ttl, n, c = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local a = 5 + 2 * c
-local k = (c > 0) and 5 or 4
+local s, e = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+for i = 0, e - 1 do
+  redis.call('XADD', KEYS[4 + tonumber(ARGV[a + 2 + 2 * i])], '*', 'd', ARGV[a + 3 + 2 * i])
+end
+a = a + 2 + 2 * e
+local k = ((c > 0) and 5 or 4) + s
 local out, woken = {}, {}
 for i = 1, n do
   local id, nf = ARGV[a], tonumber(ARGV[a + 6])
@@ -227,6 +235,7 @@ class Checkpoint:
 
     key: str
     fields: Mapping[str, str]
+    streams: Mapping[str, Sequence[str]] = field(default_factory=dict)  # stream key -> payloads to XADD
 
 
 class JobStore:
@@ -267,6 +276,10 @@ class JobStore:
         pairs = [x for kv in (checkpoint.fields.items() if checkpoint else ()) for x in kv]
         keys = [Keys.plugin_enabled, Keys.all_jobs, Keys.leader] + ([checkpoint.key] if checkpoint else [])
         args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2, *pairs]
+        streams = [(k, v) for k, v in (checkpoint.streams.items() if checkpoint else ()) if v]
+        keys += [k for k, _ in streams]
+        entries = [x for slot, (_, payloads) in enumerate(streams, 1) for p in payloads for x in (slot, p)]
+        args += [len(streams), len(entries) // 2, *entries]
         for item in items:
             record = item.record
             job_id = record.job_id

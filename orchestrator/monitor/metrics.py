@@ -144,6 +144,7 @@ class Metrics:
         yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
         yield from _schedule_families(status.get("schedules") or [])  # schedules
         yield from _cdc_families(status.get("cdc"))  # change capture
+        yield from _index_families(status.get("index"), status.get("elasticsearch"))  # search index
 
 
 # -- schedules (begin) --
@@ -200,3 +201,30 @@ def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
 
 
 # -- change capture (end) --
+
+
+# -- search index (begin) --
+def _index_families(index: dict[str, Any] | None, es: dict[str, Any] | None) -> Iterator[Metric]:
+    """The index sink (index/sink.py) and the ES probe, from their status blocks; nothing without ES."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if es is not None:
+        yield GaugeMetricFamily("orchestrator_es_up", "1 when Elasticsearch answers", value=1 if es.get("up") else 0)
+    if index is None:
+        return
+    yield CounterMetricFamily(
+        "orchestrator_index_documents_indexed", "Documents the index sink had accepted (upserts and deletes)",
+        value=index.get("indexed") or 0,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "orchestrator_index_documents_failed", "Documents Elasticsearch refused (recorded as failed jobs)",
+        value=index.get("failed") or 0,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "orchestrator_index_backlog",
+        "Index actions waiting in Redis for Elasticsearch",
+        value=index.get("backlog") or 0,
+    )
+
+
+# -- search index (end) --

@@ -127,6 +127,6 @@ def test_timestamp_mode_drops_delete_from_the_default_operations() -> None:
     assert rule.operations == ["INSERT", "UPDATE"]
 
 
-def test_the_rule_model_leaves_room_for_the_index_sink() -> None:
+def test_a_rule_may_send_to_an_index_without_plugins() -> None:
     rule = Rule(name="r", table="t", index={"name": "orders"})
-    assert rule.index == {"name": "orders"} and rule.plugins == []
+    assert rule.index is not None and rule.index.name == "orders" and rule.plugins == []

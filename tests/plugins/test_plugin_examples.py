@@ -46,7 +46,15 @@ async def test_example_manifests_are_valid(examples: PluginRegistry) -> None:
     assert infos["data_processor"].state == "ready"  # no dependencies: nothing to build
     assert infos["es_indexer"].state == "not-ready"  # fresh PLUGIN_VENV_DIR
     es = infos["es_indexer"].manifest
-    assert es is not None and es.env == ["ES_HOSTS", "ES_USERNAME", "ES_PASSWORD", "ES_TIMEOUT"]
+    assert es is not None and es.env == [
+        "ES_HOSTS",
+        "ES_USERNAME",
+        "ES_PASSWORD",
+        "ES_API_KEY",
+        "ES_CA_FILE",
+        "ES_VERIFY_CERTS",
+        "ES_TIMEOUT",
+    ]
 
 
 async def test_data_processor_without_change_event(examples: PluginRegistry, launcher: Launcher) -> None:

@@ -129,6 +129,13 @@ async def build_launcher(settings: Settings, *, prestart: bool | None = None) ->
     )
 
 
+async def es_check(settings: Settings, indices: list[str]) -> dict[str, Any]:
+    """`orchestrator es check`: the connection and every target index (see index/check.py)."""
+    from orchestrator.index.check import es_check as check  # Elasticsearch is loaded only for this
+
+    return await check(settings, indices)
+
+
 class LocalPlugins:
     """The plugins folder as the CLI sees it, loaded and launched the way `orchestrator run` does.
 

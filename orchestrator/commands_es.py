@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from orchestrator.app import es_check
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.render import Output
@@ -24,8 +25,6 @@ def add_parser(sub: Any) -> None:
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if not settings.es_hosts:
         raise ConfigError("es_hosts: not set (ES_HOSTS=http://host:9200[,http://other:9200])")
-    from orchestrator.index.check import es_check  # Elasticsearch is loaded only for this command
-
     report = await es_check(settings, args.index)
     if args.json:
         out.json(report)

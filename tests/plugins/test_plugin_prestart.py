@@ -91,9 +91,17 @@ async def test_prestarted_run_saves_the_start_up(load_plugin: LoadPlugin) -> Non
         used: set[int] = set()
         for _ in range(7):
             spare = await new_child(baseline | used)  # started, waiting for its request
+            await _wait(lambda: launcher.spares_ready() == 1)  # connected: the next run takes it
             result = await run(launcher, info, {})
             assert result.ok and result.pid == spare
             used.add(spare)
+
+
+async def _wait(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_spare_stops_when_the_plugin_goes_quiet(load_plugin: LoadPlugin) -> None:

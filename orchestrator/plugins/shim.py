@@ -279,12 +279,23 @@ def _flush_stdio() -> None:
             pass  # the plugin closed or broke it: its result still goes out
 
 
+def _close_other_fds(keep: "list[int]") -> None:
+    low = 3
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)  # Linux: one close_range(2) call
+
+
 def main() -> None:
     result_fd = int(sys.argv[1])
     args = sys.argv[2:]
     if args[:1] == ["--cwd"]:  # started by posix_spawn, which has no chdir of its own (spawn.py)
         os.chdir(args[1])
         args = args[2:]
+        # nor a close_fds: descriptors the parent left inheritable (a library's, a test runner's) go here
+        _close_other_fds([result_fd, int(args[1])] if args[:1] == ["--pooled"] else [result_fd])
     os.set_inheritable(result_fd, False)  # children started with os.system/fork must not hold it open
     parent_pid = os.getppid()
     # Done before the request arrives: a prestarted child has it behind it when its job comes.

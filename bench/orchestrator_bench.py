@@ -150,15 +150,15 @@ async def _phases(client: Any, stamps: list[tuple[str, float, float, float]]) ->
         for k in ("trigger_call", "queued_to_started", "started_to_finished", "launcher_duration", "finished_to_caller")
     }
     for job_id, t0, t1, t3 in stamps:
-        rec = await client.store.get(job_id)
-        if not rec or rec.get("started_at") is None or rec.get("finished_at") is None:
+        rec = await client.store.get(job_id)  # a JobRecord (attributes), None if gone
+        if rec is None or rec.started_at is None or rec.finished_at is None or rec.enqueued_at is None:
             continue
         parts["trigger_call"].append(t1 - t0)
-        parts["queued_to_started"].append(rec["started_at"] - rec["enqueued_at"])
-        parts["started_to_finished"].append(rec["finished_at"] - rec["started_at"])
-        if rec.get("duration_s") is not None:
-            parts["launcher_duration"].append(float(rec["duration_s"]))
-        parts["finished_to_caller"].append(t3 - rec["finished_at"])
+        parts["queued_to_started"].append(rec.started_at - rec.enqueued_at)
+        parts["started_to_finished"].append(rec.finished_at - rec.started_at)
+        if rec.duration_s is not None:
+            parts["launcher_duration"].append(float(rec.duration_s))
+        parts["finished_to_caller"].append(t3 - rec.finished_at)
     return {k: round(benchlib.percentile(v, 50) * 1000, 3) if v else None for k, v in parts.items()}
 
 

@@ -61,9 +61,11 @@ def build_app(context: MonitorContext, routes: tuple[Route, ...] = ROUTES) -> we
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = context
     register(app, routes)
-    document = openapi(routes, context.version)
+    document: dict[str, Any] = {}  # built on the first request: most processes never serve it (~0.3 MB)
 
     async def openapi_json(request: web.Request) -> web.Response:
+        if not document:
+            document.update(openapi(routes, context.version))
         return json_response(document)
 
     app.router.add_get("/api/openapi.json", openapi_json)

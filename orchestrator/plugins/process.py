@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from orchestrator.errors import PluginStartError
+from orchestrator.plugins import spawn
 from orchestrator.plugins.output import LogCapture, ResultProtocol, RunResult, outcome
 
 logger = logging.getLogger(__name__)
@@ -131,31 +132,15 @@ async def spawn_child(
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
     try:
-        starting = loop.create_task(
-            loop.subprocess_exec(
-                lambda: cast(asyncio.SubprocessProtocol, proto),
-                *cmd,
-                str(write_fd),
-                *extra_args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
+        if spawn.AVAILABLE:  # no fork of this process: see spawn.py
+            transport: asyncio.SubprocessTransport = await spawn.posix_spawn_exec(
+                cast(asyncio.SubprocessProtocol, proto),
+                [*cmd, str(write_fd), "--cwd", str(cwd), *extra_args],
                 env=env,
-                start_new_session=True,  # own process group: one killpg reaches every descendant
                 pass_fds=(write_fd, *pass_fds),
             )
-        )
-        try:
-            transport, _ = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            # uvloop's subprocess_exec, cancelled mid-start, closes the half-started child without
-            # waiting for it (it exits a moment later, on its stdin's EOF): let the start finish,
-            # then stop and reap the child here, so no caller sees it outlive its cancelled spawn.
-            with contextlib.suppress(Exception):
-                started, _ = await starting
-                await _kill_and_reap(started, proto)
-            raise
+        else:
+            transport = await _loop_spawn(proto, cmd, extra_args, write_fd, cwd=cwd, env=env, pass_fds=pass_fds)
     except BaseException as e:
         os.close(read_fd)
         if isinstance(e, OSError):
@@ -175,6 +160,46 @@ async def spawn_child(
             await _kill_and_reap(transport, proto)
         raise
     return transport, result_transport
+
+
+async def _loop_spawn(
+    proto: Spawnable,
+    cmd: Sequence[str],
+    extra_args: Sequence[str],
+    write_fd: int,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    pass_fds: Sequence[int],
+) -> asyncio.SubprocessTransport:
+    """The loop's own fork/exec start, where posix_spawn or pidfd_open is missing."""
+    loop = asyncio.get_running_loop()
+    starting = loop.create_task(
+        loop.subprocess_exec(
+            lambda: cast(asyncio.SubprocessProtocol, proto),
+            *cmd,
+            str(write_fd),
+            *extra_args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # own process group: one killpg reaches every descendant
+            pass_fds=(write_fd, *pass_fds),
+        )
+    )
+    try:
+        transport, _ = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # uvloop's subprocess_exec, cancelled mid-start, closes the half-started child without
+        # waiting for it (it exits a moment later, on its stdin's EOF): let the start finish,
+        # then stop and reap the child here, so no caller sees it outlive its cancelled spawn.
+        with contextlib.suppress(Exception):
+            started, _ = await starting
+            await _kill_and_reap(started, proto)
+        raise
+    return transport
 
 
 async def _kill_and_reap(transport: asyncio.SubprocessTransport, proto: Spawnable) -> None:

@@ -1,4 +1,4 @@
-"""Runs plugin calls inside the plugin's own interpreter: `python -I [-S] shim.py RESULT_FD [--pooled ...]`.
+"""Runs plugin calls inside the plugin's own interpreter: `python -I [-S] shim.py RESULT_FD [--cwd DIR] [--pooled ...]`.
 
 Stdlib only and no orchestrator imports: this file is executed by path in the plugin's venv
 (the launcher runs its cached bytecode when the interpreter matches, to skip compiling it).
@@ -280,16 +280,31 @@ def _flush_stdio() -> None:
             pass  # the plugin closed or broke it: its result still goes out
 
 
+def _close_other_fds(keep: "list[int]") -> None:
+    low = 3
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)  # Linux: one close_range(2) call
+
+
 def main() -> None:
     result_fd = int(sys.argv[1])
+    args = sys.argv[2:]
+    if args[:1] == ["--cwd"]:  # started by posix_spawn, which has no chdir of its own (spawn.py)
+        os.chdir(args[1])
+        args = args[2:]
+        # nor a close_fds: descriptors the parent left inheritable (a library's, a test runner's) go here
+        _close_other_fds([result_fd, int(args[1])] if args[:1] == ["--pooled"] else [result_fd])
     os.set_inheritable(result_fd, False)  # children started with os.system/fork must not hold it open
     parent_pid = os.getppid()
     # Done before the request arrives: a prestarted child has it behind it when its job comes.
     if isinstance(sys.stdout, io.TextIOWrapper):  # line-buffered: the job log follows the plugin live
         sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
     loads, dumps = _codec()
-    if sys.argv[2:3] == ["--pooled"]:
-        serve(result_fd, int(sys.argv[3]), sys.argv[4].encode(), parent_pid, loads, dumps)
+    if args[:1] == ["--pooled"]:
+        serve(result_fd, int(args[1]), args[2].encode(), parent_pid, loads, dumps)
         return
     line = _read_line(0)
     if not line:

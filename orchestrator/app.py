@@ -16,14 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from orchestrator import redis_conn
-from orchestrator.cdc.admin import CdcAdmin
-from orchestrator.cdc.poller import build_capture
+from orchestrator.cdc.capture import build_capture
 from orchestrator.client import Client
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.config import Settings, mask_url
@@ -56,6 +55,9 @@ from orchestrator.plugins.params import coerce_cli_params, validate_params
 from orchestrator.plugins.registry import PluginInfo, PluginRegistry
 from orchestrator.redis_conn import RedisOptions
 from orchestrator.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from orchestrator.cdc.admin import CdcAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +232,8 @@ def build_client(settings: Settings, redis: ArqRedis, registry: PluginRegistry |
 
 async def cdc_admin(settings: Settings, redis: ArqRedis, registry: PluginRegistry | None) -> CdcAdmin:
     """Change capture for the CLI (`orchestrator cdc ...`): rules, install, test, replay, snapshot."""
+    from orchestrator.cdc.admin import CdcAdmin  # asyncmy: only for the commands that reach MySQL
+
     return CdcAdmin(settings, redis, await build_client(settings, redis, registry).submitter())
 
 

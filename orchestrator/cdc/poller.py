@@ -33,9 +33,9 @@ from orchestrator.cdc.gaps import GapCursor, TrxInfo
 from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
 from orchestrator.cdc.rules import CdcSettings
-from orchestrator.cdc.status import CaptureOff, RuleState
-from orchestrator.components import BaseComponent, Component, ComponentHealth
-from orchestrator.config import MySQLParams, Settings
+from orchestrator.cdc.status import RuleState
+from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.config import MySQLParams
 from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.submit import Submitter
@@ -446,23 +446,3 @@ async def _settle(in_flight: asyncio.Task[None] | None, *, cancelled: bool) -> N
         return
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await in_flight
-
-
-def build_capture(settings: Settings, submitter: Submitter, lease: LeaderLease, redis: Redis) -> Component:
-    """The poller when DATABASE_URL is set and a rule is configured; else a component saying why not."""
-    mysql = settings.mysql_params()
-    if mysql is None:
-        return CaptureOff("no DATABASE_URL set")
-    if not settings.cdc.all_rules():
-        return CaptureOff("no [[cdc.rules]] configured")
-    try:
-        return ChangePoller(
-            settings.cdc,
-            mysql,
-            interval_s=settings.db_change_polling_interval_s,
-            submitter=submitter,
-            lease=lease,
-            redis=redis,
-        )
-    except ValueError as e:  # e.g. no database to put the changelog in
-        return CaptureOff(str(e))

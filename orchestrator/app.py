@@ -29,7 +29,7 @@ from orchestrator.config import Settings, mask_url
 from orchestrator.embedded_redis import EmbeddedRedis
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError, StartupError
 from orchestrator.index.build import build_index_components
-from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins, publish_queues
+from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins
 from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
 from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.observer import JobObserver
@@ -352,8 +352,7 @@ class Orchestrator:
         await registry.load()
         self._log_plugins(registry)
         store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
-        await publish_queues(store, {q: s.concurrency for q, s in settings.queues.items()})
-        await publish_plugins(store, registry.all())
+        await publish_plugins(store, registry.all(), queues={q: s.concurrency for q, s in settings.queues.items()})
         # prestart: a `process` plugin that ran recently has its next child already started.
         async with await build_launcher(settings) as launcher:  # stops warm pooled children and prestarted spares last
             parts = Parts(
@@ -418,8 +417,8 @@ class Orchestrator:
             builder.request()  # a new plugin with dependencies gets its venv now, not at its first job
 
         async def republish_all() -> None:
-            await publish_queues(parts.store, {q: s.concurrency for q, s in settings.queues.items()})
-            await republish_plugins()
+            queues = {q: s.concurrency for q, s in settings.queues.items()}
+            await publish_plugins(parts.store, parts.registry.all(), queues=queues)
 
         assert self.http is not None
         components: list[Component] = [

@@ -32,8 +32,13 @@ class RegistryCatalog:
         )
 
 
-async def publish_plugins(store: JobStore, plugins: list[PluginInfo]) -> None:
-    """Let clients that have only a Redis URL validate against the same manifests."""
+async def publish_plugins(store: JobStore, plugins: list[PluginInfo], *, queues: dict[str, int] | None = None) -> None:
+    """Let clients that have only a Redis URL validate against the same manifests.
+
+    With `queues`, the queue table is written in the same transaction: clients take published
+    queues as "an instance is up", so the manifests must be there by then (a trigger in between
+    would find no plugin).
+    """
     mapping = {
         p.name: json.dumps(
             {
@@ -51,8 +56,6 @@ async def publish_plugins(store: JobStore, plugins: list[PluginInfo]) -> None:
             pipe.hset(Keys.plugins, mapping=mapping)
         if gone := published - set(mapping):  # removed from the folder: clients stop accepting triggers
             pipe.hdel(Keys.plugins, *gone)
+        if queues:
+            pipe.hset(Keys.queues, mapping={q: str(c) for q, c in queues.items()})
         await pipe.execute()
-
-
-async def publish_queues(store: JobStore, queues: dict[str, int]) -> None:
-    await store.redis.hset(Keys.queues, mapping={q: str(c) for q, c in queues.items()})  # type: ignore[misc]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from orchestrator.jobs import schedule_store
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.leader import read_leader
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
+from orchestrator.jobs.results import ResultListener, record_from_message
 from orchestrator.jobs.schedule_store import ScheduleStore
 from orchestrator.jobs.state import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
@@ -35,6 +35,7 @@ from orchestrator.redis_conn import connect as _connect
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
+_RECHECK_S = 5.0  # a waiter re-reads a job it has not heard of for this long
 _PAGE_SCAN_MAX = 20_000  # index entries a filtered job-list page may read (issue 13)
 # `Client.list` shadows the builtin inside the class body
 JobRows = list[dict[str, Any]]
@@ -44,22 +45,6 @@ JobRows = list[dict[str, Any]]
 class Triggered:
     job_id: str
     created: bool  # False: a job with this id already existed and nothing was enqueued
-
-
-def _record_from_message(data: bytes) -> dict[str, Any] | None:
-    """A done message carries the final record as a flat JSON list (see JobStore's scripts)."""
-    try:
-        flat = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(flat, list) or len(flat) % 2:
-        return None
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    job_id = fields.get("job_id")
-    if not isinstance(job_id, str) or "plugin" not in fields or "queue" not in fields:
-        return None
-    record = JobRecord.from_hash(fields, job_id=job_id)
-    return record.to_json() if record.state in TERMINAL else None
 
 
 def connect_redis(url: str, options: RedisOptions | None = None) -> ArqRedis:
@@ -102,6 +87,7 @@ class Client:
         self._published_queues: tuple[float, dict[str, int]] | None = None
         self._wait_replicas = wait_replicas
         self._wait_timeout_s = wait_timeout_s
+        self._results = ResultListener(redis)
 
     @classmethod
     async def connect(cls, redis_url: str, *, redis_options: RedisOptions | None = None, **kwargs: Any) -> Client:
@@ -109,6 +95,7 @@ class Client:
         return cls(connect_redis(redis_url, redis_options), owns_redis=True, **kwargs)
 
     async def close(self) -> None:
+        await self._results.close()
         if self._owns_redis:
             await self.redis.aclose()
 
@@ -158,8 +145,12 @@ class Client:
             at=at,
             source=source,
             context=context or {},
+            # once this client waits for results, its jobs' ends come to it unasked (jobs/results.py)
+            notify=self._results.channel if self._results.live else None,
         )
         new_id, created = await (await self.submitter()).submit(request)
+        if created and request.notify is not None:
+            self._results.expect(new_id)
         await self._replicated()
         return Triggered(new_id, created)
 
@@ -182,23 +173,41 @@ class Client:
         return record.to_json() if record else None
 
     async def result(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
-        """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it."""
+        """Wait until the job is final (woken by Redis pub/sub, not by polling) and return it.
+
+        Jobs this client triggered after its first wait are heard on its own listener, at no cost
+        per job (jobs/results.py); any other job is waited for on its own channel.
+        """
+        async with asyncio.timeout(timeout_s):
+            while self._results.expects(job_id):
+                if (final := await self._results.wait(job_id, within_s=_RECHECK_S)) is not None:
+                    return final
+                # Not heard for a while (a retry waits out its backoff): make sure it is still there.
+                job = await self.status(job_id)
+                if job is None:
+                    msg = f"no job {job_id!r}"
+                    raise NotFoundError(msg)
+                if job["state"] in TERMINAL:
+                    return job
+            await self._results.start()  # for the next jobs this client triggers
+            return await self._wait_on_job_channel(job_id)
+
+    async def _wait_on_job_channel(self, job_id: str) -> dict[str, Any]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribe before reading the state, so a finish in between is not missed.
             await pubsub.subscribe(Keys.done_channel(job_id))
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    job = await self.status(job_id)
-                    if job is None:
-                        msg = f"no job {job_id!r}"
-                        raise NotFoundError(msg)
-                    if job["state"] in TERMINAL:
-                        return job
-                    # Bounded wait: a deferred retry publishes nothing until it ends.
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is not None and (final := _record_from_message(message["data"])) is not None:
-                        return final
+            while True:
+                job = await self.status(job_id)
+                if job is None:
+                    msg = f"no job {job_id!r}"
+                    raise NotFoundError(msg)
+                if job["state"] in TERMINAL:
+                    return job
+                # Bounded wait: a deferred retry publishes nothing until it ends.
+                message = await pubsub.get_message(timeout=_RECHECK_S)
+                if message is not None and (final := record_from_message(message["data"])) is not None:
+                    return final
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -50,6 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.config import mask_url
 from orchestrator.errors import ConfigError, StartupError
+from orchestrator.redis_packing import with_hiredis_packing
 from orchestrator.redis_sentinel import SentinelBlockingPool, parse_sentinel_url
 
 if TYPE_CHECKING:
@@ -173,8 +174,11 @@ def connect(url: str, options: RedisOptions | None = None) -> ArqRedis:
             **common,
             **tls,
         )
+        pool = redis.connection_pool
+        pool.connection_class = with_hiredis_packing(pool.connection_class)
         return cast(ArqRedis, redis)
     pool = BlockingConnectionPool.from_url(url, **common, **tls)
+    pool.connection_class = with_hiredis_packing(pool.connection_class)
     return cast(ArqRedis, ArqRedis.from_pool(pool))
 
 

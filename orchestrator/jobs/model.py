@@ -122,6 +122,11 @@ class Keys:
     def done_channel(job_id: str) -> str:
         return f"orch:done:{job_id}"
 
+    @staticmethod
+    def client_done_channel(client_id: str) -> str:
+        """One per waiting Client: the ends of the jobs it triggered (jobs/results.py)."""
+        return f"orch:done-to:{client_id}"
+
 
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
 _JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
@@ -186,6 +191,7 @@ class JobRecord:
     claim: str | None = None  # the current claim's id: fences the finish (JobStore.finish)
     interrupted: float | None = None
     cancel_requested: str | None = None
+    notify: str | None = None  # a triggering client's own done channel (jobs/results.py), told at the end too
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""

@@ -81,6 +81,10 @@ class QueueWorker(Worker):
         self.store = store
         self.instance_id = instance_id
         self.wake = asyncio.Event()
+        # The id the last wake-up named, and whether this worker's last look left nothing ready:
+        # then that id is most likely the queue's head and is claimed without reading first.
+        self.hint: str | None = None
+        self._drained = False
         self._abort_requested = False
         self.abandoned: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -109,18 +113,34 @@ class QueueWorker(Worker):
         """One pass (one round trip); returns how long until the next deferred job is due, or the poll delay."""
         wait_s = self.poll_delay_s
         free = self.max_jobs - self.job_counter
+        hint, self.hint = self.hint, None
         if self.allow_pick_jobs and free > 0:
-            records, next_due_ms = await self.store.claim(
-                self.queue,
-                free,
-                self.instance_id,
-                in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
-                look_ahead_ms=int(self.poll_delay_s * 1000),
-            )
+            look_ahead_ms = int(self.poll_delay_s * 1000)
+            head = None
+            if hint is not None and self._drained:
+                head = await self.store.claim_head(
+                    self.queue,
+                    hint,
+                    self.instance_id,
+                    in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
+                    look_ahead_ms=look_ahead_ms,
+                )
+            if head is not None:
+                records, more, next_due_ms = head
+            else:
+                records, next_due_ms = await self.store.claim(
+                    self.queue,
+                    free,
+                    self.instance_id,
+                    in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
+                    look_ahead_ms=look_ahead_ms,
+                )
+                more = len(records) == free
             for record in records:
                 self._start(record)
-            if len(records) == free:
-                self.wake.set()  # the queue may hold more: look again when a slot frees
+            self._drained = not more
+            if more:
+                self.wake.set()  # the queue may hold more: look again (now, or when a slot frees)
             elif next_due_ms is not None:
                 wait_s = max((next_due_ms - timestamp_ms()) / 1000, 0.001)
         if self._abort_requested:
@@ -246,6 +266,7 @@ class WorkerPool(BaseComponent):
                     if job_id in worker.job_tasks:
                         worker.request_abort()
             elif (woken := channels.get(channel)) is not None:
+                woken.hint = data.decode()
                 woken.wake.set()
 
         def on_subscribed() -> None:

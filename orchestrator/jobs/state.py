@@ -76,14 +76,23 @@ return out
 # every key this script touches is declared in KEYS). Each one is re-checked here: still due, not
 # claimed by anyone (arq's in-progress key, set NX), its record not final. The claim id written
 # on the record fences the finish: an outcome is accepted only from the claim that is current.
+# In 'head' mode the one candidate is the id an enqueue's wake-up named, not read first: it is
+# claimed only when it is the queue's first ready entry (so priorities hold), and the reply then
+# says what the skipped read would have: whether more are ready, and when the next deferred one is due.
 # KEYS: queue zset, state:queued, state:deferred, state:running, then per candidate:
 #       arq in-progress, record, arq job
-# ARGV: now (s), now (ms), instance id, in-progress ttl ms, claim id, candidate ids...
-# Returns {id, fields, id, fields, ...} (fields in _CLAIM_FIELDS order).
+# ARGV: now (s), now (ms), instance id, in-progress ttl ms, claim id, mode ('ids' | 'head'),
+#       look-ahead ms, candidate ids...
+# Returns {claimed?, more ready?, next due ms or nil, id, fields, id, fields, ...} (fields in
+# _CLAIM_FIELDS order); claimed? is 0 only in head mode, when the candidate was not the head.
 _CLAIM = """
-local out = {}
+local head = ARGV[6] == 'head'
+if head and redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)[1] ~= ARGV[8] then
+  return {0, 1, false}
+end
+local out = {1, 0, false}
 local k = 5
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   local id, progress, rec, job = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
   local score = redis.call('ZSCORE', KEYS[1], id)
@@ -109,6 +118,12 @@ for i = 6, #ARGV do
     end
   end
 end
+if head then
+  out[2] = #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)
+  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], tonumber(ARGV[2]) + tonumber(ARGV[7]),
+    'WITHSCORES', 'LIMIT', 0, 1)
+  if upcoming[2] then out[3] = upcoming[2] end
+end
 return out
 """
 
@@ -129,7 +144,10 @@ if ARGV[4] == 'final' then
   redis.call('DEL', KEYS[5])
   redis.call('ZREM', KEYS[6], ARGV[1])
   -- the record rides along: a waiter needs no second read
-  redis.call('PUBLISH', ARGV[6], cjson.encode(redis.call('HGETALL', KEYS[1])))
+  local record = cjson.encode(redis.call('HGETALL', KEYS[1]))
+  redis.call('PUBLISH', ARGV[6], record)
+  local notify = redis.call('HGET', KEYS[1], 'notify')
+  if notify then redis.call('PUBLISH', notify, record) end
 elseif ARGV[4] == 'retry' then
   redis.call('ZADD', KEYS[6], 'XX', ARGV[5], ARGV[1])
 else
@@ -152,7 +170,10 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[6], ARGV[1])
   redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], cjson.encode(redis.call('HGETALL', KEYS[1])))
+  local record = cjson.encode(redis.call('HGETALL', KEYS[1]))
+  redis.call('PUBLISH', ARGV[4], record)
+  local notify = redis.call('HGET', KEYS[1], 'notify')
+  if notify then redis.call('PUBLISH', notify, record) end
   return 'cancelled'
 end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
@@ -319,18 +340,38 @@ class JobStore:
         if not ready:
             return [], next_due_ms
         ids = [i.decode() for i in ready]
+        _, _, _, claimed = await self._claim_ids(queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms)
+        return claimed, next_due_ms
+
+    async def claim_head(
+        self, queue: str, job_id: str, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int
+    ) -> tuple[list[JobRecord], bool, float | None] | None:
+        """Claim `job_id`, named by an enqueue's wake-up, in one round trip, if it is the queue's first
+        ready job. Returns (the claimed record, or none if another worker was first; whether more
+        are ready; when the next deferred one is due), or None when it was not first (read, then claim).
+        """
+        ok, more, next_due, claimed = await self._claim_ids(
+            queue, [job_id], instance_id, now(), in_progress_ttl_ms, "head", look_ahead_ms
+        )
+        return (claimed, more, next_due) if ok else None
+
+    async def _claim_ids(
+        self, queue: str, ids: list[str], instance_id: str, ts: float, in_progress_ttl_ms: int, mode: str,
+        look_ahead_ms: int,
+    ) -> tuple[bool, bool, float | None, list[JobRecord]]:  # fmt: skip
         keys = [Keys.queue(queue), Keys.state("queued"), Keys.state("deferred"), Keys.state("running")]
         for job_id in ids:
             keys += [in_progress_key_prefix + job_id, Keys.job(job_id), job_key_prefix + job_id]
         claim_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
-        flat = await self._claim(keys=keys, args=[ts, now_ms, instance_id, in_progress_ttl_ms, claim_id, *ids])
+        args: list[Any] = [ts, int(ts * 1000), instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
+        ok, more, next_due, *flat = await self._claim(keys=keys, args=args)
         claimed = []
         for job_id, values in zip(flat[::2], flat[1::2], strict=True):
             raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
             claimed.append(
                 JobRecord.from_hash(raw, job_id=job_id.decode(), state="running", started_at=ts, claim=claim_id)
             )
-        return claimed, next_due_ms
+        return bool(ok), bool(more), float(next_due) if next_due is not None else None, claimed
 
     async def finish(
         self, record: JobRecord, new_state: JobState, update: RecordUpdate, *, retry_score_ms: int = 0

@@ -68,6 +68,7 @@ class JobRequest:
     batch_id: str | None = None
     retry_of: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    notify: str | None = None  # the triggering client's done channel (jobs/results.py)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class Submitter:
             batch_id=request.batch_id,
             retry_of=request.retry_of,
             context=request.context or None,
+            notify=request.notify,
         )
         # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
         # Microsecond resolution (a fraction of arq's ms score): two jobs enqueued in the same

@@ -163,8 +163,9 @@ class JobRunner:
             return RunResult(ok=False, error=f"{type(e).__name__}: {e}", error_type=type(e).__name__)
         finally:
             self._sinks.discard(sink)
-            with contextlib.suppress(RedisError, OSError):
-                await asyncio.shield(sink.flush())
+            if sink.pending:  # a quiet job (most) costs no task and no loop turn here
+                with contextlib.suppress(RedisError, OSError):
+                    await asyncio.shield(sink.flush())
 
     async def flush_logs(self) -> None:
         """The one background task that streams running jobs' output to Redis (for `jobs logs -f`)."""

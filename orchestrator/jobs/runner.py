@@ -105,7 +105,9 @@ class JobRunner:
             why_cancelled: tells, on cancellation, who cancelled it (see CancelReason).
         """
         job_id = record.job_id
-        self.observer.job_started(record)
+        # Logged on the loop's next turn, when the request is on its way to the plugin: the line
+        # costs the job's round trip nothing (the same for the end line: after the outcome is stored).
+        asyncio.get_running_loop().call_soon(self.observer.job_started, record)
         try:
             result = await self._launch(record)
         except Exception as e:
@@ -185,8 +187,10 @@ class JobRunner:
         if result.ok:
             fields["result"] = result.result
             self.completed += 1
-            self.observer.job_ended(record, "succeeded")
-            await self._record(record, "succeeded", fields)
+            try:
+                await self._record(record, "succeeded", fields)
+            finally:
+                self.observer.job_ended(record, "succeeded")
             return
         fields.update({"error": result.error, "error_type": result.error_type, "traceback": result.traceback})
         attempt, max_retries = record.attempt, record.max_retries
@@ -194,12 +198,16 @@ class JobRunner:
             delay = retry_delay(record.retry_backoff_s, attempt)
             fields["defer_until"] = retry_at = now() + delay
             self.retried += 1
-            self.observer.job_ended(record, "retried", error=result.error, delay_s=delay)
-            await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
+            try:
+                await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
+            finally:
+                self.observer.job_ended(record, "retried", error=result.error, delay_s=delay)
             return
         self.failed += 1
-        self.observer.job_ended(record, "failed", error=result.error)
-        await self._record(record, "failed", fields)
+        try:
+            await self._record(record, "failed", fields)
+        finally:
+            self.observer.job_ended(record, "failed", error=result.error)
 
     async def _record(
         self,

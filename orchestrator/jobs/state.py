@@ -331,7 +331,9 @@ class JobStore:
         script that claims them atomically (so instances never contend for an id).
         """
         ts = now()
-        now_ms = int(ts * 1000)
+        # Scores have microsecond resolution (Submitter.prepare): a job enqueued earlier in this
+        # same millisecond is due now, not a millisecond later.
+        now_ms = round(ts * 1000, 3)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(Keys.queue(queue), "-inf", now_ms, start=0, num=limit)
             pipe.zrangebyscore(Keys.queue(queue), f"({now_ms}", now_ms + look_ahead_ms, start=0, num=1, withscores=True)
@@ -363,7 +365,7 @@ class JobStore:
         for job_id in ids:
             keys += [in_progress_key_prefix + job_id, Keys.job(job_id), job_key_prefix + job_id]
         claim_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
-        args: list[Any] = [ts, int(ts * 1000), instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
+        args: list[Any] = [ts, round(ts * 1000, 3), instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
         ok, more, next_due, *flat = await self._claim(keys=keys, args=args)
         claimed = []
         for job_id, values in zip(flat[::2], flat[1::2], strict=True):

@@ -42,13 +42,13 @@ async def test_a_wake_up_claims_its_job_only_when_it_is_the_head(redis_url: str)
         store = JobStore(redis, result_ttl_s=60)
         await _enqueue(store, "low", priority=9)
         await _enqueue(store, "high", priority=1)
-        await _enqueue(store, "later", priority=5, defer_s=0.3)
+        await _enqueue(store, "later", priority=5, defer_s=30)
 
         # The wake-up named "low", but "high" waits ahead of it: nothing is claimed, read first.
         assert await store.claim_head("default", "low", "i1", in_progress_ttl_ms=_TTL_MS, look_ahead_ms=1000) is None
         assert await store.states_of(["low", "high"]) == ["queued", "queued"]
 
-        claimed = await store.claim_head("default", "high", "i1", in_progress_ttl_ms=_TTL_MS, look_ahead_ms=1000)
+        claimed = await store.claim_head("default", "high", "i1", in_progress_ttl_ms=_TTL_MS, look_ahead_ms=60_000)
         assert claimed is not None
         records, more, next_due_ms = claimed
         assert [r.job_id for r in records] == ["high"]

@@ -146,7 +146,9 @@ class QueueWorker(Worker):
         if self._abort_requested:
             self._abort_requested = False
             await self._cancel_aborted_jobs()
-        await self.heart_beat()
+        # arq's health-check key (written once a minute). Not arq's heart_beat(): that also walks
+        # arq's cron table, which is empty here (schedules are ours), on every pass.
+        await self.record_health()
         return wait_s
 
     def _start(self, record: JobRecord) -> None:

@@ -365,7 +365,8 @@ class JobStore:
         for job_id in ids:
             keys += [in_progress_key_prefix + job_id, Keys.job(job_id), job_key_prefix + job_id]
         claim_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
-        args: list[Any] = [ts, round(ts * 1000, 3), instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
+        now_ms = round(ts * 1000, 3)
+        args: list[Any] = [ts, now_ms, instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
         ok, more, next_due, *flat = await self._claim(keys=keys, args=args)
         claimed = []
         for job_id, values in zip(flat[::2], flat[1::2], strict=True):

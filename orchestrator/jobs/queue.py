@@ -170,12 +170,17 @@ class QueueWorker(Worker):
             # The job stays claimed by this instance and is put back when the instance stops.
             logger.exception("job %s: could not record its outcome", job_id)
         finally:
+            was_full = self.job_counter >= self.max_jobs
             self.job_counter -= 1
             self.tasks.pop(job_id, None)
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
             self.abandoned.discard(job_id)
-            self.wake.set()  # a slot is free: look at the queue now
+            if was_full or not self._drained:
+                # A slot is free and the queue may hold jobs no slot was left for: look now. A
+                # worker that had room at its last look, and found nothing more, is told of new
+                # jobs by their wake-up instead (one read less per job while it keeps up).
+                self.wake.set()
 
     def request_abort(self) -> None:
         self._abort_requested = True

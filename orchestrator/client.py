@@ -183,14 +183,18 @@ class Client:
                 if (final := await self._results.wait(job_id, within_s=_RECHECK_S)) is not None:
                     return final
                 # Not heard for a while (a retry waits out its backoff): make sure it is still there.
-                job = await self.status(job_id)
-                if job is None:
-                    msg = f"no job {job_id!r}"
-                    raise NotFoundError(msg)
-                if job["state"] in TERMINAL:
-                    return job
+                if (final := await self._final_or_none(job_id)) is not None:
+                    return final
             await self._results.start()  # for the next jobs this client triggers
             return await self._wait_on_job_channel(job_id)
+
+    async def _final_or_none(self, job_id: str) -> dict[str, Any] | None:
+        """The job if it has ended, None while it has not; NotFoundError when it is gone."""
+        job = await self.status(job_id)
+        if job is None:
+            msg = f"no job {job_id!r}"
+            raise NotFoundError(msg)
+        return job if job["state"] in TERMINAL else None
 
     async def _wait_on_job_channel(self, job_id: str) -> dict[str, Any]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -198,12 +202,8 @@ class Client:
             # Subscribe before reading the state, so a finish in between is not missed.
             await pubsub.subscribe(Keys.done_channel(job_id))
             while True:
-                job = await self.status(job_id)
-                if job is None:
-                    msg = f"no job {job_id!r}"
-                    raise NotFoundError(msg)
-                if job["state"] in TERMINAL:
-                    return job
+                if (final := await self._final_or_none(job_id)) is not None:
+                    return final
                 # Bounded wait: a deferred retry publishes nothing until it ends.
                 message = await pubsub.get_message(timeout=_RECHECK_S)
                 if message is not None and (final := record_from_message(message["data"])) is not None:

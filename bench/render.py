@@ -547,7 +547,7 @@ def render(data: dict[str, Any], results_path: str) -> str:
 
 
 def write_readme(data: dict[str, Any], readme: Path, results: Path) -> None:
-    root = readme.parent
+    root, results = readme.parent.resolve(), results.resolve()  # `--output` may be relative to the cwd
     rel = str(results.relative_to(root)) if results.is_relative_to(root) else str(results)
     block = f"{BEGIN}\n{render(data, rel)}\n{END}"
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"

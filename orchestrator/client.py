@@ -185,7 +185,7 @@ class Client:
                 # Not heard for a while (a retry waits out its backoff): make sure it is still there.
                 if (final := await self._final_or_none(job_id)) is not None:
                     return final
-            await self._results.start()  # for the next jobs this client triggers
+            self._results.start()  # for the next jobs this client triggers
             return await self._wait_on_job_channel(job_id)
 
     async def _final_or_none(self, job_id: str) -> dict[str, Any] | None:

@@ -50,8 +50,11 @@ def _call(action: Callable[[Client], Awaitable[T]]) -> T:
 
     async def run() -> T:
         settings = load_settings()
-        async with redis_connection(settings, start_embedded=False) as (redis, _):
-            return await action(Client(redis, result_ttl_s=settings.result_ttl_s))
+        async with (
+            redis_connection(settings, start_embedded=False) as (redis, _),
+            Client(redis, result_ttl_s=settings.result_ttl_s) as client,
+        ):
+            return await action(client)
 
     return asyncio.run(run())
 

@@ -32,8 +32,6 @@ from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 
 logger = logging.getLogger(__name__)
 
-_SUBSCRIBE_TIMEOUT_S = 5.0
-
 
 def record_from_message(data: bytes) -> dict[str, Any] | None:
     """A done message carries the final record as a flat JSON list (see JobStore's scripts)."""
@@ -78,16 +76,14 @@ class ResultListener:
         """Subscribed: a job triggered now may name the channel (its end will be heard)."""
         return self._live
 
-    async def start(self) -> None:
-        """Subscribe (if not yet); returns once the subscription is in effect, or quietly if it failed."""
+    def start(self) -> None:
+        """Start listening (if not yet), without waiting: jobs triggered once it is `live` name the channel.
+
+        The task is the listener's own; `close()` (the Client's) cancels it and waits for it.
+        """
         self._last_wait = time.monotonic()
-        if self._task is not None and not self._task.done():
-            return
-        subscribed = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._listen(subscribed), name="client:results")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
-                await asyncio.wait([subscribed, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="client:results")
 
     def expect(self, job_id: str) -> None:
         """`job_id` was just enqueued naming the channel."""
@@ -124,7 +120,7 @@ class ResultListener:
                 await self._task
             self._task = None
 
-    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
+    async def _listen(self) -> None:
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.channel)
@@ -132,7 +128,6 @@ class ResultListener:
                 if message["type"] == "subscribe":
                     # Only now may a trigger name the channel: its end cannot be published before.
                     self._live = True
-                    subscribed.set_result(None)
                 elif message["type"] == "message" and not self._on_end(message["data"]):
                     return
         except (RedisError, OSError) as e:

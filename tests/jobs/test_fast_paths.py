@@ -69,6 +69,7 @@ async def test_a_client_hears_the_ends_of_its_jobs_without_subscribing_per_job(t
     async with run_app(make_settings(tmp_path, redis_url)), Client(connect_redis(redis_url), owns_redis=True) as client:
         first = await client.trigger("probe", {"name": "first"})
         assert (await client.result(first.job_id, timeout_s=20))["state"] == "succeeded"
+        await wait_for(lambda: client._results.live)  # the first wait started the listener
 
         before = await _subscribe_calls(client.redis)
         jobs = [await client.trigger("probe", {"name": f"n{i}"}) for i in range(5)]
@@ -91,6 +92,7 @@ async def test_a_dropped_listener_connection_loses_no_end(tmp_path: Path, redis_
     async with run_app(make_settings(tmp_path, redis_url)), Client(connect_redis(redis_url), owns_redis=True) as client:
         first = await client.trigger("probe", {})
         await client.result(first.job_id, timeout_s=20)
+        await wait_for(lambda: client._results.live)
         slow = await client.trigger("probe", {"name": "slow", "sleep": 1.0})
         waiting = asyncio.create_task(client.result(slow.job_id, timeout_s=20))
         await asyncio.sleep(0.2)

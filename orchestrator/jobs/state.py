@@ -130,12 +130,14 @@ return out
 # Leave `running`, only for the claim that is current: a late outcome from an instance whose
 # claim was released (it was presumed dead, and another runs the job now) is refused (returns 0).
 # KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset
+# A job back in its queue (a retry, a put-back) is announced on the queue's wake channel like an
+# enqueue: an idle worker learns when it is due instead of at its next idle tick.
 # ARGV: job_id, now, ttl_ms, mode ('final' | 'retry' | 'putback'), new queue score (retry),
-#       done channel, claim id, field, value, ...
+#       done channel, claim id, wake channel, field, value, ...
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[7] then return 0 end
 redis.call('HDEL', KEYS[1], 'claim')
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('DEL', KEYS[4])
@@ -150,8 +152,10 @@ if ARGV[4] == 'final' then
   if notify then redis.call('PUBLISH', notify, record) end
 elseif ARGV[4] == 'retry' then
   redis.call('ZADD', KEYS[6], 'XX', ARGV[5], ARGV[1])
+  redis.call('PUBLISH', ARGV[8], ARGV[1])
 else
   redis.call('ZINCRBY', KEYS[6], -__OFFSET__, ARGV[1])
+  redis.call('PUBLISH', ARGV[8], ARGV[1])
 end
 return 1
 """
@@ -386,7 +390,10 @@ class JobStore:
         """
         job_id = record.job_id
         mode = "final" if new_state in TERMINAL else "retry" if new_state == "deferred" else "putback"
-        args: list[Any] = [job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record.claim]
+        args: list[Any] = [
+            job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record.claim,
+            Keys.wake_channel(record.queue),
+        ]  # fmt: skip
         for k, v in encode_fields({**update, "state": new_state}).items():
             args += [k, v]
         keys = [

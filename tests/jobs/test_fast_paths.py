@@ -134,3 +134,13 @@ def test_hiredis_packing_refuses_what_redis_py_refuses() -> None:
         with_hiredis_packing(Connection)().pack_command("SET", "k", None)
     with pytest.raises(DataError):
         with_hiredis_packing(Connection)().pack_command("SET", "k", True)
+
+
+async def test_a_retry_due_before_the_idle_tick_runs_when_due(tmp_path: Path, redis_url: str) -> None:
+    """A worker that had room is not woken by a job's end; the retry announces itself instead."""
+    make_plugin(tmp_path / "plugins", max_retries=1, retry_backoff=0.1)
+    settings = make_settings(tmp_path, redis_url, poll_delay_s=60.0)
+    async with run_app(settings), Client(connect_redis(redis_url), owns_redis=True) as client:
+        job = await client.trigger("probe", {"fail_until_file": str(tmp_path / "never")})
+        final = await client.result(job.job_id, timeout_s=20)  # well inside the 60 s idle tick
+        assert final["state"] == "failed" and final["attempt"] == 2

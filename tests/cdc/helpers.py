@@ -15,6 +15,7 @@ from typing import Any
 import asyncmy  # type: ignore[import-untyped,unused-ignore]
 
 from orchestrator.app import build_registry, job_defaults
+from orchestrator.cdc.capture import build_capture
 from orchestrator.cdc.poller import ChangePoller
 from orchestrator.client import connect_redis
 from orchestrator.config import Settings
@@ -137,16 +138,8 @@ async def capture(settings: Settings) -> AsyncIterator[Rig]:
     store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
     submitter = Submitter(store, RegistryCatalog(registry, store), set(settings.queues), job_defaults(settings))
     lease = LeaderLease(redis, "cdc-test", ttl_s=settings.leader_ttl_s)
-    mysql = settings.mysql_params()
-    assert mysql is not None
-    poller = ChangePoller(
-        settings.cdc,
-        mysql,
-        interval_s=settings.db_change_polling_interval_s,
-        submitter=submitter,
-        lease=lease,
-        redis=redis,
-    )
+    poller = build_capture(settings, submitter, lease, redis)  # as `run` builds it
+    assert isinstance(poller, ChangePoller), poller
     lease_task = asyncio.create_task(lease.run())
     task: asyncio.Task[None] | None = None
     try:

@@ -6,24 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.index.esdouble import EsDouble
 from tests.jobs.helpers import cli, make_settings
 from tests.redis.servers import make_certs
 
 RULES = {"rules": [{"name": "teachers", "table": "teachers", "index": {"name": "teachers"}}]}
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[EsDouble]:
-    d = EsDouble()
-    await d.start()
-    yield d
-    await d.stop()
 
 
 async def test_es_check_reports_the_connection_and_the_target_indices(

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from tests.cdc.helpers import cdc_settings, install, sql
 from tests.index.esdouble import EsDouble
 from tests.index.test_sink import TEACHERS
 from tests.jobs.helpers import cli, run_app, wait_for
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[EsDouble]:
-    d = EsDouble()
-    await d.start()
-    yield d
-    await d.stop()
 
 
 async def _get(base: str, path: str) -> Any:

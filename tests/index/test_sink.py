@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from orchestrator.cdc.index_actions import index_stream
 from orchestrator.cdc.model import CdcKeys
 from orchestrator.client import connect_redis
@@ -34,14 +32,6 @@ RULE: dict[str, Any] = {
     "table": "teachers",
     "index": {"name": "teachers", "id": "id", "fields": ["id", "name", "age"], "rename": {"name": "full_name"}},
 }
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[EsDouble]:
-    d = EsDouble()
-    await d.start()
-    yield d
-    await d.stop()
 
 
 def settings_for(tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble, **extra: Any) -> Settings:

@@ -101,6 +101,8 @@ class ResultListener:
         self._last_wait = time.monotonic()
         if (final := self._ended.pop(job_id, None)) is not None:
             return final
+        if not self._live:
+            return None  # stopped since the caller asked `expects`: nobody would set the future
         future = self._waiters.get(job_id)
         if future is None:
             future = self._waiters[job_id] = asyncio.get_running_loop().create_future()

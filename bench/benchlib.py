@@ -250,7 +250,8 @@ def loadgen_args(variants: list[str]) -> argparse.Namespace:
 
 
 class Meter:
-    """Wall clock plus CPU of the worker tree and of redis-server around a timed section."""
+    """Wall clock plus CPU around a timed section: the worker tree (and its root process alone),
+    redis-server, and this load generator itself (so a run can say what every process spent per job)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -259,15 +260,22 @@ class Meter:
         self.t0 = time.perf_counter()
         self.wall0 = time.time()
         self.wcpu0 = tree_cpu_s(self.args.worker_pid) if self.args.worker_pid else 0.0
+        self.mcpu0 = cpu_s(self.args.worker_pid, reaped=False) if self.args.worker_pid else 0.0
+        self.lcpu0 = time.process_time()
         self.rcpu0 = cpu_s(self.args.redis_pid) if self.args.redis_pid else 0.0
         self.cmd0 = redis_counters(self.args.redis_host, self.args.redis_port) if self.args.count_commands else None
 
     def stop(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.t0
         wall1 = time.time()
-        out: dict[str, Any] = {"elapsed_s": round(elapsed, 4), "window": [self.wall0, wall1]}
+        out: dict[str, Any] = {
+            "elapsed_s": round(elapsed, 4),
+            "window": [self.wall0, wall1],
+            "loadgen_cpu_s": round(time.process_time() - self.lcpu0, 3),
+        }
         if self.args.worker_pid:
             out["worker_cpu_s"] = round(tree_cpu_s(self.args.worker_pid) - self.wcpu0, 3)
+            out["worker_main_cpu_s"] = round(cpu_s(self.args.worker_pid, reaped=False) - self.mcpu0, 3)
         if self.args.redis_pid:
             out["redis_cpu_s"] = round(cpu_s(self.args.redis_pid) - self.rcpu0, 3)
         if self.cmd0 is not None:
@@ -365,6 +373,14 @@ def finish_throughput(out: dict[str, Any], n: int, done: int, enqueue_s: float) 
         out["worker_cpu_ms_per_job"] = round(out["worker_cpu_s"] * 1000 / done, 3)
     if done and "redis_cpu_s" in out:
         out["redis_cpu_ms_per_job"] = round(out["redis_cpu_s"] * 1000 / done, 3)
+    if done:
+        out["loadgen_cpu_ms_per_job"] = round(out["loadgen_cpu_s"] * 1000 / done, 3)
+    if done and "worker_main_cpu_s" in out:
+        out["worker_main_cpu_ms_per_job"] = round(out["worker_main_cpu_s"] * 1000 / done, 3)
+    if done and "worker_cpu_s" in out and "redis_cpu_s" in out:
+        # every process of the run: what the machine's cores had to carry per job
+        spent = out["loadgen_cpu_s"] + out["worker_cpu_s"] + out["redis_cpu_s"]
+        out["all_cpu_ms_per_job"] = round(spent * 1000 / done, 3)
     return out
 
 

@@ -207,13 +207,17 @@ def _sec_queue(data: dict[str, Any], s: dict[str, Any], tg: list[dict[str, Any]]
         "Enqueue N no-op jobs from a separate load-generator process, clock from the first enqueue until "
         "the last job is done (or the deadline: then jobs done / time). One worker process per system; "
         "the orchestrator serves one queue at concurrency "
-        f"{p['orchestrator_concurrency']}. Ratios are orchestrator ÷ that row (above 1: the orchestrator is faster)."
+        f"{p['orchestrator_concurrency']}. Ratios are orchestrator ÷ that row (above 1: the orchestrator is faster). "
+        "CPU per job: the worker's whole process tree (children too), redis-server, the load generator, and "
+        "their sum: every process of the run shares the machine's cores, so a rate R needs the sum to stay under "
+        "cores x 1000 / R ms."
     )
     w("")
     w(
-        "| system | jobs/s (median) | min-max | jobs done / N | worker CPU ms/job | Redis CPU ms/job | pooled ÷ | process ÷ |"
+        "| system | jobs/s (median) | min-max | jobs done / N | worker CPU ms/job | Redis CPU ms/job "
+        "| load generator CPU ms/job | all processes CPU ms/job | pooled ÷ | process ÷ |"
     )
-    w("|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for key, e in tp.items():
         cut = e.get("cut_runs", 1 if e["cut_at_deadline"] else 0)
         done = f"{fmt(med(e['done']))} / {e['n']:,}" + (
@@ -222,12 +226,13 @@ def _sec_queue(data: dict[str, Any], s: dict[str, Any], tg: list[dict[str, Any]]
         w(
             f"| {LABELS.get(key, key)} | {fmt(e['median'])} | {rng(e['jobs_per_s'])} | {done} | "
             f"{fmt(e['worker_cpu_ms_per_job'], 2)} | {fmt(e['redis_cpu_ms_per_job'], 2)} | "
+            f"{fmt(e.get('loadgen_cpu_ms_per_job'), 2)} | {fmt(e.get('all_cpu_ms_per_job'), 2)} | "
             f"{ratio(pooled, e['median'])} | {ratio(process, e['median'])} |"
         )
     sp = s["spawn"]
     w(
         f"| bare spawn `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(sp['command'] or []))}`, "
-        f"concurrency {sp['concurrency']} | {fmt(sp['spawns_per_s'])} | {rng(sp['spawns_per_s_all'])} | | | | "
+        f"concurrency {sp['concurrency']} | {fmt(sp['spawns_per_s'])} | {rng(sp['spawns_per_s_all'])} | | | | | | "
         f"{ratio(pooled, sp['spawns_per_s'])} | {ratio(process, sp['spawns_per_s'])} |"
     )
     w("")

@@ -115,6 +115,17 @@ class Keys:
     def wake_channel(queue: str) -> str:
         return f"orch:wake:{queue}"
 
+    @staticmethod
+    def offers(queue: str) -> str:
+        """Hash: an idle worker's push channel -> how many of its slots an enqueue may fill directly."""
+        return f"orch:offers:{queue}"
+
+    @staticmethod
+    def push_channel(instance_id: str, token: str) -> str:
+        """Jobs an enqueue claimed for one process's workers (JobStore's enqueue script). The token
+        is the process's own: two processes given one instance id never read each other's pushes."""
+        return f"orch:push:{instance_id}:{token}"
+
     cancel_channel = "orch:cancel"
     reload_channel = "orch:reload"  # a plugin name, or "" for the whole folder
 

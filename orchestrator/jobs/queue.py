@@ -9,6 +9,10 @@ changes is how a worker moves a job along, because arq's own path costs a 500 ms
   or the next deferred job is due (with a fallback tick for a missed message);
 - it claims every job it has room for in one script (the in-progress key, set NX, and the record
   move to `running` together), and finishes each in one more;
+- it offers its free slots in Redis (`Keys.offers`): an enqueue of a job due now and first in
+  line then claims it for the worker and publishes it on the worker's push channel, so an idle
+  worker starts a job with no round trip of its own; claims and finishes keep the offer equal to
+  the free slots, a push that finds no room is put back, and the offer is withdrawn at shutdown;
 - the job tasks belong to the pool's TaskGroup, not to loose `create_task` calls.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -25,16 +30,13 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent
-from orchestrator.jobs.model import JobRecord, Keys
+from orchestrator.jobs.model import JobRecord, Keys, RecordUpdate, now
 from orchestrator.jobs.runner import CancelReason, JobRunner
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.state import IN_PROGRESS_TTL_MS, JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
 from orchestrator.jobs.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
-
-# arq's in-progress key outlives any job: crash recovery releases jobs by heartbeat, not by TTL.
-_IN_PROGRESS_TTL_MS = 30 * 24 * 3600 * 1000
 
 
 async def _not_called(ctx: dict[str, Any], job_id: str) -> None:
@@ -53,6 +55,7 @@ class QueueWorker(Worker):
         store: the job records.
         instance_id: who claims the jobs.
         poll_delay_s: the fallback tick.
+        push_channel: where enqueues send the jobs they claim for this process's workers.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class QueueWorker(Worker):
         store: JobStore,
         instance_id: str,
         poll_delay_s: float,
+        push_channel: str,
     ) -> None:
         super().__init__(
             functions=[func(_not_called, name=ARQ_FUNCTION)],
@@ -88,6 +92,8 @@ class QueueWorker(Worker):
         self._abort_requested = False
         self.abandoned: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self.push_channel = push_channel
+        self.offer_due = False  # (re)subscribed to the push channel: offer the free slots again
 
     async def serve(self, tg: asyncio.TaskGroup) -> None:
         """Claim and start jobs until cancelled; job tasks go into `tg`."""
@@ -114,6 +120,10 @@ class QueueWorker(Worker):
         wait_s = self.poll_delay_s
         free = self.max_jobs - self.job_counter
         hint, self.hint = self.hint, None
+        if self.offer_due and self.allow_pick_jobs:
+            # Before the look: the jobs it claims then come out of the offer (the claim script).
+            self.offer_due = False
+            await self.store.offer(self.queue, self.push_channel, free)
         if self.allow_pick_jobs and free > 0:
             look_ahead_ms = int(self.poll_delay_s * 1000)
             head = None
@@ -122,7 +132,7 @@ class QueueWorker(Worker):
                     self.queue,
                     hint,
                     self.instance_id,
-                    in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
+                    in_progress_ttl_ms=IN_PROGRESS_TTL_MS,
                     look_ahead_ms=look_ahead_ms,
                 )
             if head is not None:
@@ -132,7 +142,7 @@ class QueueWorker(Worker):
                     self.queue,
                     free,
                     self.instance_id,
-                    in_progress_ttl_ms=_IN_PROGRESS_TTL_MS,
+                    in_progress_ttl_ms=IN_PROGRESS_TTL_MS,
                     look_ahead_ms=look_ahead_ms,
                 )
                 more = len(records) == free
@@ -181,6 +191,31 @@ class QueueWorker(Worker):
                 # worker that had room at its last look, and found nothing more, is told of new
                 # jobs by their wake-up instead (one read less per job while it keeps up).
                 self.wake.set()
+
+    def on_push(self, record: JobRecord) -> None:
+        """An enqueue claimed `record` for this worker (see the module docstring)."""
+        if self._tg is None:  # not serving yet (an offer left by an earlier run with this instance id)
+            logger.warning("worker.%s push of %s before serving: left to the reconciler", self.queue, record.job_id)
+            return
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            self._start(record)
+            return
+        # No room (the offer ran ahead of a claim in flight) or stopping: back to the queue, as
+        # if never claimed; its wake-up brings a worker with room.
+        self._tg.create_task(self._put_back_push(record), name=f"push-back:{record.job_id}")
+
+    async def _put_back_push(self, record: JobRecord) -> None:
+        update: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
+        try:
+            await self.store.finish(record, "queued", update, frees_slot=False)
+        except (RedisError, OSError) as e:
+            # Redis away: the record says this instance runs the job while it does not; the
+            # reconciler puts such a job back (jobs/reconcile.py).
+            logger.warning("worker.%s push of %s not put back yet: %s", self.queue, record.job_id, e)
+
+    async def withdraw_offer(self) -> None:
+        with contextlib.suppress(RedisError, OSError):  # Redis away: a push then finds no reader, or no room
+            await self.store.withdraw_offer(self.queue, self.push_channel)
 
     def request_abort(self) -> None:
         self._abort_requested = True
@@ -240,6 +275,7 @@ class WorkerPool(BaseComponent):
         self.redis = redis
         self.runner = runner
         self.shutdown_grace_s = shutdown_grace_s
+        self.push_channel = Keys.push_channel(instance_id, uuid.uuid4().hex[:8])
         self.workers = {
             q: QueueWorker(
                 queue=q,
@@ -249,6 +285,7 @@ class WorkerPool(BaseComponent):
                 store=store,
                 instance_id=instance_id,
                 poll_delay_s=poll_delay_s,
+                push_channel=self.push_channel,
             )
             for q, c in queues.items()
         }
@@ -265,9 +302,17 @@ class WorkerPool(BaseComponent):
 
     async def _listen(self) -> None:
         channels = {Keys.wake_channel(q): w for q, w in self.workers.items()}
+        push_channel = self.push_channel
 
         def on_message(channel: str, data: bytes) -> None:
-            if channel == Keys.cancel_channel:
+            if channel == push_channel:
+                record = JobStore.pushed_record(data)
+                worker = self.workers.get(record.queue) if record is not None else None
+                if record is None or worker is None:
+                    logger.warning("workers: unreadable push %r", data[:200])
+                    return
+                worker.on_push(record)
+            elif channel == Keys.cancel_channel:
                 job_id = data.decode()
                 for worker in self.workers.values():
                     if job_id in worker.job_tasks:
@@ -278,17 +323,18 @@ class WorkerPool(BaseComponent):
 
         def on_subscribed() -> None:
             for worker in self.workers.values():
+                worker.offer_due = True  # pushes can reach it (again)
                 worker.wake.set()  # anything enqueued while we were not subscribed
 
-        await listen_forever(
-            self.redis, [Keys.cancel_channel, *channels], on_message, name="workers", on_subscribed=on_subscribed
-        )
+        subscribed = [Keys.cancel_channel, *channels, push_channel]
+        await listen_forever(self.redis, subscribed, on_message, name="workers", on_subscribed=on_subscribed)
 
     async def drain(self) -> None:
         """Stop taking jobs; let running ones finish for the grace; then stop them (they go back to the queue)."""
         grace_s = self.shutdown_grace_s
         for worker in self.workers.values():
             worker.stop_picking()
+        await asyncio.gather(*(w.withdraw_offer() for w in self.workers.values()))
         running = sum(len(w.job_tasks) for w in self.workers.values())
         if running:
             logger.info("shutdown: waiting up to %.0fs for %d running job(s)", grace_s, running)

@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 # ARGV: fence token or '', ttl ms, N, C (checkpoint pairs), C field/value pairs,
 #       S, E, E (stream slot 1..S, payload) pairs,
 #       then per job: job_id, arq payload, queue score, index score, wake channel, plugin, F, F items
+# Push (one job, no checkpoint): a job due now and first in its queue goes straight to a worker
+# that offered free slots (Keys.offers): claimed here as the claim script would, and published on
+# that worker's channel with what the worker needs, so it starts the job without a claim round
+# trip of its own. PUBLISH tells whether the channel is read at all: an offer nobody reads is
+# dropped and the job takes the usual wake-up. (A push lost with its connection after PUBLISH
+# counted it is put back by the owner's reconciler, like a lost finish: jobs/reconcile.py.)
+#   trailing KEYS: offers hash, state:running, the job's arq in-progress key
+#   trailing ARGV: 'push', now (ms), now (s), in-progress ttl ms, claim nonce
 # Returns one outcome per job: 1 (enqueued), 0 (id exists), -1 (plugin disabled).
 _ENQUEUE = (
     fence_check(3, 1)
@@ -45,6 +53,7 @@ end
 a = a + 2 + 2 * e
 local k = ((c > 0) and 5 or 4) + s
 local out, woken = {}, {}
+local a1, k1 = a, k  -- the first job's arguments and keys (a push has only that one)
 for i = 1, n do
   local id, nf = ARGV[a], tonumber(ARGV[a + 6])
   if redis.call('EXISTS', KEYS[k]) == 1 then
@@ -66,6 +75,35 @@ for i = 1, n do
   k = k + 5
 end
 if c > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * c)) end
+if n == 1 and out[1] == 1 and ARGV[a] == 'push' then
+  local id, rec, queue, st = ARGV[a1], KEYS[k1], KEYS[k1 + 2], KEYS[k1 + 3]
+  local offers, running, progress = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  if redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[a + 1], 'LIMIT', 0, 1)[1] == id
+      and redis.call('EXISTS', progress) == 0 then
+    local o = redis.call('HGETALL', offers)
+    for j = 1, #o, 2 do
+      local channel = o[j]
+      local instance = string.match(channel, '^orch:push:(.+):[^:]+$')
+      if instance and (tonumber(o[j + 1]) or 0) > 0 then
+        local claim = instance .. ':push:' .. ARGV[a + 4]
+        local f = redis.call('HMGET', rec, __CLAIM_FIELDS__)
+        f[__ATTEMPT_AT__] = tostring((tonumber(f[__ATTEMPT_AT__]) or 0) + 1)
+        if redis.call('PUBLISH', channel, cjson.encode({id, claim, ARGV[a + 2], f})) > 0 then
+          redis.call('SET', progress, '1', 'PX', ARGV[a + 3])
+          redis.call('HINCRBY', rec, 'attempt', 1)
+          redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[a + 2], 'instance', instance, 'claim', claim)
+          redis.call('ZREM', st, id)
+          redis.call('ZADD', running, ARGV[a + 2], id)
+          redis.call('ZINCRBY', queue, __OFFSET__, id)
+          redis.call('HINCRBY', offers, channel, -1)
+          woken = {}  -- claimed: no worker needs waking for it
+          break
+        end
+        redis.call('HDEL', offers, channel)
+      end
+    end
+  end
+end
 -- one wake-up per queue, however many jobs went into it
 for channel, id in pairs(woken) do redis.call('PUBLISH', channel, id) end
 return out
@@ -79,20 +117,22 @@ return out
 # In 'head' mode the one candidate is the id an enqueue's wake-up named, not read first: it is
 # claimed only when it is the queue's first ready entry (so priorities hold), and the reply then
 # says what the skipped read would have: whether more are ready, and when the next deferred one is due.
-# KEYS: queue zset, state:queued, state:deferred, state:running, then per candidate:
+# A worker that offers slots for pushes (see the enqueue script) passes its channel: the jobs it
+# claims here take that many slots out of its offer.
+# KEYS: queue zset, state:queued, state:deferred, state:running, offers hash, then per candidate:
 #       arq in-progress, record, arq job
 # ARGV: now (s), now (ms), instance id, in-progress ttl ms, claim id, mode ('ids' | 'head'),
-#       look-ahead ms, candidate ids...
+#       look-ahead ms, push channel or '', candidate ids...
 # Returns {claimed?, more ready?, next due ms or nil, id, fields, id, fields, ...} (fields in
 # _CLAIM_FIELDS order); claimed? is 0 only in head mode, when the candidate was not the head.
 _CLAIM = """
 local head = ARGV[6] == 'head'
-if head and redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)[1] ~= ARGV[8] then
+if head and redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)[1] ~= ARGV[9] then
   return {0, 1, false}
 end
 local out = {1, 0, false}
-local k = 5
-for i = 8, #ARGV do
+local k = 6
+for i = 9, #ARGV do
   local id, progress, rec, job = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
   local score = redis.call('ZSCORE', KEYS[1], id)
@@ -118,6 +158,11 @@ for i = 8, #ARGV do
     end
   end
 end
+local claimed = (#out - 3) / 2
+if ARGV[8] ~= '' and claimed > 0 then
+  local offered = tonumber(redis.call('HGET', KEYS[5], ARGV[8]))
+  if offered then redis.call('HSET', KEYS[5], ARGV[8], math.max(offered - claimed, 0)) end
+end
 if head then
   out[2] = #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)
   local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], tonumber(ARGV[2]) + tonumber(ARGV[7]),
@@ -129,15 +174,17 @@ return out
 
 # Leave `running`, only for the claim that is current: a late outcome from an instance whose
 # claim was released (it was presumed dead, and another runs the job now) is refused (returns 0).
-# KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset
+# KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset, offers hash
 # A job back in its queue (a retry, a put-back) is announced on the queue's wake channel like an
-# enqueue: an idle worker learns when it is due instead of at its next idle tick.
+# enqueue: an idle worker learns when it is due instead of at its next idle tick. A worker that
+# offers slots for pushes passes its channel: the slot this job held goes back into its offer.
 # ARGV: job_id, now, ttl_ms, mode ('final' | 'retry' | 'putback'), new queue score (retry),
-#       done channel, claim id, wake channel, field, value, ...
+#       done channel, claim id, wake channel, push channel or '', field, value, ...
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[7] then return 0 end
 redis.call('HDEL', KEYS[1], 'claim')
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[9]) == 1 then redis.call('HINCRBY', KEYS[7], ARGV[9], 1) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('DEL', KEYS[4])
@@ -241,8 +288,16 @@ _CLAIM_FIELDS = (
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
-_CLAIM = _CLAIM.replace("__CLAIM_FIELDS__", ", ".join(f"'{f}'" for f in _CLAIM_FIELDS))
-_CLAIM, _FINISH, _RELEASE = (s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for s in (_CLAIM, _FINISH, _RELEASE))
+# arq's in-progress key outlives any job: crash recovery releases jobs by heartbeat, not by TTL.
+IN_PROGRESS_TTL_MS = 30 * 24 * 3600 * 1000
+_LUA_CLAIM_FIELDS = ", ".join(f"'{f}'" for f in _CLAIM_FIELDS)
+_CLAIM = _CLAIM.replace("__CLAIM_FIELDS__", _LUA_CLAIM_FIELDS)
+_ENQUEUE = _ENQUEUE.replace("__CLAIM_FIELDS__", _LUA_CLAIM_FIELDS).replace(
+    "__ATTEMPT_AT__", str(_CLAIM_FIELDS.index("attempt") + 1)
+)
+_ENQUEUE, _CLAIM, _FINISH, _RELEASE = (
+    s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for s in (_ENQUEUE, _CLAIM, _FINISH, _RELEASE)
+)
 
 
 @dataclass(frozen=True)
@@ -280,18 +335,27 @@ class JobStore:
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
         self._delete = redis.register_script(_DELETE)
+        # queue -> this process's push channel, for the queues whose worker offers slots to pushes
+        # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
+        self.offering: dict[str, str] = {}
 
     # -- writes --
-    async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float) -> int:
-        """Create the record and the arq job at once.
+    async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float, push: bool = False) -> int:
+        """Create the record and the arq job at once; with `push`, hand it straight to an idle
+        worker that offered a slot, if any (see the enqueue script).
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
         """
-        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score)]))[0]
+        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score)], push=push))[0]
 
     async def enqueue_many(
-        self, items: Sequence[EnqueueItem], *, fence: Fence | None = None, checkpoint: Checkpoint | None = None
+        self,
+        items: Sequence[EnqueueItem],
+        *,
+        fence: Fence | None = None,
+        checkpoint: Checkpoint | None = None,
+        push: bool = False,
     ) -> list[int]:
         """Enqueue every item and write `checkpoint` in one atomic script; one outcome per item (see enqueue).
 
@@ -320,6 +384,12 @@ class JobStore:
                 job_id, item.arq_payload, item.score, record.enqueued_at, Keys.wake_channel(record.queue),
                 record.plugin, len(fields), *fields,
             ]  # fmt: skip
+        if push and len(items) == 1 and checkpoint is None and items[0].record.state == "queued":
+            record = items[0].record
+            keys += [Keys.offers(record.queue), Keys.state("running"), in_progress_key_prefix + record.job_id]
+            # the head check compares with the enqueue's own clock, the one its score was made from
+            now_ms = round((record.enqueued_at or now()) * 1000, 3)
+            args += ["push", now_ms, now(), IN_PROGRESS_TTL_MS, uuid.uuid4().hex[:12]]
         try:
             return [int(x) for x in await self._enqueue(keys=keys, args=args)]
         except ResponseError as e:
@@ -365,12 +435,15 @@ class JobStore:
         self, queue: str, ids: list[str], instance_id: str, ts: float, in_progress_ttl_ms: int, mode: str,
         look_ahead_ms: int,
     ) -> tuple[bool, bool, float | None, list[JobRecord]]:  # fmt: skip
-        keys = [Keys.queue(queue), Keys.state("queued"), Keys.state("deferred"), Keys.state("running")]
+        keys = [
+            Keys.queue(queue), Keys.state("queued"), Keys.state("deferred"), Keys.state("running"), Keys.offers(queue),
+        ]  # fmt: skip
         for job_id in ids:
             keys += [in_progress_key_prefix + job_id, Keys.job(job_id), job_key_prefix + job_id]
         claim_id = f"{instance_id}:{uuid.uuid4().hex[:12]}"
         now_ms = round(ts * 1000, 3)
-        args: list[Any] = [ts, now_ms, instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, *ids]
+        channel = self.offering.get(queue, "")
+        args: list[Any] = [ts, now_ms, instance_id, in_progress_ttl_ms, claim_id, mode, look_ahead_ms, channel, *ids]
         ok, more, next_due, *flat = await self._claim(keys=keys, args=args)
         claimed = []
         for job_id, values in zip(flat[::2], flat[1::2], strict=True):
@@ -381,9 +454,18 @@ class JobStore:
         return bool(ok), bool(more), float(next_due) if next_due is not None else None, claimed
 
     async def finish(
-        self, record: JobRecord, new_state: JobState, update: RecordUpdate, *, retry_score_ms: int = 0
+        self,
+        record: JobRecord,
+        new_state: JobState,
+        update: RecordUpdate,
+        *,
+        retry_score_ms: int = 0,
+        frees_slot: bool = True,
     ) -> bool:
         """Leave `running` for a final state, `deferred` (a retry at `retry_score_ms`) or `queued` (put back).
+
+        `frees_slot=False`: the job never held one of this worker's slots (a push it had no room
+        for), so its worker's push offer is left as it is.
 
         Returns False when the claim is no longer current (this instance was presumed dead and
         the job was given to another): nothing was written.
@@ -392,7 +474,7 @@ class JobStore:
         mode = "final" if new_state in TERMINAL else "retry" if new_state == "deferred" else "putback"
         args: list[Any] = [
             job_id, now(), self.ttl_ms, mode, retry_score_ms, Keys.done_channel(job_id), record.claim,
-            Keys.wake_channel(record.queue),
+            Keys.wake_channel(record.queue), self.offering.get(record.queue, "") if frees_slot else "",
         ]  # fmt: skip
         for k, v in encode_fields({**update, "state": new_state}).items():
             args += [k, v]
@@ -403,8 +485,29 @@ class JobStore:
             in_progress_key_prefix + job_id,
             job_key_prefix + job_id,
             Keys.queue(record.queue),
+            Keys.offers(record.queue),
         ]
         return bool(await self._finish(keys=keys, args=args))
+
+    async def offer(self, queue: str, channel: str, slots: int) -> None:
+        """Offer `slots` free slots of the worker reading `channel` to pushes (the enqueue script's)."""
+        await self.redis.hset(Keys.offers(queue), channel, str(slots))  # type: ignore[misc]
+        self.offering[queue] = channel
+
+    async def withdraw_offer(self, queue: str, channel: str) -> None:
+        """No more pushes to this worker (it stops taking jobs)."""
+        self.offering.pop(queue, None)
+        await self.redis.hdel(Keys.offers(queue), channel)  # type: ignore[misc]
+
+    @staticmethod
+    def pushed_record(data: bytes) -> JobRecord | None:
+        """The job a push message hands over, claimed for this worker (None if it is not one)."""
+        try:
+            job_id, claim, started_at, values = json.loads(data)
+            raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None and v is not False}
+            return JobRecord.from_hash(raw, job_id=job_id, state="running", started_at=float(started_at), claim=claim)
+        except (ValueError, TypeError):
+            return None
 
     async def cancel(self, job_id: str, queue: str) -> str:
         """'cancelled' (it was waiting), 'cancelling' (it runs: its worker stops it), a final state, or 'missing'."""

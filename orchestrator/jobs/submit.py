@@ -161,7 +161,8 @@ class Submitter:
 
     async def write(self, job: PreparedJob) -> bool:
         """Enqueue; False when a job with this id already exists (nothing written)."""
-        outcome = await self.store.enqueue(job.record, arq_payload=self._payload(job), score=job.score)
+        # push: an idle worker that offered a slot gets the job with its claim (no claim round trip)
+        outcome = await self.store.enqueue(job.record, arq_payload=self._payload(job), score=job.score, push=True)
         if outcome < 0:
             msg = f"plugin {job.record.plugin!r} is disabled (orchestrator plugins enable {job.record.plugin})"
             raise JobError(msg)

@@ -126,6 +126,35 @@ async def test_a_push_that_finds_no_room_goes_back_to_the_queue(tmp_path: Path, 
         await wait_for(lambda: _offer_is(client.redis, channel, 1))
 
 
+async def test_a_push_lost_on_its_way_is_put_back_and_runs(tmp_path: Path, redis_url: str) -> None:
+    """PUBLISH counted a reader, but the worker never got the message (its connection died with it
+    in the buffer): the record says the instance runs the job while it does not, and the instance's
+    reconciler puts it back (two passes, `instance_ttl_s` apart)."""
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(
+        tmp_path, redis_url, queues={"default": {"concurrency": 2}}, instance_id="w-lost", instance_ttl_s=1.0
+    )
+    async with (
+        run_app(settings),
+        Client(connect_redis(redis_url), owns_redis=True) as client,
+        connect_redis(redis_url) as sub_redis,
+    ):
+        real = await _channel_of(client.redis, "w-lost")
+        # The message goes to a reader that drops it, in the worker's name.
+        lost = Keys.push_channel("w-lost", "gone")
+        pubsub = sub_redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(lost)
+        await client.redis.hdel(_OFFERS, real)  # type: ignore[misc]
+        await _offer(client.redis, lost, 1)
+        job = await client.trigger("probe", {"name": "lost"})
+        assert await _next_push(pubsub, 5) is not None
+        record = await client.store.get(job.job_id)
+        assert record is not None and record.state == "running" and record.instance == "w-lost"
+        final = await client.result(job.job_id, timeout_s=30)
+        assert final["state"] == "succeeded" and final["result"]["name"] == "lost"
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
 async def test_a_stopping_worker_withdraws_its_offer(tmp_path: Path, redis_url: str) -> None:
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 2}}, instance_id="w-stop")

@@ -122,8 +122,9 @@ class QueueWorker(Worker):
         hint, self.hint = self.hint, None
         if self.offer_due and self.allow_pick_jobs:
             # Before the look: the jobs it claims then come out of the offer (the claim script).
-            self.offer_due = False
+            # Cleared only once written: a Redis error here is retried with the next pass.
             await self.store.offer(self.queue, self.push_channel, free)
+            self.offer_due = False
         if self.allow_pick_jobs and free > 0:
             look_ahead_ms = int(self.poll_delay_s * 1000)
             head = None

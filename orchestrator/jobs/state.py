@@ -78,10 +78,15 @@ if c > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * c)) end
 if n == 1 and out[1] == 1 and ARGV[a] == 'push' then
   local id, rec, queue, st = ARGV[a1], KEYS[k1], KEYS[k1 + 2], KEYS[k1 + 3]
   local offers, running, progress = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  if redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[a + 1], 'LIMIT', 0, 1)[1] == id
+  -- offers first: under load every worker is full (offers at 0) and the rest is not read
+  local o = redis.call('HGETALL', offers)
+  local first = nil
+  for j = 2, #o, 2 do
+    if (tonumber(o[j]) or 0) > 0 then first = j - 1 break end
+  end
+  if first and redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[a + 1], 'LIMIT', 0, 1)[1] == id
       and redis.call('EXISTS', progress) == 0 then
-    local o = redis.call('HGETALL', offers)
-    for j = 1, #o, 2 do
+    for j = first, #o, 2 do
       local channel = o[j]
       local instance = string.match(channel, '^orch:push:(.+):[^:]+$')
       if instance and (tonumber(o[j + 1]) or 0) > 0 then

@@ -511,7 +511,7 @@ class JobStore:
             job_id, claim, started_at, values = json.loads(data)
             raw = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None and v is not False}
             return JobRecord.from_hash(raw, job_id=job_id, state="running", started_at=float(started_at), claim=claim)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError):  # not our script's message: never crash the listener
             return None
 
     async def cancel(self, job_id: str, queue: str) -> str:

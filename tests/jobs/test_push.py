@@ -155,6 +155,19 @@ async def test_a_push_lost_on_its_way_is_put_back_and_runs(tmp_path: Path, redis
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+async def test_garbage_on_the_push_channel_is_logged_and_the_worker_goes_on(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 1}}, instance_id="w-junk")
+    async with run_app(settings), Client(connect_redis(redis_url), owns_redis=True) as client:
+        channel = await _channel_of(client.redis, "w-junk")
+        no_fields = json.dumps(["id", "c", 1.0, [None] * 13]).encode()  # the right shape, nothing in it
+        for junk in (b"not json", b"[1, 2]", b'["id", "claim", "now", []]', b'["id", "c", 1.0, [1, 2, 3]]', no_fields):
+            assert await client.redis.publish(channel, junk) == 1
+        job = await client.trigger("probe", {"name": "after"})
+        final = await client.result(job.job_id, timeout_s=30)
+        assert final["state"] == "succeeded" and final["result"]["name"] == "after"
+
+
 async def test_a_stopping_worker_withdraws_its_offer(tmp_path: Path, redis_url: str) -> None:
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 2}}, instance_id="w-stop")

@@ -30,7 +30,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent
-from orchestrator.jobs.model import JobRecord, Keys, RecordUpdate, now
+from orchestrator.jobs.model import JobRecord, Keys
 from orchestrator.jobs.runner import CancelReason, JobRunner
 from orchestrator.jobs.state import IN_PROGRESS_TTL_MS, JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
@@ -206,9 +206,8 @@ class QueueWorker(Worker):
         self._tg.create_task(self._put_back_push(record), name=f"push-back:{record.job_id}")
 
     async def _put_back_push(self, record: JobRecord) -> None:
-        update: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
         try:
-            await self.store.finish(record, "queued", update, frees_slot=False)
+            await self.runner.put_back(record, frees_slot=False)
         except (RedisError, OSError) as e:
             # Redis away: the record says this instance runs the job while it does not; the
             # reconciler puts such a job back (jobs/reconcile.py).

@@ -129,9 +129,8 @@ class JobRunner:
             else:
                 # Shutdown: back to the queue; the interrupted attempt does not count. Bounded: at
                 # shutdown with Redis away, the heartbeat expiry puts it back instead.
-                put_back: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
                 self.observer.job_ended(record, "interrupted")
-                await asyncio.shield(self._record(record, "queued", put_back, give_up_after_s=5.0))
+                await asyncio.shield(self.put_back(record))
             raise
         await self._record_outcome(record, result)
 
@@ -209,6 +208,15 @@ class JobRunner:
         finally:
             self.observer.job_ended(record, "failed", error=result.error)
 
+    async def put_back(self, record: JobRecord, *, frees_slot: bool = True) -> None:
+        """Back to its queue as if never claimed (the attempt does not count). Bounded: with Redis
+        away past 5 s it raises, and the job goes back when the reconciler or the reaper finds it.
+
+        `frees_slot=False`: the job never took one of this worker's slots (a push it had no room for).
+        """
+        put_back: RecordUpdate = {"attempt": record.attempt - 1, "interrupted": now()}
+        await self._record(record, "queued", put_back, give_up_after_s=5.0, frees_slot=frees_slot)
+
     async def _record(
         self,
         record: JobRecord,
@@ -217,6 +225,7 @@ class JobRunner:
         *,
         retry_score_ms: int = 0,
         give_up_after_s: float | None = None,
+        frees_slot: bool = True,
     ) -> None:
         """An outcome must reach Redis: if Redis is away, keep trying (with backoff) until it is back."""
         loop = asyncio.get_running_loop()
@@ -224,7 +233,9 @@ class JobRunner:
         backoff_s = 0.2
         while True:
             try:
-                if not await self.store.finish(record, state, fields, retry_score_ms=retry_score_ms):
+                if not await self.store.finish(
+                    record, state, fields, retry_score_ms=retry_score_ms, frees_slot=frees_slot
+                ):
                     logger.warning(
                         "job %s (%s): outcome %s not recorded: this instance's claim was released "
                         "(it was presumed dead) and the job belongs to another run now",

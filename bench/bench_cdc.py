@@ -42,11 +42,11 @@ import asyncmy  # type: ignore[import-untyped,unused-ignore]
 from orchestrator.app import build_registry, cdc_admin, job_defaults
 from orchestrator.cdc.poller import ChangePoller
 from orchestrator.client import connect_redis
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
 from orchestrator.jobs.catalog import RegistryCatalog
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import Submitter
 from tests.services import MariaDBServer, RedisServer
 

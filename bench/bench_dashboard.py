@@ -28,8 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from orchestrator.cli.top import read_snapshot
 from orchestrator.client import Client
-from orchestrator.commands_top import read_snapshot
 from orchestrator.jobs.model import JobRecord, Keys
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cdc import Bench  # type: ignore[import-not-found,unused-ignore]
 
 from orchestrator.config import Settings
-from orchestrator.index.client import es_client
+from orchestrator.index.es_client import es_client
 from orchestrator.index.sink import IndexSink
 from tests.index.esdouble import EsDouble
 from tests.services import MariaDBServer, RedisServer

@@ -32,7 +32,7 @@ STACK = ["asyncio", "uvloop", "hiredis", "redis.asyncio", "arq", "aiohttp.web"]
 LISTS = {
     "stack": STACK,
     "stack + config": [*STACK, "pydantic", "pydantic_settings"],
-    "orchestrator run": ["asyncio", "uvloop", "orchestrator.cli", "orchestrator.app"],
+    "orchestrator run": ["asyncio", "uvloop", "orchestrator.cli.main", "orchestrator.app"],
 }
 
 _PROBE = """

@@ -21,26 +21,23 @@ from typing import TYPE_CHECKING, Any, Literal
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from orchestrator import redis_conn
 from orchestrator.cdc.capture import build_capture
 from orchestrator.client import Client
+from orchestrator.cluster.heartbeat import Heartbeat, Housekeeping, new_instance_id
+from orchestrator.cluster.lease import LeaderLease
+from orchestrator.cluster.plugin_reload import PluginReloader
+from orchestrator.cluster.reconcile import Reconciler
 from orchestrator.components import Component, ComponentHealth
-from orchestrator.config import Settings, mask_url
-from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, NotFoundError, ParamsError, PluginError, StartupError
 from orchestrator.index.build import build_index_components
 from orchestrator.jobs.catalog import RegistryCatalog, publish_plugins
-from orchestrator.jobs.instances import Heartbeat, Housekeeping, new_instance_id
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.observer import JobObserver
-from orchestrator.jobs.plugin_reload import PluginReloader
-from orchestrator.jobs.queue import WorkerPool
-from orchestrator.jobs.reconcile import Reconciler
 from orchestrator.jobs.runner import JobRunner
-from orchestrator.jobs.schedule_store import ScheduleStore
-from orchestrator.jobs.scheduler import Scheduler
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, Submitter
+from orchestrator.jobs.workers import WorkerPool
+from orchestrator.logs import mask_url
 from orchestrator.monitor.context import MonitorContext
 from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer
@@ -53,7 +50,11 @@ from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.output import RunResult
 from orchestrator.plugins.params import coerce_cli_params, validate_params
 from orchestrator.plugins.registry import PluginInfo, PluginRegistry
-from orchestrator.redis_conn import RedisOptions
+from orchestrator.redis import connection as redis_conn
+from orchestrator.redis.connection import RedisOptions
+from orchestrator.redis.embedded import EmbeddedRedis
+from orchestrator.schedules.scheduler import Scheduler
+from orchestrator.schedules.store import ScheduleStore
 from orchestrator.supervisor import Supervisor
 
 if TYPE_CHECKING:

@@ -21,17 +21,17 @@ from typing import Any, Self
 
 from arq.connections import ArqRedis
 
+from orchestrator.cluster.lease import read_leader
 from orchestrator.errors import ConflictError, JobError, NotFoundError
-from orchestrator.jobs import schedule_store
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
-from orchestrator.jobs.leader import read_leader
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
 from orchestrator.jobs.results import ResultListener, record_from_message
-from orchestrator.jobs.schedule_store import ScheduleStore
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
-from orchestrator.redis_conn import RedisOptions, confirm_replicated
-from orchestrator.redis_conn import connect as _connect
+from orchestrator.redis.connection import RedisOptions, confirm_replicated
+from orchestrator.redis.connection import connect as _connect
+from orchestrator.schedules import store as schedule_store
+from orchestrator.schedules.store import ScheduleStore
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
@@ -48,7 +48,7 @@ class Triggered:
 
 
 def connect_redis(url: str, options: RedisOptions | None = None) -> ArqRedis:
-    """A Redis client for `url` (TLS, Sentinel, a bounded pool: see orchestrator.redis_conn)."""
+    """A Redis client for `url` (TLS, Sentinel, a bounded pool: see orchestrator.redis.connection)."""
     return _connect(url, options)
 
 
@@ -430,7 +430,7 @@ class Client:
 
     # -- end of the read side of issue 13 ----------------------------------------------------------
 
-    # -- schedules (begin): orchestrator/jobs/schedule_store.py does the work --
+    # -- schedules (begin): orchestrator/schedules/store.py does the work --
     def _schedules(self) -> ScheduleStore:
         return ScheduleStore(self.redis)
 

@@ -27,7 +27,8 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from orchestrator.cdc.rules import CdcSettings  # change capture: the [cdc] section (a leaf module)
 from orchestrator.errors import ConfigError
-from orchestrator.jobs.schedules import ScheduleSpec  # schedules: a leaf module (pydantic + croniter)
+from orchestrator.logs import mask_url
+from orchestrator.schedules.model import ScheduleSpec  # schedules: a leaf module (pydantic + croniter)
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "mariadb", "mariadb+pymysql"}
@@ -152,7 +153,7 @@ class Settings(BaseSettings):
 
     # -- schedules (end) --
 
-    # -- redis connections (orchestrator/redis_conn.py) --
+    # -- redis connections (orchestrator/redis/connection.py) --
     # TLS (rediss://): the CA that signs the server's certificate (default: the system's CAs), a
     # client certificate and key when the server asks for one, and whether the certificate must
     # name the URL's host.
@@ -284,18 +285,6 @@ class Settings(BaseSettings):
         for key in ("es_password", "es_api_key", "api_token", "sentinel_password"):
             data[key] = "***" if getattr(self, key) else None
         return data
-
-
-def mask_url(url: str) -> str:
-    """`mysql://u:secret@h/db` -> `mysql://u:***@h/db`; URLs without a password are returned as-is."""
-    # Split by hand: urlsplit stops the host part at an unencoded '#', '/' or '?' in the password.
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    if ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Logging set-up, done once from the CLI: rich on a terminal, JSON lines otherwise."""
+"""Logging set-up, done once from the CLI (rich on a terminal, JSON lines otherwise), and what may be printed:
+`mask_url` is how every URL with a password is shown in logs, errors, `config` and `/status`."""
 
 from __future__ import annotations
 
@@ -44,3 +45,15 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     # arq logs a line per job start and end at INFO: noise at our volumes, and measurable CPU.
     logging.getLogger("arq").setLevel(max(logging.WARNING, root.level))
+
+
+def mask_url(url: str) -> str:
+    """`mysql://u:secret@h/db` -> `mysql://u:***@h/db`; URLs without a password are returned as-is."""
+    # Split by hand: urlsplit stops the host part at an unencoded '#', '/' or '?' in the password.
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

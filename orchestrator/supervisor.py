@@ -20,9 +20,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.errors import FencedError
-from orchestrator.jobs.leader import LeaderLease
 
 logger = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ async def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     from orchestrator.client import connect_redis  # imported late: see _settings_env_names
 
-    client = connect_redis(redis_server.url)  # through orchestrator.redis_conn, like the product
+    client = connect_redis(redis_server.url)  # through orchestrator.redis.connection, like the product
     try:
         await client.flushall()
     finally:

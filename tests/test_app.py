@@ -11,8 +11,8 @@ import aiohttp
 
 from orchestrator.app import Orchestrator, Parts, build_client, build_registry
 from orchestrator.client import Client, connect_redis
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, Component
-from orchestrator.jobs.leader import LeaderLease
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.services import RedisServer
 

@@ -1,4 +1,4 @@
-"""orchestrator/embedded_redis.py: a private redis-server on a unix socket that outlives a kill -9 of its starter."""
+"""orchestrator/redis/embedded.py: a private redis-server on a unix socket that outlives a kill -9 of its starter."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.redis.embedded import EmbeddedRedis
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from orchestrator.embedded_redis import EmbeddedRedis
+from orchestrator.redis.embedded import EmbeddedRedis
 
 
 async def main():

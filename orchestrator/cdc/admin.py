@@ -26,7 +26,7 @@ from orchestrator.cdc.rules import Rule
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import Checkpoint
+from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, Submitter
 
 _CHUNK = 500

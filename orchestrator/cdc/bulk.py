@@ -15,7 +15,7 @@ import hiredis
 from arq.connections import ArqRedis
 from redis.asyncio import BlockingConnectionPool
 
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import Submitter
 
 _POOL_WAIT_S = 20

@@ -14,7 +14,7 @@ from orchestrator.config import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from orchestrator.jobs.leader import LeaderLease
+    from orchestrator.cluster.lease import LeaderLease
     from orchestrator.jobs.submit import Submitter
 
 

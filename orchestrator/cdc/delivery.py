@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from orchestrator.cdc.index_actions import encode_action, index_stream
 from orchestrator.cdc.model import CdcKeys, Change, job_id
 from orchestrator.cdc.rules import Matcher, Rule, compile_matcher
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.errors import FencedError, JobError, PluginError
-from orchestrator.jobs.leader import LeaderLease
-from orchestrator.jobs.state import Checkpoint
+from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
 
 logger = logging.getLogger(__name__)

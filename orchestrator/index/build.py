@@ -23,7 +23,7 @@ def build_index_components(settings: Settings, redis: Redis) -> list[Component]:
         if rules:
             logger.warning("index: rules %s write to an index but ES_HOSTS is not set: actions wait in Redis", rules)
         return []
-    from orchestrator.index.client import es_client
+    from orchestrator.index.es_client import es_client
     from orchestrator.index.probe import EsProbe
     from orchestrator.index.sink import IndexSink
 

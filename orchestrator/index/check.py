@@ -9,7 +9,7 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, UnsupportedProductError
 
 from orchestrator.config import Settings
-from orchestrator.index.client import es_client
+from orchestrator.index.es_client import es_client
 
 
 def describe(error: BaseException) -> str:

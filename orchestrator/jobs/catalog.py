@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import CatalogEntry, enabled_override
 from orchestrator.plugins.registry import PluginInfo, PluginRegistry
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs.model import JobRecord, JobState, RecordUpdate, now
 from orchestrator.jobs.observer import JobObserver
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
 

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from arq.jobs import serialize_job
 
 from orchestrator.errors import JobError, ParamsError
-from orchestrator.jobs.leader import Fence
 from orchestrator.jobs.model import JobRecord, Keys, new_job_id, now, parse_priority, queue_score
-from orchestrator.jobs.state import Checkpoint, EnqueueItem, JobStore
+from orchestrator.jobs.store import Checkpoint, EnqueueItem, JobStore
 from orchestrator.plugins.manifest import Manifest, validate_params
+from orchestrator.redis.fence import Fence
 
 ARQ_FUNCTION = "run_plugin"
 

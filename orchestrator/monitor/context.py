@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from orchestrator.components import ComponentHealth
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.plugins.registry import PluginRegistry
 
 if TYPE_CHECKING:

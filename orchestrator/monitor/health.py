@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent, ComponentHealth
-from orchestrator.redis_conn import pool_stats
-from orchestrator.redis_sentinel import PrimaryWatch
+from orchestrator.redis.connection import pool_stats
+from orchestrator.redis.sentinel import PrimaryWatch
 
 
 async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:

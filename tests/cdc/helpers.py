@@ -18,11 +18,11 @@ from orchestrator.app import build_registry, job_defaults
 from orchestrator.cdc.capture import build_capture
 from orchestrator.cdc.poller import ChangePoller
 from orchestrator.client import connect_redis
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
 from orchestrator.jobs.catalog import RegistryCatalog
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import Submitter
 from tests.jobs.helpers import RunProcess, make_plugin, make_settings, wait_for
 

@@ -65,7 +65,7 @@ async def _indexed(base: str) -> Any:
 
 def test_without_es_the_app_and_change_capture_do_not_load_elasticsearch() -> None:
     code = (
-        "import sys, orchestrator.app, orchestrator.cli, orchestrator.cdc.poller, orchestrator.monitor.metrics\n"
+        "import sys, orchestrator.app, orchestrator.cli.main, orchestrator.cdc.poller, orchestrator.monitor.metrics\n"
         "assert 'elasticsearch' not in sys.modules, 'loaded'\n"
         "import orchestrator.index.sink\n"
         "assert 'elasticsearch' in sys.modules\n"

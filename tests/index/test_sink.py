@@ -14,7 +14,7 @@ from orchestrator.cdc.index_actions import index_stream
 from orchestrator.cdc.model import CdcKeys
 from orchestrator.client import connect_redis
 from orchestrator.config import Settings
-from orchestrator.index.client import es_client
+from orchestrator.index.es_client import es_client
 from orchestrator.index.sink import IndexSink
 from orchestrator.index.stats import read_stats
 from orchestrator.jobs.model import Keys

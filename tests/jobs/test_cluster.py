@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 
 from orchestrator.client import Client, connect_redis
 from orchestrator.errors import FencedError
-from orchestrator.jobs.leader import Fence
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import Checkpoint
+from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest
+from orchestrator.redis.fence import Fence
 from tests.jobs.conftest import StartRun
 from tests.jobs.helpers import RunProcess, make_plugin, make_settings, read_events, wait_for
 from tests.services import free_port

@@ -14,8 +14,8 @@ from redis.exceptions import DataError
 
 from orchestrator.client import Client, connect_redis
 from orchestrator.jobs.model import JobRecord, now, queue_score
-from orchestrator.jobs.state import JobStore
-from orchestrator.redis_packing import with_hiredis_packing
+from orchestrator.jobs.store import JobStore
+from orchestrator.redis.packing import with_hiredis_packing
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
 
 _TTL_MS = 60_000

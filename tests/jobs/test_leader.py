@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.errors import FencedError
-from orchestrator.jobs.leader import Fence, LeaderLease
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import Checkpoint, JobStore
+from orchestrator.jobs.store import Checkpoint, JobStore
 from orchestrator.jobs.submit import JobRequest, Submitter
+from orchestrator.redis.fence import Fence
 from tests.jobs.helpers import make_plugin, make_settings, wait_for
 
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from orchestrator.client import Client
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.monitor.dashboard_routes import STATIC_DIR
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
 

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 
 from orchestrator.app import Orchestrator, Parts
 from orchestrator.client import Client, connect_redis
+from orchestrator.cluster.lease import LeaderLease
+from orchestrator.cluster.plugin_reload import PluginReloader
 from orchestrator.components import BaseComponent, Component
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.plugin_reload import PluginReloader
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.monitor.conftest import Server
 

@@ -13,8 +13,8 @@ from redis.exceptions import NoPermissionError
 
 from orchestrator.client import Client, connect_redis
 from orchestrator.jobs.model import Keys
-from orchestrator.jobs.state import JobStore
-from orchestrator.redis_conn import acl_setuser
+from orchestrator.jobs.store import JobStore
+from orchestrator.redis.connection import acl_setuser
 from tests.conftest import REPO_ROOT
 from tests.jobs.helpers import make_plugin, make_settings, read_events, run_app, wait_for
 

@@ -9,7 +9,7 @@ import aiohttp
 
 from orchestrator.client import Client, connect_redis
 from orchestrator.config import Settings
-from orchestrator.redis_conn import RedisOptions
+from orchestrator.redis.connection import RedisOptions
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app
 from tests.redis.servers import RedisProc
 from tests.services import free_port

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Settings, mask_url
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.redis_conn import RedisOptions, connect
-from orchestrator.redis_sentinel import SentinelTarget, parse_sentinel_url
+from orchestrator.logs import mask_url
+from orchestrator.redis.connection import RedisOptions, connect
+from orchestrator.redis.sentinel import SentinelTarget, parse_sentinel_url
 
 
 def test_sentinel_url_forms() -> None:

@@ -14,10 +14,10 @@ import pytest
 
 from orchestrator.app import build_client, build_registry
 from orchestrator.client import Client, connect_redis
-from orchestrator.jobs.leader import LeaderLease
-from orchestrator.jobs.schedule_store import ScheduleStore
-from orchestrator.jobs.scheduler import Scheduler
-from orchestrator.jobs.schedules import ScheduleSpec
+from orchestrator.cluster.lease import LeaderLease
+from orchestrator.schedules.model import ScheduleSpec
+from orchestrator.schedules.scheduler import Scheduler
+from orchestrator.schedules.store import ScheduleStore
 from tests.jobs.helpers import make_plugin, make_settings
 
 

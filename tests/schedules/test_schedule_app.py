@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.jobs.schedules import job_id_for
+from orchestrator.schedules.model import job_id_for
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
 from tests.schedules.conftest import Rig
 

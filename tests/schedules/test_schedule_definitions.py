@@ -10,9 +10,9 @@ import pytest
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError, JobError, NotFoundError, ParamsError
-from orchestrator.jobs.schedule_store import SchedKeys
-from orchestrator.jobs.scheduler import sync_config
-from orchestrator.jobs.schedules import ScheduleSpec, parse_every, parse_spec
+from orchestrator.schedules.model import ScheduleSpec, parse_every, parse_spec
+from orchestrator.schedules.scheduler import sync_config
+from orchestrator.schedules.store import SchedKeys
 from tests.schedules.conftest import Rig
 
 

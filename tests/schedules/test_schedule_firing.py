@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.errors import FencedError
-from orchestrator.jobs.leader import LeaderLease
 from orchestrator.jobs.model import Keys, iso
-from orchestrator.jobs.scheduler import Scheduler
-from orchestrator.jobs.schedules import job_id_for, slot_name
+from orchestrator.schedules.model import job_id_for, slot_name
+from orchestrator.schedules.scheduler import Scheduler
 from tests.schedules.conftest import Rig
 
 S0 = 1_000_020.0  # a multiple of 60: a slot of every 10s, 30s and 1m schedule

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from orchestrator.components import BaseComponent
 from orchestrator.errors import NotFoundError
 from orchestrator.jobs.model import Keys, now
-from orchestrator.jobs.subscribe import listen_forever
 from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.redis.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
 

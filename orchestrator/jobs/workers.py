@@ -32,9 +32,9 @@ from redis.exceptions import RedisError
 from orchestrator.components import BaseComponent
 from orchestrator.jobs.model import JobRecord, Keys
 from orchestrator.jobs.runner import CancelReason, JobRunner
-from orchestrator.jobs.state import IN_PROGRESS_TTL_MS, JobStore
+from orchestrator.jobs.store import IN_PROGRESS_TTL_MS, JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION
-from orchestrator.jobs.subscribe import listen_forever
+from orchestrator.redis.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
 

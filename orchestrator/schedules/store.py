@@ -28,10 +28,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from orchestrator.errors import JobError, NotFoundError
-from orchestrator.jobs.leader import Fence, fence_check, no_fence_arg, raise_if_fenced
 from orchestrator.jobs.model import Keys, iso, now
-from orchestrator.jobs.schedules import ScheduleSpec, job_id_for, spec_from_seed
 from orchestrator.jobs.submit import JobRequest, Submitter
+from orchestrator.redis.fence import Fence, fence_check, no_fence_arg, raise_if_fenced
+from orchestrator.schedules.model import ScheduleSpec, job_id_for, spec_from_seed
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from orchestrator.errors import ConfigError
-from orchestrator.redis_conn import RedisOptions, connect
+from orchestrator.redis.connection import RedisOptions, connect
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from orchestrator.app import redis_connection
+from orchestrator.cli.render import STATE_STYLE, Output
 from orchestrator.client import Client
-from orchestrator.config import Settings, mask_url
-from orchestrator.render import STATE_STYLE, Output
+from orchestrator.config import Settings
+from orchestrator.logs import mask_url
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.app import LocalPlugins, Orchestrator, build_client, redis_connection
-from orchestrator.client import Client
-from orchestrator.config import Settings
-from orchestrator.errors import NotFoundError
-from orchestrator.render import (
+from orchestrator.cli.render import (
     Output,
     job_detail,
     jobs_table,
@@ -24,6 +21,9 @@ from orchestrator.render import (
     stats_table,
     styled,
 )
+from orchestrator.client import Client
+from orchestrator.config import Settings
+from orchestrator.errors import NotFoundError
 
 OK, FAILED, USAGE = 0, 1, 2
 

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import JobRecord, Keys, now
-from orchestrator.jobs.state import JobStore
+from orchestrator.jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 

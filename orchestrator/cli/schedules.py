@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.app import LocalPlugins, build_client, redis_connection
+from orchestrator.cli.render import Output, styled
 from orchestrator.client import Client
 from orchestrator.config import Settings
-from orchestrator.render import Output, styled
 
 OK, FAILED, USAGE = 0, 1, 2
 

@@ -25,11 +25,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import FencedError, JobError, PluginError
-from orchestrator.jobs.leader import Fence, LeaderLease
 from orchestrator.jobs.model import TERMINAL, iso
-from orchestrator.jobs.schedule_store import (
+from orchestrator.jobs.store import Checkpoint
+from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
+from orchestrator.redis.fence import Fence
+from orchestrator.redis.subscribe import listen_forever
+from orchestrator.schedules.model import ScheduleSpec, job_id_for
+from orchestrator.schedules.store import (
     ACTIVE_STATES,
     HistoryEntry,
     Outcome,
@@ -39,10 +44,6 @@ from orchestrator.jobs.schedule_store import (
     describe_one,
     field_of,
 )
-from orchestrator.jobs.schedules import ScheduleSpec, job_id_for
-from orchestrator.jobs.state import Checkpoint
-from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
-from orchestrator.jobs.subscribe import listen_forever
 
 logger = logging.getLogger(__name__)
 

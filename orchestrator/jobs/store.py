@@ -17,8 +17,8 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
-from orchestrator.jobs.leader import Fence, fence_check, no_fence_arg, raise_if_fenced
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
+from orchestrator.redis.fence import Fence, fence_check, no_fence_arg, raise_if_fenced
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Redis Sentinel: the `redis+sentinel://` URL, a bounded pool that follows the primary, and the
-watch that tells /health about a failover (see orchestrator/redis_conn.py for the rest).
+watch that tells /health about a failover (see orchestrator/redis/connection.py for the rest).
 
 redis-py asks the sentinels only when it opens a connection, and a connection to a demoted primary
 fails only once a sentinel has reconfigured that server as a replica: after a manual or planned
@@ -24,8 +24,8 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from orchestrator.config import mask_url
 from orchestrator.errors import ConfigError
+from orchestrator.logs import mask_url
 
 logger = logging.getLogger(__name__)
 

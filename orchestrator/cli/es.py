@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from orchestrator.app import es_check
+from orchestrator.cli.render import Output
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.render import Output
 
 OK, FAILED = 0, 1
 

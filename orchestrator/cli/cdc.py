@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from orchestrator.app import build_registry, cdc_admin, redis_connection
+from orchestrator.cli.render import Output
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, JobError
-from orchestrator.render import Output
 
 OK, FAILED, USAGE = 0, 1, 2
 

@@ -6,7 +6,7 @@ client with a bounded pool; nothing connects until the first command. URL forms:
 - `redis://[user:password@]host:port/db`, `rediss://...` (TLS), `unix:///path/redis.sock?db=N`;
 - `redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]` (and
   `rediss+sentinel://` for TLS to the sentinels and the data nodes): the pool asks the sentinels
-  for the primary and follows it when it moves (orchestrator/redis_sentinel.py).
+  for the primary and follows it when it moves (orchestrator/redis/sentinel.py).
 
 The user and password of the URL authenticate to the data nodes; `sentinel_password` (with the
 same user) to the sentinels, when they have `requirepass` of their own.
@@ -48,10 +48,10 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from orchestrator.config import mask_url
 from orchestrator.errors import ConfigError, StartupError
-from orchestrator.redis_packing import with_hiredis_packing
-from orchestrator.redis_sentinel import SentinelBlockingPool, parse_sentinel_url
+from orchestrator.logs import mask_url
+from orchestrator.redis.packing import with_hiredis_packing
+from orchestrator.redis.sentinel import SentinelBlockingPool, parse_sentinel_url
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings

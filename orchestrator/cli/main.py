@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
-from orchestrator import cli_compat, commands, commands_cdc, commands_es, commands_schedules, commands_top
+from orchestrator.cli import cdc as commands_cdc
+from orchestrator.cli import commands
+from orchestrator.cli import es as commands_es
+from orchestrator.cli import old_verbs as cli_compat
+from orchestrator.cli import schedules as commands_schedules
+from orchestrator.cli import top as commands_top
+from orchestrator.cli.render import Output
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import (
     ConfigError,
@@ -28,7 +34,6 @@ from orchestrator.errors import (
     StartupError,
 )
 from orchestrator.logs import configure
-from orchestrator.render import Output
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -18,20 +18,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from orchestrator.components import BaseComponent, ComponentHealth
-from orchestrator.errors import FencedError
 from orchestrator.jobs.model import Keys, now
+from orchestrator.redis.fence import Fence, fence_check, raise_if_fenced
 
 logger = logging.getLogger(__name__)
-
-# The marker a fenced script's error reply starts with (see fence_check()).
-FENCED_REPLY = "ORCH_FENCED"
 
 # Take the lease if nobody holds it, or renew it if we hold it with the token we know.
 # KEYS: leader hash, epoch counter. ARGV: instance id, now (s), ttl ms, our token ('' when not leading)
@@ -73,40 +69,6 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 )
-
-
-def fence_check(key_index: int, token_index: int) -> str:
-    """A Lua prologue that refuses the script unless ARGV[token_index] is the lease's current token.
-
-    KEYS[key_index] must be `Keys.leader`. An empty token means "not a leader-only write".
-    """
-    return (
-        f"if ARGV[{token_index}] ~= '' and redis.call('HGET', KEYS[{key_index}], 'token') ~= ARGV[{token_index}] "
-        f"then return redis.error_reply('{FENCED_REPLY} stale leader token ' .. ARGV[{token_index}]) end\n"
-    )
-
-
-def raise_if_fenced(error: ResponseError) -> None:
-    """Turn a fenced script's error reply into FencedError (re-raise anything else)."""
-    if FENCED_REPLY in str(error):
-        msg = f"refused a write of a stale leader: {error}"
-        raise FencedError(msg) from error
-    raise error
-
-
-@dataclass(frozen=True)
-class Fence:
-    """The token a leader-only write was made under (see the module docstring)."""
-
-    token: int
-
-    @property
-    def arg(self) -> str:
-        return str(self.token)
-
-
-def no_fence_arg(fence: Fence | None) -> str:
-    return fence.arg if fence is not None else ""
 
 
 _PUBLISH = _PUBLISH.replace("__FENCE__", fence_check(2, 1))

@@ -12,9 +12,10 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from orchestrator import commands, commands_top
+from orchestrator.cli import commands
+from orchestrator.cli import top as commands_top
+from orchestrator.cli.render import Output
 from orchestrator.config import Settings
-from orchestrator.render import Output
 
 Handler = Callable[[argparse.Namespace, Settings, Output], Awaitable[int]]
 

@@ -1,0 +1,1 @@
+"""Cluster duties: the leader lease, heartbeats, reconciliation, plugin reloads across instances."""

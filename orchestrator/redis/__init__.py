@@ -1,0 +1,1 @@
+"""Redis connections: URL forms, TLS, Sentinel, the embedded server, command packing, pub/sub."""

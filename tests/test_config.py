@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import MYSQL_SCHEMES, QueueSettings, Settings, load_settings, mask_url
+from orchestrator.cdc.settings import MYSQL_SCHEMES
+from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.jobs.settings import QueueSettings
+from orchestrator.logs import mask_url
 
 SECRET = "hunter2-s3cret"
 

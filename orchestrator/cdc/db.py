@@ -11,7 +11,7 @@ from typing import Any
 import asyncmy  # type: ignore[import-untyped,unused-ignore]
 from asyncmy.errors import MySQLError  # type: ignore[import-untyped,unused-ignore]
 
-from orchestrator.config import MySQLParams
+from orchestrator.cdc.settings import MySQLParams
 
 # Errors that mean "the connection is gone or unusable": reconnect. Anything else from the server
 # (no such table, unknown column) is the rule's problem, reported with it.

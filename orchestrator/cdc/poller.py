@@ -33,10 +33,10 @@ from orchestrator.cdc.gaps import GapCursor, TrxInfo
 from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
 from orchestrator.cdc.rules import CdcSettings
+from orchestrator.cdc.settings import MySQLParams
 from orchestrator.cdc.status import RuleState
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
-from orchestrator.config import MySQLParams
 from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.submit import Submitter
 

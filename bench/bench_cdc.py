@@ -39,15 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncmy  # type: ignore[import-untyped,unused-ignore]
 
-from orchestrator.app import build_registry, cdc_admin, job_defaults
+from orchestrator.cdc.admin import CdcAdmin
 from orchestrator.cdc.poller import ChangePoller
-from orchestrator.client import connect_redis
+from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
 from orchestrator.jobs.catalog import RegistryCatalog
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import JobStore
-from orchestrator.jobs.submit import Submitter
+from orchestrator.jobs.submit import JobDefaults, Submitter
+from orchestrator.plugins.build import build_registry
 from tests.services import MariaDBServer, RedisServer
 
 TABLE = (
@@ -103,17 +104,18 @@ class Bench:
         await self.sql(TABLE.format(name="orders"), TABLE.format(name="plain"))
         redis = connect_redis(self.settings.redis_url or "")
         try:
-            await (await cdc_admin(self.settings, redis, None)).install(dry_run=False)
+            submitter = await Client.for_settings(self.settings, redis).submitter()
+            await CdcAdmin(self.settings, redis, submitter).install(dry_run=False)
         finally:
             await redis.aclose()
 
     async def poller(self, interval_s: float) -> tuple[ChangePoller, list[asyncio.Task[None]], Any]:
         redis = connect_redis(self.settings.redis_url or "")
-        registry, _ = build_registry(self.settings)
+        registry = build_registry(self.settings, self.settings.venv_dir)
         await registry.load()
         store = JobStore(redis, result_ttl_s=self.settings.result_ttl_s)
         submitter = Submitter(
-            store, RegistryCatalog(registry, store), set(self.settings.queues), job_defaults(self.settings)
+            store, RegistryCatalog(registry, store), set(self.settings.queues), JobDefaults.from_section(self.settings)
         )
         lease = LeaderLease(redis, "bench", ttl_s=10)
         mysql = self.settings.mysql_params()

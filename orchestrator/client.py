@@ -17,13 +17,14 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from arq.connections import ArqRedis
 
 from orchestrator.cluster.lease import read_leader
 from orchestrator.errors import ConflictError, JobError, NotFoundError
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
+from orchestrator.jobs.catalog import RegistryCatalog
 from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
 from orchestrator.jobs.results import ResultListener, record_from_message
 from orchestrator.jobs.store import JobStore
@@ -32,6 +33,10 @@ from orchestrator.redis.connection import RedisOptions, confirm_replicated
 from orchestrator.redis.connection import connect as _connect
 from orchestrator.schedules import store as schedule_store
 from orchestrator.schedules.store import ScheduleStore
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+    from orchestrator.plugins.registry import PluginRegistry
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
@@ -88,6 +93,21 @@ class Client:
         self._wait_replicas = wait_replicas
         self._wait_timeout_s = wait_timeout_s
         self._results = ResultListener(redis)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, redis: ArqRedis, registry: PluginRegistry | None = None) -> Client:
+        """A client with the process's queues, defaults and WAIT setting; it validates triggers
+        against `registry` (a plugins folder loaded here), else against what instances published."""
+        store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
+        return cls(
+            redis,
+            catalog=RegistryCatalog(registry, store) if registry is not None else None,
+            queues=settings.queue_concurrency(),
+            defaults=JobDefaults.from_section(settings),
+            result_ttl_s=settings.result_ttl_s,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_s=settings.redis_wait_timeout_s,
+        )
 
     @classmethod
     async def connect(cls, redis_url: str, *, redis_options: RedisOptions | None = None, **kwargs: Any) -> Client:

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from orchestrator.app import redis_connection
 from orchestrator.client import Client
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.redis.configured import open_redis
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def _call(action: Callable[[Client], Awaitable[T]]) -> T:
     async def run() -> T:
         settings = load_settings()
         async with (
-            redis_connection(settings, start_embedded=False) as (redis, _),
+            open_redis(settings, settings.state_dir, start_embedded=False) as (redis, _),
             Client(redis, result_ttl_s=settings.result_ttl_s) as client,
         ):
             return await action(client)

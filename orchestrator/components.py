@@ -1,7 +1,8 @@
 """The one shape every long-running part of `orchestrator run` has, and the health model they report.
 
-A component has a name, `run()` (until cancelled), `drain()` (stop taking new work; the app bounds
-it by `shutdown_grace_s` and cancels `run()` afterwards), `health()` and `status()`. The app builds
+A component has a name, `start()` (fallible set-up, in start order, before anything runs), `run()`
+(until cancelled), `drain()` (stop taking new work; the app bounds it by `shutdown_grace_s` and
+cancels `run()` afterwards), `close()` (after `run()`), `health()` and `status()`. The app builds
 the list for its role and runs it generically; `/health` and `/status` are assembled from it.
 
 A component with `leader_only = True` runs only while this instance holds the leader lease: the
@@ -59,12 +60,21 @@ class Component(Protocol):
     name: str
     leader_only: bool
 
+    async def start(self) -> None:
+        """Fallible set-up done in start order before any component runs (the HTTP server binds its
+        port, the heartbeat registers): a failure here stops the start-up, not a running process."""
+        ...
+
     async def run(self) -> None:
         """Work until cancelled."""
         ...
 
     async def drain(self) -> None:
         """Stop taking new work and let current work finish; returns when idle."""
+        ...
+
+    async def close(self) -> None:
+        """Release what `start()` took, once `run()` has ended (or never ran)."""
         ...
 
     async def health(self) -> ComponentHealth: ...
@@ -80,7 +90,13 @@ class BaseComponent:
     name: str = "component"
     leader_only: bool = False
 
+    async def start(self) -> None:
+        return None
+
     async def drain(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None
 
     async def health(self) -> ComponentHealth:

@@ -5,8 +5,9 @@
 - A leader-only component runs only while the lease is held: started when it is gained,
   cancelled when it is lost. While it runs, its `status()` is published to Redis under the lease's
   fence, so `/status` on every instance shows it.
-- Shutdown drains in reverse order of start (the HTTP server, started first, answers probes
-  until the end), then cancels every `run()`.
+- Start-up calls every component's `start()` in order (a failure stops the start-up); shutdown
+  drains in reverse order of start (the HTTP server, started first, answers probes until the
+  end), then cancels every `run()` and calls `close()` in reverse order.
 """
 
 from __future__ import annotations
@@ -58,21 +59,44 @@ class Supervisor:
         self.slots = [Slot(c) for c in components]
         self.lease = lease
         self._stopping = False
+        self._started: list[Component] = []  # whose start() returned, in start order
 
     def get(self, name: str) -> Component | None:
         return next((s.component for s in self.slots if s.component.name == name), None)
 
+    async def start(self) -> None:
+        """Each component's `start()`, in start order (the HTTP port is bound first, then the heartbeat
+        registers). A failure closes what had started and propagates: the start-up fails as a whole."""
+        for slot in self.slots:
+            try:
+                await slot.component.start()
+            except BaseException:
+                await self._close(self._started)
+                raise
+            self._started.append(slot.component)
+
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float) -> None:
-        """Run every component until `stop` is set, then drain and cancel them."""
-        async with asyncio.TaskGroup() as tg:
-            for slot in self.slots:
-                runner = self._lead(slot) if slot.component.leader_only else self._keep_running(slot)
-                slot.task = tg.create_task(runner, name=slot.component.name)
-            await stop.wait()
-            await self._drain(drain_timeout_s)
-            for slot in self.slots:
-                assert slot.task is not None
-                slot.task.cancel()
+        """Run every component (after `start()`) until `stop` is set, then drain, cancel and close them."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for slot in self.slots:
+                    runner = self._lead(slot) if slot.component.leader_only else self._keep_running(slot)
+                    slot.task = tg.create_task(runner, name=slot.component.name)
+                await stop.wait()
+                await self._drain(drain_timeout_s)
+                for slot in self.slots:
+                    assert slot.task is not None
+                    slot.task.cancel()
+        finally:
+            await self._close(self._started)
+
+    async def _close(self, components: list[Component]) -> None:
+        for component in reversed(components):
+            try:
+                await component.close()
+            except Exception:
+                logger.exception("component %s: close failed", component.name)
+        components.clear()
 
     async def _keep_running(self, slot: Slot) -> None:
         """Run, and run again after a failure (with backoff): one broken part never stops the process."""

@@ -9,10 +9,12 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.app import Orchestrator, Parts, build_client, build_registry
+from orchestrator.app import Orchestrator
 from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, Component
+from orchestrator.jobs.shared import Shared
+from orchestrator.plugins.build import build_registry
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.services import RedisServer
 
@@ -39,7 +41,7 @@ async def test_status_endpoint_routes(tmp_path: Path, redis_url: str) -> None:
             }  # fmt: skip
         async with http.get(f"{base}/status") as r:
             status = await r.json()
-        assert status["instance_id"] == app.state.instance_id
+        assert status["instance_id"] == app.identity.instance_id
         assert status["plugins"]["valid"] == ["probe"]
         assert "broken" in status["plugins"]["invalid"]
         assert status["queues"]["default"] == {"depth": 0, "running": 0, "concurrency": 4}
@@ -134,9 +136,9 @@ async def test_redis_going_away_keeps_the_process_serving(
         await wait_for(lambda: _healthy(http, base), timeout_s=20, interval_s=0.2)
         # The test Redis keeps no data across a restart: validate against the local plugins folder.
         async with Client(connect_redis(redis_url), owns_redis=True) as client:
-            registry, _ = build_registry(settings)
+            registry = build_registry(settings, settings.venv_dir)
             await registry.load()
-            local = build_client(settings, client.redis, registry)
+            local = Client.for_settings(settings, client.redis, registry)
             job = await local.trigger("probe", {"name": "after"})
             done = await local.result(job.job_id, timeout_s=30)
             assert done["state"] == "succeeded"
@@ -172,9 +174,8 @@ class _BrokenStatus(BaseComponent):
 
 
 class _AppWithABrokenPart(Orchestrator):
-    def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
-        components, lease = super()._build_components(parts)
-        return [*components, _Broken(), _BrokenStatus()], lease
+    def _build_components(self, shared: Shared, lease: LeaderLease, client: Client, redis_url: str) -> list[Component]:
+        return [*super()._build_components(shared, lease, client, redis_url), _Broken(), _BrokenStatus()]
 
 
 async def test_a_failing_component_turns_health_503_and_the_rest_keeps_serving(tmp_path: Path, redis_url: str) -> None:

@@ -1,19 +1,16 @@
-"""`orchestrator cdc ...`: the parser and the command bodies of change capture (through app.cdc_admin)."""
+"""`orchestrator cdc ...`: the parser and the command bodies of change capture (through cdc/admin.py)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-from orchestrator.app import build_registry, cdc_admin, redis_connection
+from orchestrator.cli.context import Command
+from orchestrator.cli.exit_codes import FAILED, OK
 from orchestrator.cli.render import Output
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, JobError
-
-OK, FAILED, USAGE = 0, 1, 2
 
 
 def add_parser(sub: Any) -> None:
@@ -51,18 +48,6 @@ def add_parser(sub: Any) -> None:
     snapshot.add_argument("--json", action="store_true")
 
 
-@contextlib.asynccontextmanager
-async def _admin(settings: Settings, *, write: bool = False, validates: bool = False) -> AsyncIterator[Any]:
-    registry = None
-    if validates:
-        # Validate against the local plugins folder when there is one, else what instances published.
-        registry, _ = build_registry(settings)
-        await registry.load()
-        registry = registry if registry.all() else None
-    async with redis_connection(settings, start_embedded=write) as (redis, _url):
-        yield await cdc_admin(settings, redis, registry)
-
-
 def _rules_from_config(settings: Settings) -> list[dict[str, Any]]:
     """`cdc rules` without a Redis to ask for enable flags: the config as written."""
     return [r.model_dump(mode="json", exclude_none=True) for r in settings.cdc.all_rules()]
@@ -77,45 +62,45 @@ def _object(text: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
-async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def run(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     action = args.cdc_command
     if action == "rules":
         try:
-            async with _admin(settings) as admin:
-                rules = await admin.list_rules()
+            rules = await (await cmd.cdc_admin()).list_rules()
         except ConfigError:  # no Redis configured or running: the rules as the config has them
-            rules = _rules_from_config(settings)
+            rules = _rules_from_config(cmd.settings)
         return _rules(rules, args, out)
     write = action in {"enable", "disable", "replay", "snapshot"}
-    async with _admin(settings, write=write, validates=action in {"test", "replay", "snapshot"}) as admin:
-        if action == "status":
-            return _status(await admin.status(), args, out)
-        if action in {"install", "uninstall"}:
-            if action == "install":
-                steps = await admin.install(dry_run=args.dry_run)
-            else:
-                steps = await admin.uninstall(dry_run=args.dry_run, drop_changelog=args.drop_changelog)
-            return _steps(steps, args, out)
-        if action in {"enable", "disable"}:
-            await admin.set_enabled(args.rule, action == "enable")
-            out.line(f"{args.rule} {action}d")
-            return OK
-        if action == "test":
-            result = await admin.test(args.rule, args.op, _object(args.row, "--row"), _object(args.before, "--before"))
-            return _test(result, args, out)
-        if action == "replay":
-            result = await admin.replay(args.rule, args.from_id)
-            out.json(result) if args.json else out.line(
-                f"{args.rule}: {result['changes']} change(s) from id {args.from_id} up to {result['upto']}: "
-                f"{result['enqueued']} job(s) enqueued (tag {result['tag']})"
-            )
-            return OK
-        result = await admin.snapshot(args.rule, args.where, restart=args.restart)
+    admin = await cmd.cdc_admin(write=write, validates=action in {"test", "replay", "snapshot"})
+    if action == "status":
+        return _status(await admin.status(), args, out)
+    if action in {"install", "uninstall"}:
+        if action == "install":
+            steps = await admin.install(dry_run=args.dry_run)
+        else:
+            steps = await admin.uninstall(dry_run=args.dry_run, drop_changelog=args.drop_changelog)
+        return _steps(steps, args, out)
+    if action in {"enable", "disable"}:
+        await admin.set_enabled(args.rule, action == "enable")
+        out.line(f"{args.rule} {action}d")
+        return OK
+    if action == "test":
+        result = await admin.test(args.rule, args.op, _object(args.row, "--row"), _object(args.before, "--before"))
+        return _test(result, args, out)
+    if action == "replay":
+        result = await admin.replay(args.rule, args.from_id)
         out.json(result) if args.json else out.line(
-            f"{args.rule}: snapshot {result['snapshot_id']}{' (resumed)' if result['resumed'] else ''}: "
-            f"{result['rows']} row(s) read, {result['enqueued']} job(s) enqueued"
+            f"{args.rule}: {result['changes']} change(s) from id {args.from_id} up to {result['upto']}: "
+            f"{result['enqueued']} job(s) enqueued (tag {result['tag']})"
         )
         return OK
+    result = await admin.snapshot(args.rule, args.where, restart=args.restart)
+    out.json(result) if args.json else out.line(
+        f"{args.rule}: snapshot {result['snapshot_id']}{' (resumed)' if result['resumed'] else ''}: "
+        f"{result['rows']} row(s) read, {result['enqueued']} job(s) enqueued"
+    )
+    return OK
 
 
 def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -> int:

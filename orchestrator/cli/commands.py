@@ -1,4 +1,4 @@
-"""The bodies of the CLI commands (the parser lives in cli.py)."""
+"""The bodies of the core commands: run, health, config, plugins, trigger, status, batch, jobs (parser: main.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.app import LocalPlugins, Orchestrator, build_client, redis_connection
+from orchestrator.app import Orchestrator
+from orchestrator.cli.context import Command
+from orchestrator.cli.exit_codes import FAILED, OK, USAGE
+from orchestrator.cli.local_plugins import LocalPlugins
 from orchestrator.cli.render import (
     Output,
     job_detail,
@@ -22,16 +25,14 @@ from orchestrator.cli.render import (
     styled,
 )
 from orchestrator.client import Client
-from orchestrator.config import Settings
 from orchestrator.errors import NotFoundError
-
-OK, FAILED, USAGE = 0, 1, 2
 
 
 # -- run / health / config --
-async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def run(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    app = Orchestrator(settings, role=args.role, queues=queues)
+    app = Orchestrator(cmd.settings, role=args.role, queues=queues)
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -56,7 +57,8 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     return OK
 
 
-async def health(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def health(args: argparse.Namespace, cmd: Command) -> int:
+    settings, out = cmd.settings, cmd.out
     import aiohttp
 
     host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
@@ -80,8 +82,9 @@ async def health(args: argparse.Namespace, settings: Settings, out: Output) -> i
     return OK if healthy else FAILED
 
 
-async def show_config(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    data = settings.masked()
+async def show_config(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
+    data = cmd.settings.masked()
     if args.json:
         out.json(data)
     else:
@@ -91,26 +94,24 @@ async def show_config(args: argparse.Namespace, settings: Settings, out: Output)
 
 
 # -- plugins --
-async def plugins(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def plugins(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     action = args.plugins_command
-    local = LocalPlugins(settings)
     if action == "new":
-        out.line(str(local.create(args.name)))
+        out.line(str(LocalPlugins(cmd.settings).create(args.name)))
         return OK
-    await local.load()
+    local = await cmd.plugins()
     if action == "reload":
-        async with redis_connection(settings, start_embedded=False) as (redis, _):
-            await local.client(redis).reload_plugins(args.name)
+        await (await cmd.client(local_plugins=True)).reload_plugins(args.name)
         out.line(f"reload of {args.name or 'every plugin'} requested from every running instance")
         return OK
     if action in {"enable", "disable"}:
         local.get(args.name)  # NotFoundError for a plugin that is not in the folder
-        async with redis_connection(settings) as (redis, _):
-            await local.client(redis).set_enabled(args.name, action == "enable")
+        await (await cmd.client(write=True, local_plugins=True)).set_enabled(args.name, action == "enable")
         out.line(f"{args.name} {action}d")
         return OK
     if action == "list":
-        flags = await local.flags()
+        flags = await cmd.enabled_flags()
         rows = [{**p.to_json(), "enabled": flags.get(p.name, p.enabled)} for p in local.all()]
         out.json(rows) if args.json else out.out.print(plugins_table(rows))
         return OK
@@ -158,40 +159,32 @@ async def _test_plugin(args: argparse.Namespace, local: LocalPlugins, out: Outpu
 
 
 # -- jobs --
-@contextlib.asynccontextmanager
-async def _client(settings: Settings, *, write: bool = False, local_plugins: bool = False) -> Any:
-    local = await LocalPlugins(settings).load() if local_plugins else None
-    async with redis_connection(settings, start_embedded=write) as (redis, _):
-        yield local.client(redis) if local is not None else build_client(settings, redis, None)
-
-
-async def trigger(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    local = await LocalPlugins(settings).load()
-    params = local.params(args.name, args.param, args.params_json)
-    async with redis_connection(settings) as (redis, _):
-        client = local.client(redis)
-        triggered = await client.trigger(
-            args.name,
-            params,
-            priority=args.priority,
-            queue=args.queue,
-            job_id=args.job_id,
-            defer_s=args.defer,
-            at=args.at,
-            source="cli",
+async def trigger(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
+    params = (await cmd.plugins()).params(args.name, args.param, args.params_json)
+    client = await cmd.client(write=True, local_plugins=True)
+    triggered = await client.trigger(
+        args.name,
+        params,
+        priority=args.priority,
+        queue=args.queue,
+        job_id=args.job_id,
+        defer_s=args.defer,
+        at=args.at,
+        source="cli",
+    )
+    if not triggered.created:
+        out.note(f"job {triggered.job_id} already exists: not enqueued again")
+    if not args.wait:
+        out.json({"job_id": triggered.job_id, "created": triggered.created}) if args.json else out.line(
+            triggered.job_id
         )
-        if not triggered.created:
-            out.note(f"job {triggered.job_id} already exists: not enqueued again")
-        if not args.wait:
-            out.json({"job_id": triggered.job_id, "created": triggered.created}) if args.json else out.line(
-                triggered.job_id
-            )
-            return OK
-        try:
-            job = await client.result(triggered.job_id, timeout_s=args.timeout)
-        except TimeoutError:
-            out.error(f"job {triggered.job_id} not finished after {args.timeout}s")
-            return FAILED
+        return OK
+    try:
+        job = await client.result(triggered.job_id, timeout_s=args.timeout)
+    except TimeoutError:
+        out.error(f"job {triggered.job_id} not finished after {args.timeout}s")
+        return FAILED
     return _print_job_outcome(job, out)
 
 
@@ -207,32 +200,34 @@ def _print_job_outcome(job: dict[str, Any], out: Output) -> int:
     return OK if job["state"] == "succeeded" else FAILED
 
 
-async def status(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    async with _client(settings) as client:
-        job = await client.status(args.id)
-        if job is None:
-            try:
-                batch = await client.batch_status(args.id)
-            except NotFoundError:
-                raise NotFoundError(f"no job or batch {args.id!r}") from None
-            out.json(batch) if args.json else out.out.print(
-                f"batch {batch['batch_id']}: {batch['total']} jobs, "
-                + ", ".join(f"{styled(s)} {n}" for s, n in batch["states"].items() if n)
-                + (" (done)" if batch["done"] else "")
-            )
-            return OK
+async def status(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
+    client = await cmd.client()
+    job = await client.status(args.id)
+    if job is None:
+        try:
+            batch = await client.batch_status(args.id)
+        except NotFoundError:
+            raise NotFoundError(f"no job or batch {args.id!r}") from None
+        out.json(batch) if args.json else out.out.print(
+            f"batch {batch['batch_id']}: {batch['total']} jobs, "
+            + ", ".join(f"{styled(s)} {n}" for s, n in batch["states"].items() if n)
+            + (" (done)" if batch["done"] else "")
+        )
+        return OK
     out.json(job) if args.json else out.out.print(job_detail(job))
     return OK if job["state"] != "failed" else FAILED
 
 
-async def batch(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def batch(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     text = sys.stdin.read() if args.file == "-" else await asyncio.to_thread(Path(args.file).read_text)
-    async with _client(settings, write=True, local_plugins=True) as client:
-        created = await client.batch(json.loads(text))
-        if not args.wait:
-            out.json(created) if args.json else out.line(created["batch_id"])
-            return OK
-        state = await _follow_batch(client, created["batch_id"], len(created["job_ids"]), args.timeout, out)
+    client = await cmd.client(write=True, local_plugins=True)
+    created = await client.batch(json.loads(text))
+    if not args.wait:
+        out.json(created) if args.json else out.line(created["batch_id"])
+        return OK
+    state = await _follow_batch(client, created["batch_id"], len(created["job_ids"]), args.timeout, out)
     if args.json:
         out.json(state)
     failed = state["states"]["failed"] + state["states"]["cancelled"]
@@ -263,37 +258,38 @@ async def _follow_batch(client: Client, batch_id: str, total: int, timeout_s: fl
     return await client.batch_status(batch_id)
 
 
-async def jobs(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def jobs(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     action = args.jobs_command
     write = action in {"cancel", "retry", "delete", "purge"}
-    async with _client(settings, write=write, local_plugins=action == "retry") as client:
-        if action == "list":
-            rows = await client.list(state=args.state, plugin=args.plugin, limit=args.limit)
-            out.json(rows) if args.json else out.out.print(jobs_table(rows))
-        elif action == "stats":
-            data = await client.stats()
-            if args.json:
-                out.json(data)
-            else:
-                out.out.print(stats_table(data))
-                out.out.print(queues_table(data))
-        elif action == "logs":
-            if await client.status(args.id) is None:
-                raise NotFoundError(f"no job {args.id!r}")
-            async for stream, line in client.logs(args.id, follow=args.follow):
-                (sys.stderr if stream == "stderr" else sys.stdout).write(line + "\n")
-        elif action == "cancel":
-            state = await client.cancel(args.id)
-            out.json({"job_id": args.id, "state": state}) if args.json else out.line(f"{args.id} {state}")
-            return OK if state == "cancelled" else FAILED
-        elif action == "retry":
-            new_id = await client.retry(args.id)
-            out.json({"job_id": new_id, "retry_of": args.id}) if args.json else out.line(new_id)
-        elif action == "delete":
-            await client.delete(args.id)
-            out.json({"deleted": 1}) if args.json else out.line(f"{args.id} deleted")
-        elif action == "purge":
-            return await _purge(client, args, out)
+    client = await cmd.client(write=write, local_plugins=action == "retry")
+    if action == "list":
+        rows = await client.list(state=args.state, plugin=args.plugin, limit=args.limit)
+        out.json(rows) if args.json else out.out.print(jobs_table(rows))
+    elif action == "stats":
+        data = await client.stats()
+        if args.json:
+            out.json(data)
+        else:
+            out.out.print(stats_table(data))
+            out.out.print(queues_table(data))
+    elif action == "logs":
+        if await client.status(args.id) is None:
+            raise NotFoundError(f"no job {args.id!r}")
+        async for stream, line in client.logs(args.id, follow=args.follow):
+            (sys.stderr if stream == "stderr" else sys.stdout).write(line + "\n")
+    elif action == "cancel":
+        state = await client.cancel(args.id)
+        out.json({"job_id": args.id, "state": state}) if args.json else out.line(f"{args.id} {state}")
+        return OK if state == "cancelled" else FAILED
+    elif action == "retry":
+        new_id = await client.retry(args.id)
+        out.json({"job_id": new_id, "retry_of": args.id}) if args.json else out.line(new_id)
+    elif action == "delete":
+        await client.delete(args.id)
+        out.json({"deleted": 1}) if args.json else out.line(f"{args.id} deleted")
+    elif action == "purge":
+        return await _purge(client, args, out)
     return OK
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.app import es_check
-from orchestrator.cli.render import Output
-from orchestrator.config import Settings
+from orchestrator.cli.context import Command
+from orchestrator.cli.exit_codes import FAILED, OK
 from orchestrator.errors import ConfigError
-
-OK, FAILED = 0, 1
 
 
 def add_parser(sub: Any) -> None:
@@ -22,10 +19,13 @@ def add_parser(sub: Any) -> None:
     check.add_argument("--json", action="store_true")
 
 
-async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def run(args: argparse.Namespace, cmd: Command) -> int:
+    settings, out = cmd.settings, cmd.out
     if not settings.es_hosts:
         raise ConfigError("es_hosts: not set (ES_HOSTS=http://host:9200[,http://other:9200])")
-    report = await es_check(settings, args.index)
+    from orchestrator.index.check import es_check  # Elasticsearch is loaded only for this command
+
+    report = await es_check(settings, settings.cdc.rules, args.index)
     if args.json:
         out.json(report)
         return OK if report["ok"] else FAILED

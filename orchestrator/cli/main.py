@@ -12,7 +12,7 @@ import json
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from orchestrator.cli import es as commands_es
 from orchestrator.cli import old_verbs as cli_compat
 from orchestrator.cli import schedules as commands_schedules
 from orchestrator.cli import top as commands_top
+from orchestrator.cli.context import Command, Handler, run_command
 from orchestrator.cli.render import Output
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import load_settings
 from orchestrator.errors import (
     ConfigError,
     ConflictError,
@@ -164,8 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-Handler = Callable[[argparse.Namespace, Settings, Output], Awaitable[int]]
-
 HANDLERS: dict[str, Handler] = {
     "run": commands.run,
     "health": commands.health,
@@ -202,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         out.error(str(e))
         return EXIT_USAGE
     configure(settings.log_level if args.command == "run" else "WARNING", settings.log_format)
-    return _run_async(HANDLERS[args.command](args, settings, out), out, long_running=args.command == "run")
+    command = run_command(HANDLERS[args.command], args, Command(settings, out))
+    return _run_async(command, out, long_running=args.command == "run")
 
 
 def _run_async(coro: Awaitable[int], out: Output, *, long_running: bool) -> int:

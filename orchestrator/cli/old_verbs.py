@@ -9,15 +9,12 @@ main commands. Also here: plugin parameters given as options (`trigger NAME --op
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from orchestrator.cli import commands
 from orchestrator.cli import top as commands_top
-from orchestrator.cli.render import Output
-from orchestrator.config import Settings
-
-Handler = Callable[[argparse.Namespace, Settings, Output], Awaitable[int]]
+from orchestrator.cli.context import Command, Handler
 
 EPILOG = """\
 compatibility (the old scheduler's commands, each the same as the new one):
@@ -52,10 +49,10 @@ def add_parsers(sub: Any, params_options: Callable[[argparse.ArgumentParser], No
 
 
 def _as(handler: Handler, **values: Any) -> Handler:
-    async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    async def run(args: argparse.Namespace, cmd: Command) -> int:
         for key, value in values.items():
             setattr(args, key, value)
-        return await handler(args, settings, out)
+        return await handler(args, cmd)
 
     return run
 

@@ -7,18 +7,14 @@ before anything is stored (exit 2 with the reason otherwise).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from orchestrator.app import LocalPlugins, build_client, redis_connection
-from orchestrator.cli.render import Output, styled
-from orchestrator.client import Client
-from orchestrator.config import Settings
-
-OK, FAILED, USAGE = 0, 1, 2
+from orchestrator.cli.context import Command
+from orchestrator.cli.exit_codes import OK
+from orchestrator.cli.local_plugins import LocalPlugins
+from orchestrator.cli.render import styled
 
 
 def add_parser(sub: Any) -> None:
@@ -62,47 +58,38 @@ def add_parser(sub: Any) -> None:
     history.add_argument("--json", action="store_true")
 
 
-@contextlib.asynccontextmanager
-async def _client(
-    settings: Settings, *, write: bool, local_plugins: bool
-) -> AsyncIterator[tuple[Client, LocalPlugins | None]]:
-    local = await LocalPlugins(settings).load() if local_plugins else None
-    async with redis_connection(settings, start_embedded=write) as (redis, _):
-        yield (local.client(redis) if local is not None else build_client(settings, redis, None)), local
-
-
-async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def run(args: argparse.Namespace, cmd: Command) -> int:
+    out = cmd.out
     action = args.schedules_command
     write = action in {"add", "remove", "pause", "resume", "run"}
-    async with _client(settings, write=write, local_plugins=action in {"add", "run"}) as (client, local):
-        if action == "list":
-            rows = await client.list_schedules()
-            out.json(rows) if args.json else out.out.print(schedules_table(rows))
-        elif action == "show":
-            row = await client.get_schedule(args.id)
-            out.json(row) if args.json else out.out.print_json(json.dumps(row, default=str))
-        elif action == "add":
-            row = await client.add_schedule(_definition(args, local), replace=args.replace)
-            out.json(row) if args.json else out.line(f"{row['id']}: {row['trigger']}, next run {_when(row)}")
-        elif action == "history":
-            entries = await client.schedule_history(args.id, limit=args.limit)
-            out.json(entries) if args.json else out.out.print(history_table(args.id, entries))
-        elif action == "run":
-            job_id = await client.run_schedule(args.id)
-            out.json({"id": args.id, "job_id": job_id}) if args.json else out.line(job_id)
-        else:
-            await {
-                "remove": client.remove_schedule,
-                "pause": client.pause_schedule,
-                "resume": client.resume_schedule,
-            }[action](args.id)
-            done = {"remove": "removed", "pause": "paused", "resume": "resumed"}[action]
-            out.json({"id": args.id, "action": done}) if args.json else out.line(f"{args.id} {done}")
+    client = await cmd.client(write=write, local_plugins=action in {"add", "run"})
+    if action == "list":
+        rows = await client.list_schedules()
+        out.json(rows) if args.json else out.out.print(schedules_table(rows))
+    elif action == "show":
+        row = await client.get_schedule(args.id)
+        out.json(row) if args.json else out.out.print_json(json.dumps(row, default=str))
+    elif action == "add":
+        row = await client.add_schedule(_definition(args, await cmd.plugins()), replace=args.replace)
+        out.json(row) if args.json else out.line(f"{row['id']}: {row['trigger']}, next run {_when(row)}")
+    elif action == "history":
+        entries = await client.schedule_history(args.id, limit=args.limit)
+        out.json(entries) if args.json else out.out.print(history_table(args.id, entries))
+    elif action == "run":
+        job_id = await client.run_schedule(args.id)
+        out.json({"id": args.id, "job_id": job_id}) if args.json else out.line(job_id)
+    else:
+        await {
+            "remove": client.remove_schedule,
+            "pause": client.pause_schedule,
+            "resume": client.resume_schedule,
+        }[action](args.id)
+        done = {"remove": "removed", "pause": "paused", "resume": "resumed"}[action]
+        out.json({"id": args.id, "action": done}) if args.json else out.line(f"{args.id} {done}")
     return OK
 
 
-def _definition(args: argparse.Namespace, local: LocalPlugins | None) -> dict[str, Any]:
-    assert local is not None
+def _definition(args: argparse.Namespace, local: LocalPlugins) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": args.schedule_id,
         "plugin": args.plugin,

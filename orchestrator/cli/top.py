@@ -24,17 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from orchestrator.app import redis_connection
-from orchestrator.cli.render import STATE_STYLE, Output
+from orchestrator.cli.context import Command
+from orchestrator.cli.exit_codes import FAILED, OK
+from orchestrator.cli.render import STATE_STYLE
 from orchestrator.client import Client
-from orchestrator.config import Settings
 from orchestrator.logs import mask_url
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
 
-OK, FAILED = 0, 1
 _RUNNING_ROWS = 15
 _FINISHED_ROWS = 10
 
@@ -198,23 +197,23 @@ def _keys(on_quit: Any) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def top(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+async def top(args: argparse.Namespace, cmd: Command) -> int:
     from rich.console import Console
 
-    async with redis_connection(settings, start_embedded=False) as (redis, url):
-        # Queues and manifests as the running instances published them: no local config needed.
-        client = Client(redis, result_ttl_s=settings.result_ttl_s)
-        label = mask_url(url)
-        if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
-            try:
-                frame = render(await read_snapshot(client), label)
-            except (RedisError, OSError) as e:
-                out.error(f"redis unavailable at {label}: {e}")
-                return FAILED
-            # Piped into a file or grep: do not cut ids at 80 columns.
-            Console(width=None if sys.stdout.isatty() else 200).print(frame)
-            return OK
-        await _live(client, label, max(args.interval, 0.1))
+    redis, url = await cmd.redis()
+    # Queues and manifests as the running instances published them: no local config needed.
+    client = Client(redis, result_ttl_s=cmd.settings.result_ttl_s)
+    label = mask_url(url)
+    if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        try:
+            frame = render(await read_snapshot(client), label)
+        except (RedisError, OSError) as e:
+            cmd.out.error(f"redis unavailable at {label}: {e}")
+            return FAILED
+        # Piped into a file or grep: do not cut ids at 80 columns.
+        Console(width=None if sys.stdout.isatty() else 200).print(frame)
+        return OK
+    await _live(client, label, max(args.interval, 0.1))
     return OK
 
 

@@ -88,6 +88,10 @@ class Heartbeat(BaseComponent):
         self.evictions = 0
         self._beat = self.redis.register_script(_BEAT)
 
+    async def start(self) -> None:
+        """Registered before the workers run, so another instance never takes this one for dead."""
+        await self.register()
+
     async def register(self) -> None:
         # A fixed ORCH_INSTANCE_ID that crashed and came back: its old jobs are free to run again.
         released = await self.store.release_instance(self.instance_id)

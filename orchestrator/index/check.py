@@ -8,8 +8,9 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, UnsupportedProductError
 
-from orchestrator.config import Settings
+from orchestrator.cdc.rules import Rule
 from orchestrator.index.es_client import es_client
+from orchestrator.index.settings import IndexSettings
 
 
 def describe(error: BaseException) -> str:
@@ -29,28 +30,28 @@ def describe(error: BaseException) -> str:
     return " ".join(text.split())[:400]
 
 
-def target_indices(settings: Settings) -> dict[str, list[str]]:
+def target_indices(rules: list[Rule]) -> dict[str, list[str]]:
     """index -> the rules that write to it."""
     out: dict[str, list[str]] = {}
-    for rule in settings.cdc.rules:
+    for rule in rules:
         if rule.index is not None:
             out.setdefault(rule.index.name, []).append(rule.name)
     return out
 
 
-async def es_check(settings: Settings, extra_indices: list[str]) -> dict[str, Any]:
+async def es_check(settings: IndexSettings, rules: list[Rule], extra_indices: list[str]) -> dict[str, Any]:
     """{"ok", "hosts", "cluster", "version", "error", "indices": [{"index", "rules", "exists"}]}."""
     report: dict[str, Any] = {"ok": False, "hosts": len(settings.es_hosts), "indices": []}
-    targets = target_indices(settings)
+    targets = target_indices(rules)
     for name in extra_indices:
         targets.setdefault(name, [])
     es = es_client(settings, max_retries=0)
     try:
         info = await es.info()
         report |= {"cluster": info.get("cluster_name"), "version": (info.get("version") or {}).get("number")}
-        for index, rules in sorted(targets.items()):
+        for index, writers in sorted(targets.items()):
             exists = bool(await es.indices.exists(index=index))
-            report["indices"].append({"index": index, "rules": rules, "exists": exists})
+            report["indices"].append({"index": index, "rules": writers, "exists": exists})
         report["ok"] = all(i["exists"] for i in report["indices"])
     except ApiError as e:
         report["error"] = f"HTTP {e.meta.status}: {e.message}"

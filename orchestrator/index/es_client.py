@@ -6,10 +6,10 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
-from orchestrator.config import Settings
+from orchestrator.index.settings import IndexSettings
 
 
-def es_client(settings: Settings, **overrides: Any) -> AsyncElasticsearch:
+def es_client(settings: IndexSettings, **overrides: Any) -> AsyncElasticsearch:
     """A client for `ES_HOSTS` (the caller closes it). Raises ValueError when ES is not configured."""
     if not settings.es_hosts:
         raise ValueError("ES_HOSTS is not set")

@@ -59,3 +59,26 @@ async def publish_plugins(store: JobStore, plugins: list[PluginInfo], *, queues:
         if queues:
             pipe.hset(Keys.queues, mapping={q: str(c) for q, c in queues.items()})
         await pipe.execute()
+
+
+class CatalogPublisher:
+    """Republishes this process's plugins (and, at start-up and after Redis lost them, its queues).
+
+    Args:
+        store: the job store (its Redis).
+        registry: the plugins as this process loaded them.
+        queues: every configured queue -> concurrency.
+    """
+
+    def __init__(self, store: JobStore, registry: PluginRegistry, queues: dict[str, int]) -> None:
+        self.store = store
+        self.registry = registry
+        self.queues = queues
+
+    async def plugins(self) -> None:
+        """After a reload or a venv build: the manifests and their states."""
+        await publish_plugins(self.store, self.registry.all())
+
+    async def everything(self) -> None:
+        """At start-up, and when Redis lost what was published: the manifests and the queue table."""
+        await publish_plugins(self.store, self.registry.all(), queues=self.queues)

@@ -16,6 +16,7 @@ from arq.jobs import serialize_job
 
 from orchestrator.errors import JobError, ParamsError
 from orchestrator.jobs.model import JobRecord, Keys, new_job_id, now, parse_priority, queue_score
+from orchestrator.jobs.settings import JobSettings
 from orchestrator.jobs.store import Checkpoint, EnqueueItem, JobStore
 from orchestrator.plugins.manifest import Manifest, validate_params
 from orchestrator.redis.fence import Fence
@@ -51,6 +52,15 @@ class JobDefaults:
     job_timeout_s: float = 1800.0
     max_retries: int = 3
     retry_backoff_s: float = 60.0
+
+    @classmethod
+    def from_section(cls, section: JobSettings) -> JobDefaults:
+        return cls(
+            default_queue=section.default_queue,
+            job_timeout_s=section.job_timeout_s,
+            max_retries=section.max_retries,
+            retry_backoff_s=section.retry_backoff_s,
+        )
 
 
 @dataclass

@@ -350,6 +350,10 @@ class WorkerPool(BaseComponent):
         for task in self._serving:
             task.cancel()
 
+    def running_job_ids(self) -> set[str]:
+        """The jobs this process runs now, across its queues (the reconciler compares Redis with it)."""
+        return {job_id for worker in self.workers.values() for job_id in worker.job_tasks}
+
     def abandon_running(self) -> int:
         """This instance was declared dead (its registry entry is gone) and its jobs were given to
         others: stop their process groups and record nothing (the claim fence would refuse it)."""

@@ -54,7 +54,7 @@ from orchestrator.redis.packing import with_hiredis_packing
 from orchestrator.redis.sentinel import SentinelBlockingPool, parse_sentinel_url
 
 if TYPE_CHECKING:
-    from orchestrator.config import Settings
+    from orchestrator.redis.settings import RedisSettings
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RedisOptions:
     connect_timeout_s: float = 5.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisOptions:
+    def from_settings(cls, settings: RedisSettings) -> RedisOptions:
         return cls(
             ca_file=settings.redis_ca_file,
             cert_file=settings.redis_cert_file,
@@ -348,8 +348,12 @@ async def wait_until_up(
 # -- the connection budget --
 
 
-def connection_budget(served_queues: dict[str, int], *, leader_eligible: bool) -> dict[str, int]:
+def connection_budget(
+    served_queues: dict[str, int], *, leader_eligible: bool, max_connections: int | None = None
+) -> dict[str, int]:
     """How many pooled connections one instance needs at its busiest, by part (README, "Connection budget").
+
+    With `max_connections` (the pool's bound), a budget above it is logged once: callers will wait.
 
     Workers: one claim at a time per queue, plus one outcome write per running job at most, plus
     the log flusher. Pub/sub: the workers' wake-up listener holds one for good. Heartbeat and lease:
@@ -366,6 +370,11 @@ def connection_budget(served_queues: dict[str, int], *, leader_eligible: bool) -
         "http": 4,
     }
     budget["total"] = sum(budget.values())
+    if max_connections is not None and budget["total"] > max_connections:
+        logger.warning(
+            "redis: this instance may need %d connections at its busiest, above redis_max_connections=%d: "
+            "callers will wait for a free one", budget["total"], max_connections,
+        )  # fmt: skip
     return budget
 
 

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncmy  # type: ignore[import-untyped,unused-ignore]
+from redis.asyncio import Redis
 
-from orchestrator.app import build_registry, job_defaults
-from orchestrator.cdc.capture import build_capture
+from orchestrator.cdc import build as cdc
+from orchestrator.cdc.admin import CdcAdmin
 from orchestrator.cdc.poller import ChangePoller
-from orchestrator.client import connect_redis
+from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
-from orchestrator.jobs.catalog import RegistryCatalog
 from orchestrator.jobs.model import Keys
+from orchestrator.jobs.shared import Identity, make_shared
 from orchestrator.jobs.store import JobStore
-from orchestrator.jobs.submit import Submitter
+from orchestrator.plugins.build import build_registry
+from orchestrator.plugins.launcher import Launcher
 from tests.jobs.helpers import RunProcess, make_plugin, make_settings, wait_for
 
 # Appends every change event it receives (as the `change_event` keyword) to the file `record`.
@@ -86,13 +88,16 @@ async def sql(settings: Settings, *statements: str | tuple[str, Sequence[Any]]) 
         conn.close()
 
 
+async def cdc_admin(settings: Settings, redis: Redis) -> CdcAdmin:
+    """The `orchestrator cdc ...` side, as the CLI builds it (validating against published plugins)."""
+    return CdcAdmin(settings, redis, await Client.for_settings(settings, redis).submitter())
+
+
 async def install(settings: Settings) -> None:
     """`orchestrator cdc install`, in process."""
-    from orchestrator.app import cdc_admin
-
     redis = connect_redis(settings.redis_url or "")
     try:
-        admin = await cdc_admin(settings, redis, None)
+        admin = await cdc_admin(settings, redis)
         steps = await admin.install(dry_run=False)
         assert not [s for s in steps if s["action"] == "error"], steps
     finally:
@@ -133,12 +138,13 @@ class Rig:
 async def capture(settings: Settings) -> AsyncIterator[Rig]:
     """A ChangePoller holding a real lease on the test Redis, running until the block ends."""
     redis = connect_redis(settings.redis_url or "")
-    registry, _ = build_registry(settings)
+    registry = build_registry(settings, settings.venv_dir)
     await registry.load()
-    store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
-    submitter = Submitter(store, RegistryCatalog(registry, store), set(settings.queues), job_defaults(settings))
+    identity = Identity("cdc-test", "leader", "test", served_queues={})
+    shared = make_shared(settings, redis, identity, registry, Launcher())  # the launcher is never used here
+    store = shared.store
     lease = LeaderLease(redis, "cdc-test", ttl_s=settings.leader_ttl_s)
-    poller = build_capture(settings, submitter, lease, redis)  # as `run` builds it
+    [poller] = cdc.build(settings, shared, lease=lease)  # as `run` builds it
     assert isinstance(poller, ChangePoller), poller
     lease_task = asyncio.create_task(lease.run())
     task: asyncio.Task[None] | None = None

@@ -158,12 +158,12 @@ async def test_a_rule_on_a_missing_table_is_reported_and_the_others_run(
     ]
     settings = cdc_settings(tmp_path, redis_url, mysql_url, rules)
     await sql(settings, ORDERS)
-    from orchestrator.app import cdc_admin
     from orchestrator.client import connect_redis
+    from tests.cdc.helpers import cdc_admin
 
     redis = connect_redis(redis_url)
     try:
-        steps = await (await cdc_admin(settings, redis, None)).install(dry_run=False)
+        steps = await (await cdc_admin(settings, redis)).install(dry_run=False)
     finally:
         await redis.aclose()
     assert {s["target"]: s["action"] for s in steps}["testdb.nowhere"] == "error"
@@ -284,8 +284,8 @@ async def test_without_the_process_privilege_a_hole_is_given_up_after_the_timeou
 async def test_a_changelog_created_again_continues_above_the_delivered_position(
     tmp_path: Path, redis_url: str, mysql_url: str
 ) -> None:
-    from orchestrator.app import cdc_admin
     from orchestrator.client import connect_redis
+    from tests.cdc.helpers import cdc_admin
 
     settings = cdc_settings(
         tmp_path, redis_url, mysql_url, [{"name": "all", "table": "orders", "plugins": ["recorder"]}]
@@ -297,7 +297,7 @@ async def test_a_changelog_created_again_continues_above_the_delivered_position(
         await rig.settle()
     redis = connect_redis(redis_url)
     try:
-        admin = await cdc_admin(settings, redis, None)
+        admin = await cdc_admin(settings, redis)
         await admin.uninstall(dry_run=False, drop_changelog=True)
         await admin.install(dry_run=False)
     finally:

@@ -179,13 +179,13 @@ async def test_a_document_refused_by_the_mapping_becomes_a_failed_job_and_the_re
 async def test_a_snapshot_fills_the_index_with_the_existing_rows(
     tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble
 ) -> None:
-    from orchestrator.app import cdc_admin
+    from tests.cdc.helpers import cdc_admin
 
     settings = settings_for(tmp_path, redis_url, mysql_url, double)
     await sql(settings, TEACHERS, "INSERT INTO teachers (name, age) VALUES ('a', '1'), ('b', '2'), ('c', '3')")
     redis = connect_redis(settings.redis_url or "")
     try:
-        result = await (await cdc_admin(settings, redis, None)).snapshot("teachers", None, restart=False)
+        result = await (await cdc_admin(settings, redis)).snapshot("teachers", None, restart=False)
         assert result["rows"] == 3 and await redis.xlen(index_stream("teachers")) == 3
     finally:
         await redis.aclose()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.app import build_client, build_registry
 from orchestrator.client import Client
 from orchestrator.errors import JobError, ParamsError
 from orchestrator.jobs.batch import BatchError
 from orchestrator.jobs.model import Keys
+from orchestrator.plugins.build import build_registry
 from tests.jobs.helpers import make_plugin, make_settings, pid_alive, read_events, run_app, wait_for
 
 
@@ -84,9 +84,9 @@ async def test_high_priority_jobs_start_first_when_saturated(tmp_path: Path, red
     settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 1}})
     record = tmp_path / "events.jsonl"
     async with Client(await _redis(redis_url), owns_redis=True) as client:
-        registry, _ = build_registry(settings)
+        registry = build_registry(settings, settings.venv_dir)
         await registry.load()
-        local = build_client(settings, client.redis, registry)
+        local = Client.for_settings(settings, client.redis, registry)
         # Enqueued before any worker runs, in the "wrong" order: low first, high last.
         await local.trigger("probe", {"name": "blocker", "record": str(record), "sleep": 0.3}, priority=0)
         for prio in ("low", "default", 7, "high", 2):
@@ -103,7 +103,7 @@ async def test_retry_with_backoff_then_failed_then_manual_retry(tmp_path: Path, 
     gate = tmp_path / "gate"
     record = tmp_path / "events.jsonl"
     async with run_app(settings) as app:
-        client = build_client(settings, await _redis(redis_url), None)
+        client = Client.for_settings(settings, await _redis(redis_url), None)
         try:
             job = await client.trigger("probe", {"fail_until_file": str(gate), "record": str(record)})
             failed = await client.result(job.job_id, timeout_s=30)
@@ -124,7 +124,7 @@ async def test_retry_with_backoff_then_failed_then_manual_retry(tmp_path: Path, 
             assert again["state"] == "succeeded"
             assert again["retry_of"] == job.job_id
             assert again["params"] == failed["params"]
-            assert app.state.instance_id == again["instance"]
+            assert app.identity.instance_id == again["instance"]
         finally:
             await client.redis.aclose()
 

@@ -79,13 +79,14 @@ async def test_a_stale_token_is_refused_and_nothing_is_written(
 ) -> None:
     """The bulk enqueue with a checkpoint (the scheduler's and change capture's write) carries the
     fence: a stale leader's jobs and checkpoint are refused together."""
-    from orchestrator.app import build_client, build_registry
+    from orchestrator.client import Client
+    from orchestrator.plugins.build import build_registry
 
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url)
-    registry, _ = build_registry(settings)
+    registry = build_registry(settings, settings.venv_dir)
     await registry.load()
-    client = build_client(settings, redis, registry)  # type: ignore[arg-type]
+    client = Client.for_settings(settings, redis, registry)  # type: ignore[arg-type]
     submitter: Submitter = await client.submitter()
 
     old = LeaderLease(redis, "old", ttl_s=1.0)

@@ -11,12 +11,13 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
-from orchestrator.app import Orchestrator, Parts
+from orchestrator.app import Orchestrator
 from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.cluster.plugin_reload import PluginReloader
 from orchestrator.components import BaseComponent, Component
 from orchestrator.jobs.model import Keys
+from orchestrator.jobs.shared import Shared
 from tests.jobs.helpers import cli, make_plugin, make_settings, run_app, wait_for
 from tests.monitor.conftest import Server
 
@@ -58,9 +59,8 @@ class _Blocker(BaseComponent):
 class _AppWithBlocker(Orchestrator):
     blocker = _Blocker()
 
-    def _build_components(self, parts: Parts) -> tuple[list[Component], LeaderLease]:
-        components, lease = super()._build_components(parts)
-        return [*components, self.blocker], lease
+    def _build_components(self, shared: Shared, lease: LeaderLease, client: Client, redis_url: str) -> list[Component]:
+        return [*super()._build_components(shared, lease, client, redis_url), self.blocker]
 
 
 async def _health(http: aiohttp.ClientSession, base: str) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -54,8 +54,8 @@ async def test_an_acl_user_runs_the_whole_job_path(tmp_path: Path, acl_url: str,
         assert app.supervisor is not None
         health = await app.supervisor.health()
         assert {name: h.status for name, h in health.items() if h.status != "ok"} == {}
-        assert await client.redis.hexists(Keys.instances, app.state.instance_id)
-        assert (await client.redis.hget(Keys.leader, "instance")) == app.state.instance_id.encode()
+        assert await client.redis.hexists(Keys.instances, app.identity.instance_id)
+        assert (await client.redis.hget(Keys.leader, "instance")) == app.identity.instance_id.encode()
         # the reaper (a dead instance's jobs) and housekeeping (SCAN over the indexes)
         store = JobStore(client.redis, result_ttl_s=60)
         await client.redis.hset(Keys.instances, "ghost", "{}")

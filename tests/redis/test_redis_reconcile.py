@@ -43,7 +43,7 @@ async def test_a_lost_finish_of_a_live_instance_is_put_back(tmp_path: Path, redi
     async with run_app(settings) as app, Client(connect_redis(redis_url), owns_redis=True) as client:
         job = await client.trigger("probe", {"name": "lost-finish"})
         assert (await client.result(job.job_id, timeout_s=30))["state"] == "succeeded"
-        await _as_if_still_running(client, job.job_id, app.state.instance_id)
+        await _as_if_still_running(client, job.job_id, app.identity.instance_id)
         await _runs_again(client, job.job_id)
         status = await app.supervisor.status()  # type: ignore[union-attr]
         assert status["reconcile"]["put_back"] == 1

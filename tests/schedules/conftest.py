@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.app import build_client, build_registry
 from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
+from orchestrator.plugins.build import build_registry
 from orchestrator.schedules.model import ScheduleSpec
 from orchestrator.schedules.scheduler import Scheduler
 from orchestrator.schedules.store import ScheduleStore
@@ -68,11 +68,11 @@ class Rig:
 async def rig(tmp_path: Path, redis_url: str) -> AsyncIterator[Rig]:
     make_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url)
-    registry, _ = build_registry(settings)
+    registry = build_registry(settings, settings.venv_dir)
     await registry.load()
     redis = connect_redis(redis_url)
     try:
-        client = build_client(settings, redis, registry)
+        client = Client.for_settings(settings, redis, registry)
         yield Rig(client, ScheduleStore(redis), FakeClock(1_000_000.5), tmp_path, settings)
     finally:
         await redis.aclose()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.app import build_client, build_registry
-from orchestrator.client import connect_redis
+from orchestrator.client import Client, connect_redis
 from orchestrator.config import load_settings
+from orchestrator.plugins.build import build_registry
 from tests.jobs.helpers import run_app, wait_for
 
 
@@ -32,11 +32,11 @@ async def test_the_readme_example_is_valid_against_the_example_plugins(
     assert sorted(triggers.values(), key=str) == sorted(
         [(30.0, None), (300.0, None), (None, "0 * * * *"), (None, "0 1 * * *"), (None, "0 2 * * *")], key=str
     )
-    registry, _ = build_registry(settings)
+    registry = build_registry(settings, settings.venv_dir)
     await registry.load()
     redis = connect_redis(redis_url)
     try:
-        client = build_client(settings, redis, registry)
+        client = Client.for_settings(settings, redis, registry)
         for spec in settings.schedules:  # plugin and params validate as an add would
             await client.add_schedule(spec.model_dump())
         assert len(await client.list_schedules()) == 5
@@ -57,7 +57,7 @@ async def test_the_demo_schedule_fires_within_a_minute(repo_root: Path, tmp_path
     assert [s.id for s in settings.schedules] == ["demo-sync"]
     redis = connect_redis(redis_url)
     async with run_app(settings):
-        client = build_client(settings, redis, None)
+        client = Client.for_settings(settings, redis, None)
 
         async def demo_job() -> str | None:
             rows = await client.list(plugin="data_processor", limit=10)

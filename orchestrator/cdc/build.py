@@ -7,34 +7,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.cdc.settings import DatabaseSettings
 from orchestrator.cdc.status import CaptureOff
 from orchestrator.components import Component
-from orchestrator.config import Settings
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from orchestrator.cluster.lease import LeaderLease
-    from orchestrator.jobs.submit import Submitter
+    from orchestrator.jobs.shared import Shared
 
 
-def build_capture(settings: Settings, submitter: Submitter, lease: LeaderLease, redis: Redis) -> Component:
+def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> list[Component]:
     """The poller when DATABASE_URL is set and a rule is configured; else a component saying why not."""
-    mysql = settings.mysql_params()
+    mysql = section.mysql_params()
     if mysql is None:
-        return CaptureOff("no DATABASE_URL set")
-    if not settings.cdc.all_rules():
-        return CaptureOff("no [[cdc.rules]] configured")
+        return [CaptureOff("no DATABASE_URL set")]
+    if not section.cdc.all_rules():
+        return [CaptureOff("no [[cdc.rules]] configured")]
     from orchestrator.cdc.poller import ChangePoller
 
     try:
-        return ChangePoller(
-            settings.cdc,
+        poller = ChangePoller(
+            section.cdc,
             mysql,
-            interval_s=settings.db_change_polling_interval_s,
-            submitter=submitter,
+            interval_s=section.db_change_polling_interval_s,
+            submitter=shared.submitter,
             lease=lease,
-            redis=redis,
+            redis=shared.redis,
         )
     except ValueError as e:  # e.g. no database to put the changelog in
-        return CaptureOff(str(e))
+        return [CaptureOff(str(e))]
+    return [poller]

@@ -1,16 +1,13 @@
-"""Turns a results file into medians, ratios, target checks and the tables of bench/README.md.
+"""Turns a results file into medians, ratios and target checks (render.py writes the markdown).
 
-    .venv/bin/python bench/report.py bench/results/<date>.json      # re-render the README tables
-
-render.py writes the markdown.
+render.py imports this module, never the other way round: re-rendering the README tables from a
+results file is `.venv/bin/python bench/render.py bench/results/<date>.json`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +227,7 @@ def cpu_budget(s: dict[str, Any], rate: float | None) -> str:
     )
 
 
-def _effective(s: dict[str, Any], variant: str) -> str:
+def effective_isolation(s: dict[str, Any], variant: str) -> str:
     modes = s["latency"].get(f"orchestrator:{variant}", {}).get("effective_isolation") or []
     if not modes:
         return "unknown"
@@ -254,7 +251,7 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     pooled, process = t("orchestrator:pooled"), t("orchestrator:process")
-    eff = _effective(s, "pooled")
+    eff = effective_isolation(s, "pooled")
     prefork, saq = t("celery-prefork:default"), t("saq:pubsub")
     mode_note = f"measured mode: {eff}"
     # issue 15's targets (the earlier ones, 1.5x prefork and >= SAQ, are implied by these)
@@ -436,13 +433,3 @@ def console_summary(data: dict[str, Any]) -> str:
         met = "n/a " if t["met"] is None else ("ok  " if t["met"] else "MISS")
         out.append(f"  [{met}] {t['target']}: {t['detail']}")
     return "targets:\n" + "\n".join(out)
-
-
-if __name__ == "__main__":
-    path = Path(sys.argv[1])
-    d = json.loads(path.read_text())
-    finalize(d)
-    import render
-
-    render.write_readme(d, Path(__file__).resolve().parent / "README.md", path.resolve())
-    print(console_summary(d))

@@ -255,20 +255,15 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     prefork, saq = t("celery-prefork:default"), t("saq:pubsub")
     mode_note = f"measured mode: {eff}"
     # issue 15's targets (the earlier ones, 1.5x prefork and >= SAQ, are implied by these)
-    add(
-        "pooled jobs/s >= 3x Celery prefork",
-        pooled,
-        None if prefork is None else 3 * prefork,
-        None if None in (pooled, prefork) else pooled >= 3 * prefork,  # type: ignore[operator]
-        f"{fmt(pooled)} vs 3 x {fmt(prefork)}; {mode_note}" + cpu_budget(s, None if prefork is None else 3 * prefork),
-    )
-    add(
-        "pooled jobs/s >= 2x SAQ",
-        pooled,
-        None if saq is None else 2 * saq,
-        None if None in (pooled, saq) else pooled >= 2 * saq,  # type: ignore[operator]
-        f"{fmt(pooled)} vs 2 x {fmt(saq)}; {mode_note}" + cpu_budget(s, None if saq is None else 2 * saq),
-    )
+    for factor, peer, peer_name in ((3, prefork, "Celery prefork"), (2, saq, "SAQ")):
+        limit = None if peer is None else factor * peer
+        add(
+            f"pooled jobs/s >= {factor}x {peer_name}",
+            pooled,
+            limit,
+            None if pooled is None or limit is None else pooled >= limit,
+            f"{fmt(pooled)} vs {factor} x {fmt(peer)}; {mode_note}" + cpu_budget(s, limit),
+        )
     wcpu = tp.get("orchestrator:pooled", {}).get("worker_cpu_ms_per_job")
     add(
         "worker CPU per job <= 0.4 ms (pooled)",

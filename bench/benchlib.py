@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 # -- /proc ----------------------------------------------------------------------------------------
@@ -74,26 +73,24 @@ def tree_cpu_s(pid: int) -> float:
     return sum(cpu_s(p) for p in tree(pid))
 
 
-def rss_kb(pid: int) -> int:
+def _proc_kb(path: str, field: str) -> int:
+    """The kB figure of the line starting `field` in a /proc file; 0 when the process is gone."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid: int) -> int:
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def tree_memory(pid: int) -> dict[str, Any]:

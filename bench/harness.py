@@ -9,7 +9,7 @@ a separate process like a user would, wait until it has run one job, then measur
   4. queue path: enqueue N no-op jobs, clock until all are done (or the deadline),
 then stop it. Per repetition also: the bare-spawn baseline and `orchestrator run` start-ups with
 embedded Redis. Once: bench/bench_launcher.py, and a py-spy profile of the orchestrator during a
-throughput run when a target is missed. Writes bench/results/<date>.json; report.py renders it.
+throughput run when a target is missed. Writes bench/results/<date>.json; report.py sums it up, render.py writes the tables.
 """
 
 from __future__ import annotations

@@ -1,15 +1,19 @@
 """The generated part of bench/README.md: markdown tables from a results file's summary.
 
+    .venv/bin/python bench/render.py bench/results/<date>.json      # re-render the README tables
+
 Only the text between `<!-- bench:begin -->` and `<!-- bench:end -->` is rewritten; everything else
 (the "Plugin launch" section included) is left as it is.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from report import _effective, fmt, med, ratio, rng, summarize, targets
+from report import console_summary, effective_isolation, finalize, fmt, med, ratio, rng, summarize, targets
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -64,7 +68,7 @@ def misses(data: dict[str, Any], s: dict[str, Any], tg: list[dict[str, Any]]) ->
     """One bullet per missed target, with the evidence this run has for it."""
     out: list[str] = []
     prof = data.get("profile") or {}
-    eff = _effective(s, "pooled")
+    eff = effective_isolation(s, "pooled")
 
     def top_frames(variant: str) -> str:
         pr = prof.get(variant) or {}
@@ -157,7 +161,7 @@ def _sec_head(data: dict[str, Any], s: dict[str, Any], tg: list[dict[str, Any]],
             f"The product tree had uncommitted changes while this ran (measured as they were): "
             f"{', '.join(x.split()[-1] for x in data['git']['uncommitted_product_files'])}."
         )
-    eff_pooled, eff_process = _effective(s, "pooled"), _effective(s, "process")
+    eff_pooled, eff_process = effective_isolation(s, "pooled"), effective_isolation(s, "process")
     w("")
     w(
         f"**Execution mode actually measured** (from the plugin's pid in each result): the `pooled` bench plugin ran "
@@ -563,3 +567,11 @@ def write_readme(data: dict[str, Any], readme: Path, results: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n## Side by side: Celery, SAQ, arq (`bench/run`)\n\n" + block + "\n"
     readme.write_text(text)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1])
+    d = json.loads(path.read_text())
+    finalize(d)
+    write_readme(d, Path(__file__).resolve().parent / "README.md", path.resolve())
+    print(console_summary(d))

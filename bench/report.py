@@ -1,16 +1,13 @@
-"""Turns a results file into medians, ratios, target checks and the tables of bench/README.md.
+"""Turns a results file into medians, ratios and target checks (render.py writes the markdown).
 
-    .venv/bin/python bench/report.py bench/results/<date>.json      # re-render the README tables
-
-render.py writes the markdown.
+render.py imports this module, never the other way round: re-rendering the README tables from a
+results file is `.venv/bin/python bench/render.py bench/results/<date>.json`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +227,7 @@ def cpu_budget(s: dict[str, Any], rate: float | None) -> str:
     )
 
 
-def _effective(s: dict[str, Any], variant: str) -> str:
+def effective_isolation(s: dict[str, Any], variant: str) -> str:
     modes = s["latency"].get(f"orchestrator:{variant}", {}).get("effective_isolation") or []
     if not modes:
         return "unknown"
@@ -254,24 +251,19 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     pooled, process = t("orchestrator:pooled"), t("orchestrator:process")
-    eff = _effective(s, "pooled")
+    eff = effective_isolation(s, "pooled")
     prefork, saq = t("celery-prefork:default"), t("saq:pubsub")
     mode_note = f"measured mode: {eff}"
     # issue 15's targets (the earlier ones, 1.5x prefork and >= SAQ, are implied by these)
-    add(
-        "pooled jobs/s >= 3x Celery prefork",
-        pooled,
-        None if prefork is None else 3 * prefork,
-        None if None in (pooled, prefork) else pooled >= 3 * prefork,  # type: ignore[operator]
-        f"{fmt(pooled)} vs 3 x {fmt(prefork)}; {mode_note}" + cpu_budget(s, None if prefork is None else 3 * prefork),
-    )
-    add(
-        "pooled jobs/s >= 2x SAQ",
-        pooled,
-        None if saq is None else 2 * saq,
-        None if None in (pooled, saq) else pooled >= 2 * saq,  # type: ignore[operator]
-        f"{fmt(pooled)} vs 2 x {fmt(saq)}; {mode_note}" + cpu_budget(s, None if saq is None else 2 * saq),
-    )
+    for factor, peer, peer_name in ((3, prefork, "Celery prefork"), (2, saq, "SAQ")):
+        limit = None if peer is None else factor * peer
+        add(
+            f"pooled jobs/s >= {factor}x {peer_name}",
+            pooled,
+            limit,
+            None if pooled is None or limit is None else pooled >= limit,
+            f"{fmt(pooled)} vs {factor} x {fmt(peer)}; {mode_note}" + cpu_budget(s, limit),
+        )
     wcpu = tp.get("orchestrator:pooled", {}).get("worker_cpu_ms_per_job")
     add(
         "worker CPU per job <= 0.4 ms (pooled)",
@@ -436,13 +428,3 @@ def console_summary(data: dict[str, Any]) -> str:
         met = "n/a " if t["met"] is None else ("ok  " if t["met"] else "MISS")
         out.append(f"  [{met}] {t['target']}: {t['detail']}")
     return "targets:\n" + "\n".join(out)
-
-
-if __name__ == "__main__":
-    path = Path(sys.argv[1])
-    d = json.loads(path.read_text())
-    finalize(d)
-    import render
-
-    render.write_readme(d, Path(__file__).resolve().parent / "README.md", path.resolve())
-    print(console_summary(d))

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
 from orchestrator.cdc.changelog import changelog_table
-from orchestrator.cdc.db import Connection, connect, fetchall, json_value, qualified, quote, table_info
+from orchestrator.cdc.db import Connection, connect, json_value, qualified, quote, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change, job_id
@@ -298,9 +298,3 @@ class CdcAdmin:
         if delivery.plugin_errors:
             raise JobError("; ".join(sorted(set(delivery.plugin_errors.values()))))
         return {"rule": name, "snapshot_id": snap_id, "resumed": resumed, "rows": rows_read, "enqueued": enqueued}
-
-    async def changelog_rows(self) -> int:
-        """How many rows the changelog holds (for status and tests)."""
-        async with self.connection() as conn:
-            ((n,),) = await fetchall(conn, f"SELECT COUNT(*) FROM {qualified(self._changelog())}")
-            return int(n)

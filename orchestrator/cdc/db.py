@@ -16,8 +16,6 @@ from orchestrator.cdc.settings import MySQLParams
 # Errors that mean "the connection is gone or unusable": reconnect. Anything else from the server
 # (no such table, unknown column) is the rule's problem, reported with it.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError, EOFError)
-ER_NO_SUCH_TABLE = 1146
-ER_BAD_FIELD = 1054
 ER_ACCESS_DENIED = (1227, 1142, 1044)  # no PROCESS privilege / table access / db access
 _CONNECTION_CODES = {2003, 2006, 2013, 2055, 1927, 1053, 1152, 1184}
 

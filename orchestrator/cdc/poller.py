@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
-from orchestrator.cdc.bulk import bulk_submitter
 from orchestrator.cdc.db import Connection, connect, describe_error, is_connection_error, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor, TrxInfo
@@ -114,17 +113,10 @@ class ChangePoller(BaseComponent):
 
     # -- the loop --
     async def run(self) -> None:
-        base = self.delivery.submitter
-        self.delivery.submitter, bulk_redis = bulk_submitter(base)
         logger.info(
             "cdc: capturing %d rule(s) every %gs (changelog %s)", len(self.states), self.interval_s, self.changelog
         )
-        try:
-            await self._poll_forever()
-        finally:
-            self.delivery.submitter = base
-            if bulk_redis is not None:
-                await asyncio.shield(bulk_redis.aclose())
+        await self._poll_forever()
 
     async def _poll_forever(self) -> None:
         backoff = _FIRST_BACKOFF_S

@@ -13,7 +13,6 @@ from typing import Any, Final, Literal, TypedDict, get_args
 JobState = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 STATES: Final[tuple[JobState, ...]] = get_args(JobState)
 TERMINAL: Final[frozenset[str]] = frozenset({"succeeded", "failed", "cancelled"})
-Source = Literal["cli", "api", "schedule", "cdc", "batch", "retry", "http"]
 
 # The old system's 0-9 scale (smaller = more urgent): 0-3 high, 4-6 default, 7-9 low.
 PRIORITY_NAMES: Final[dict[str, int]] = {"high": 1, "default": 5, "low": 8}
@@ -69,8 +68,6 @@ class Keys:
     arq's own keys (`arq:job:*`, `arq:in-progress:*`, `arq:retry:*`, `arq:abort`) are arq's;
     the queue sorted sets are named here so that arq workers read them.
     """
-
-    prefix = "orch:"
 
     @staticmethod
     def job(job_id: str) -> str:

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from orchestrator.errors import ParamsError
 
-if TYPE_CHECKING:  # manifest.py imports this module at run time
-    from orchestrator.plugins.manifest import Manifest
 
-logger = logging.getLogger(__name__)
+# What the checks read of a manifest, so that this module does not import manifest.py (which
+# imports `type_matches` from here): `Manifest` and its `ParamSpec` have these attributes.
+class DeclaredParam(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def default(self) -> Any: ...
+    @property
+    def enum(self) -> list[Any] | None: ...
+
+
+class DeclaresParams(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def parameters(self) -> Mapping[str, DeclaredParam]: ...
+
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -43,7 +59,7 @@ def type_matches(type_: str, value: Any) -> bool:
     return actual == type_ or (type_ == "number" and actual == "integer")
 
 
-def validate_params(manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
+def validate_params(manifest: DeclaresParams, params: dict[str, Any]) -> dict[str, Any]:
     """Check job parameters against the declaration; return them with defaults filled in.
 
     Raises:
@@ -77,7 +93,7 @@ def validate_params(manifest: Manifest, params: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def coerce_cli_params(manifest: Manifest, pairs: list[str]) -> dict[str, Any]:
+def coerce_cli_params(manifest: DeclaresParams, pairs: list[str]) -> dict[str, Any]:
     """Turn command-line `key=value` strings into values of the declared types.
 
     Undeclared keys are parsed as JSON when they parse, else kept as strings; `validate_params`

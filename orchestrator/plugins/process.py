@@ -93,14 +93,13 @@ class ChildProtocol(asyncio.SubprocessProtocol):
 
 @dataclass(eq=False)
 class OneShot:
-    """A started one-shot child, its result pipe and when it was started."""
+    """A started one-shot child and its result pipe."""
 
     transport: asyncio.SubprocessTransport
     proto: ChildProtocol
     result: ResultProtocol
     result_transport: asyncio.BaseTransport
     pid: int
-    spawned_at: float
 
     def close(self) -> None:
         self.transport.close()
@@ -218,7 +217,7 @@ async def spawn_oneshot(
     result = ResultProtocol(result_cap_bytes)
     proto = ChildProtocol(capture)
     transport, result_transport = await spawn_child(proto, lambda: result, cmd, (), name=name, cwd=cwd, env=env)
-    return OneShot(transport, proto, result, result_transport, transport.get_pid(), time.monotonic())
+    return OneShot(transport, proto, result, result_transport, transport.get_pid())
 
 
 async def run_oneshot(

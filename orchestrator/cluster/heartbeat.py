@@ -30,18 +30,12 @@ from redis.exceptions import RedisError
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import Keys, now
 from orchestrator.jobs.store import JobStore
+from orchestrator.redis import lua
 
 logger = logging.getLogger(__name__)
 
-# Renew this instance's heartbeat and registry entry; tell whether the entry was still there.
-# KEYS: heartbeat key, instances hash. ARGV: instance id, now, ttl ms, info JSON
-# Returns 1 (it was registered) or 0 (another instance reaped it: we were presumed dead).
-_BEAT = """
-local present = redis.call('HEXISTS', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-return present
-"""
+# Renew the heartbeat and the registry entry (lua/beat.lua: its header names its KEYS, ARGV and reply).
+_BEAT = lua.script("orchestrator.cluster", "beat.lua")
 
 
 def new_instance_id() -> str:

@@ -25,53 +25,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import Keys, now
-from orchestrator.redis.fence import Fence, fence_check, raise_if_fenced
+from orchestrator.redis import lua
+from orchestrator.redis.fence import Fence, fence_lua, raise_if_fenced
 
 logger = logging.getLogger(__name__)
 
-# Take the lease if nobody holds it, or renew it if we hold it with the token we know.
-# KEYS: leader hash, epoch counter. ARGV: instance id, now (s), ttl ms, our token ('' when not leading)
-# Returns {1, token, since} when we hold it afterwards, {0, token or false, holder or false} otherwise.
-_TAKE_OR_RENEW = """
-local holder = redis.call('HGET', KEYS[1], 'instance')
-local token = redis.call('HGET', KEYS[1], 'token')
-if ARGV[4] ~= '' then
-  if holder == ARGV[1] and token == ARGV[4] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    return {1, token, redis.call('HGET', KEYS[1], 'since')}
-  end
-  -- We led, but the key expired or moved on: leadership is lost even if nobody holds it now,
-  -- so the caller stops its leader-only work before it tries again with a new token.
-  return {0, token, holder}
-end
-if holder then return {0, token, holder} end
-token = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'token', token, 'since', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, tostring(token), ARGV[2]}
-"""
-
-# Give the lease up on a clean shutdown, so another instance need not wait for the TTL.
-# KEYS: leader hash. ARGV: instance id, token.
-_RESIGN = """
-if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# A leader-only component's status, so every instance's /status shows it; fenced like any
-# leader-only write. KEYS: status hash, leader hash. ARGV: token, component name, JSON
-_PUBLISH = (
-    "__FENCE__"
-    + """
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return 1
-"""
-)
-
-
-_PUBLISH = _PUBLISH.replace("__FENCE__", fence_check(2, 1))
+# The lease's scripts (lua/*.lua: each file's header names its KEYS, ARGV and reply).
+_TAKE_OR_RENEW = lua.script("orchestrator.cluster", "take_or_renew.lua")
+_RESIGN = lua.script("orchestrator.cluster", "resign.lua")
+_PUBLISH = lua.script("orchestrator.cluster", "publish.lua", fence_lua())
 
 
 class LeaderLease(BaseComponent):
@@ -194,7 +156,7 @@ class LeaderLease(BaseComponent):
         data = {"status": status, "instance_id": self.instance_id, "token": fence.token, "at": now()}
         try:
             await self._publish(
-                keys=[Keys.component_status, Keys.leader], args=[fence.arg, name, json.dumps(data, default=str)]
+                keys=[Keys.leader, Keys.component_status], args=[fence.arg, name, json.dumps(data, default=str)]
             )
         except ResponseError as e:
             raise_if_fenced(e)

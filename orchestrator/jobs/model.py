@@ -117,11 +117,15 @@ class Keys:
         """Hash: an idle worker's push channel -> how many of its slots an enqueue may fill directly."""
         return f"orch:offers:{queue}"
 
+    # The push channel's one format: the enqueue script reads the instance back out of a channel
+    # with a Lua pattern made from it (JobStore, redis/lua.py `pattern`).
+    push_channel_format = "orch:push:{instance}:{token}"
+
     @staticmethod
     def push_channel(instance_id: str, token: str) -> str:
-        """Jobs an enqueue claimed for one process's workers (JobStore's enqueue script). The token
+        """Jobs an enqueue claimed for one process's workers (jobs/lua/enqueue.lua). The token
         is the process's own: two processes given one instance id never read each other's pushes."""
-        return f"orch:push:{instance_id}:{token}"
+        return Keys.push_channel_format.format(instance=instance_id, token=token)
 
     cancel_channel = "orch:cancel"
     reload_channel = "orch:reload"  # a plugin name, or "" for the whole folder

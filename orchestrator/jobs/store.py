@@ -18,273 +18,10 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
-from orchestrator.redis.fence import Fence, fence_check, no_fence_arg, raise_if_fenced
+from orchestrator.redis import lua
+from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 
 logger = logging.getLogger(__name__)
-
-# Enqueue N jobs (one for a trigger, many for a batch or a change-capture round) and, optionally,
-# write a checkpoint in the same atomic step, all refused when a leader-only fence is stale.
-# A job whose id exists is skipped (0), one whose plugin was disabled meanwhile too (-1).
-# The checkpoint may carry stream entries (the search-index sink's actions, `d` = JSON) that are
-# XADDed in the same step, so a position is never written without the actions it accounts for.
-# KEYS: enabled-flags hash, all-jobs zset, leader hash, [checkpoint hash, S stream keys,]
-#       then per job: record, arq job, queue zset, state zset, plugin zset
-# ARGV: fence token or '', ttl ms, N, C (checkpoint pairs), C field/value pairs,
-#       S, E, E (stream slot 1..S, payload) pairs,
-#       then per job: job_id, arq payload, queue score, index score, wake channel, plugin, F, F items
-# Push (one job, no checkpoint): a job due now and first in its queue goes straight to a worker
-# that offered free slots (Keys.offers): claimed here as the claim script would, and published on
-# that worker's channel with what the worker needs, so it starts the job without a claim round
-# trip of its own. PUBLISH tells whether the channel is read at all: an offer nobody reads is
-# dropped and the job takes the usual wake-up. (A push lost with its connection after PUBLISH
-# counted it is put back by the owner's reconciler, like a lost finish: jobs/reconcile.py.)
-#   trailing KEYS: offers hash, state:running, the job's arq in-progress key
-#   trailing ARGV: 'push', now (ms), now (s), in-progress ttl ms, claim nonce
-# Returns one outcome per job: 1 (enqueued), 0 (id exists), -1 (plugin disabled).
-_ENQUEUE = (
-    fence_check(3, 1)
-    + """
-local ttl, n, c = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5 + 2 * c
-local s, e = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-for i = 0, e - 1 do
-  redis.call('XADD', KEYS[4 + tonumber(ARGV[a + 2 + 2 * i])], '*', 'd', ARGV[a + 3 + 2 * i])
-end
-a = a + 2 + 2 * e
-local k = ((c > 0) and 5 or 4) + s
-local out, woken = {}, {}
-local a1, k1 = a, k  -- the first job's arguments and keys (a push has only that one)
-for i = 1, n do
-  local id, nf = ARGV[a], tonumber(ARGV[a + 6])
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    out[i] = 0
-  elseif redis.call('HGET', KEYS[1], ARGV[a + 5]) == '0' then
-    out[i] = -1
-  else
-    redis.call('HSET', KEYS[k], unpack(ARGV, a + 7, a + 6 + nf))
-    redis.call('PEXPIRE', KEYS[k], ttl)
-    redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ttl)
-    redis.call('ZADD', KEYS[k + 2], ARGV[a + 2], id)
-    redis.call('ZADD', KEYS[k + 3], ARGV[a + 3], id)
-    redis.call('ZADD', KEYS[k + 4], ARGV[a + 3], id)
-    redis.call('ZADD', KEYS[2], ARGV[a + 3], id)
-    woken[ARGV[a + 4]] = id
-    out[i] = 1
-  end
-  a = a + 7 + nf
-  k = k + 5
-end
-if c > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 5, 4 + 2 * c)) end
-if n == 1 and out[1] == 1 and ARGV[a] == 'push' then
-  local id, rec, queue, st = ARGV[a1], KEYS[k1], KEYS[k1 + 2], KEYS[k1 + 3]
-  local offers, running, progress = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  -- offers first: under load every worker is full (offers at 0) and the rest is not read
-  local o = redis.call('HGETALL', offers)
-  local first = nil
-  for j = 2, #o, 2 do
-    if (tonumber(o[j]) or 0) > 0 then first = j - 1 break end
-  end
-  if first and redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[a + 1], 'LIMIT', 0, 1)[1] == id
-      and redis.call('EXISTS', progress) == 0 then
-    for j = first, #o, 2 do
-      local channel = o[j]
-      local instance = string.match(channel, '^orch:push:(.+):[^:]+$')
-      if instance and (tonumber(o[j + 1]) or 0) > 0 then
-        local claim = instance .. ':push:' .. ARGV[a + 4]
-        local f = redis.call('HMGET', rec, __CLAIM_FIELDS__)
-        f[__ATTEMPT_AT__] = tostring((tonumber(f[__ATTEMPT_AT__]) or 0) + 1)
-        if redis.call('PUBLISH', channel, cjson.encode({id, claim, ARGV[a + 2], f})) > 0 then
-          redis.call('SET', progress, '1', 'PX', ARGV[a + 3])
-          redis.call('HINCRBY', rec, 'attempt', 1)
-          redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[a + 2], 'instance', instance, 'claim', claim)
-          redis.call('ZREM', st, id)
-          redis.call('ZADD', running, ARGV[a + 2], id)
-          redis.call('ZINCRBY', queue, __OFFSET__, id)
-          redis.call('HINCRBY', offers, channel, -1)
-          woken = {}  -- claimed: no worker needs waking for it
-          break
-        end
-        redis.call('HDEL', offers, channel)
-      end
-    end
-  end
-end
--- one wake-up per queue, however many jobs went into it
-for channel, id in pairs(woken) do redis.call('PUBLISH', channel, id) end
-return out
-"""
-)
-
-# Claim the ready jobs a worker read from its queue (JobStore.claim reads them first, so that
-# every key this script touches is declared in KEYS). Each one is re-checked here: still due, not
-# claimed by anyone (arq's in-progress key, set NX), its record not final. The claim id written
-# on the record fences the finish: an outcome is accepted only from the claim that is current.
-# In 'head' mode the one candidate is the id an enqueue's wake-up named, not read first: it is
-# claimed only when it is the queue's first ready entry (so priorities hold), and the reply then
-# says what the skipped read would have: whether more are ready, and when the next deferred one is due.
-# A worker that offers slots for pushes (see the enqueue script) passes its channel: the jobs it
-# claims here take that many slots out of its offer.
-# KEYS: queue zset, state:queued, state:deferred, state:running, offers hash, then per candidate:
-#       arq in-progress, record, arq job
-# ARGV: now (s), now (ms), instance id, in-progress ttl ms, claim id, mode ('ids' | 'head'),
-#       look-ahead ms, push channel or '', candidate ids...
-# Returns {claimed?, more ready?, next due ms or nil, id, fields, id, fields, ...} (fields in
-# _CLAIM_FIELDS order); claimed? is 0 only in head mode, when the candidate was not the head.
-_CLAIM = """
-local head = ARGV[6] == 'head'
-if head and redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)[1] ~= ARGV[9] then
-  return {0, 1, false}
-end
-local out = {1, 0, false}
-local k = 6
-for i = 9, #ARGV do
-  local id, progress, rec, job = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  k = k + 3
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('SET', progress, '1', 'NX', 'PX', ARGV[4]) then
-    local st = redis.call('HGET', rec, 'state')
-    if st == 'queued' or st == 'deferred' then
-      local attempt = redis.call('HINCRBY', rec, 'attempt', 1)
-      redis.call('HSET', rec, 'state', 'running', 'started_at', ARGV[1], 'instance', ARGV[3], 'claim', ARGV[5])
-      if attempt > 1 then
-        redis.call('HDEL', rec, 'finished_at', 'duration_s', 'exit_code', 'error', 'error_type', 'traceback')
-      end
-      redis.call('ZREM', st == 'queued' and KEYS[2] or KEYS[3], id)
-      redis.call('ZADD', KEYS[4], ARGV[1], id)
-      -- Out of the ready range while it runs, so pollers never read past running jobs; the
-      -- offset is taken back when it is put back (shutdown, dead instance).
-      redis.call('ZINCRBY', KEYS[1], __OFFSET__, id)
-      out[#out + 1] = id
-      out[#out + 1] = redis.call('HMGET', rec, __CLAIM_FIELDS__)
-    else
-      -- the record expired or is final (cancelled): this queue entry is an orphan
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('DEL', job, progress)
-    end
-  end
-end
-local claimed = (#out - 3) / 2
-if ARGV[8] ~= '' and claimed > 0 then
-  local offered = tonumber(redis.call('HGET', KEYS[5], ARGV[8]))
-  if offered then redis.call('HSET', KEYS[5], ARGV[8], math.max(offered - claimed, 0)) end
-end
-if head then
-  out[2] = #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)
-  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], tonumber(ARGV[2]) + tonumber(ARGV[7]),
-    'WITHSCORES', 'LIMIT', 0, 1)
-  if upcoming[2] then out[3] = upcoming[2] end
-end
-return out
-"""
-
-# Leave `running`, only for the claim that is current: a late outcome from an instance whose
-# claim was released (it was presumed dead, and another runs the job now) is refused (returns 0).
-# KEYS: record, state:running, new state zset, arq in-progress, arq job, queue zset, offers hash
-# A job back in its queue (a retry, a put-back) is announced on the queue's wake channel like an
-# enqueue: an idle worker learns when it is due instead of at its next idle tick. A worker that
-# offers slots for pushes passes its channel: the slot this job held goes back into its offer.
-# ARGV: job_id, now, ttl_ms, mode ('final' | 'retry' | 'putback'), new queue score (retry),
-#       done channel, claim id, wake channel, push channel or '', field, value, ...
-_FINISH = """
-if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[7] then return 0 end
-redis.call('HDEL', KEYS[1], 'claim')
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[9]) == 1 then redis.call('HINCRBY', KEYS[7], ARGV[9], 1) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('DEL', KEYS[4])
-if ARGV[4] == 'final' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('DEL', KEYS[5])
-  redis.call('ZREM', KEYS[6], ARGV[1])
-  -- the record rides along: a waiter needs no second read
-  local record = cjson.encode(redis.call('HGETALL', KEYS[1]))
-  redis.call('PUBLISH', ARGV[6], record)
-  local notify = redis.call('HGET', KEYS[1], 'notify')
-  if notify then redis.call('PUBLISH', notify, record) end
-elseif ARGV[4] == 'retry' then
-  redis.call('ZADD', KEYS[6], 'XX', ARGV[5], ARGV[1])
-  redis.call('PUBLISH', ARGV[8], ARGV[1])
-else
-  redis.call('ZINCRBY', KEYS[6], -__OFFSET__, ARGV[1])
-  redis.call('PUBLISH', ARGV[8], ARGV[1])
-end
-return 1
-"""
-
-# KEYS: record, arq job, queue zset, arq in-progress, state:queued, state:deferred, state:cancelled, arq abort zset
-# ARGV: job_id, now, ttl_ms, done channel, cancel channel
-_CANCEL = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 'missing' end
-if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return st end
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[2], 'error', 'cancelled before it started')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZREM', KEYS[5], ARGV[1])
-  redis.call('ZREM', KEYS[6], ARGV[1])
-  redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1])
-  local record = cjson.encode(redis.call('HGETALL', KEYS[1]))
-  redis.call('PUBLISH', ARGV[4], record)
-  local notify = redis.call('HGET', KEYS[1], 'notify')
-  if notify then redis.call('PUBLISH', notify, record) end
-  return 'cancelled'
-end
-redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-redis.call('ZADD', KEYS[8], math.floor(ARGV[2] * 1000), ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[1])
-return 'cancelling'
-"""
-
-# Put back the jobs a dead instance was running (JobStore.release_instance reads which first):
-# arq's in-progress key would otherwise hold them until it expires. The owner is checked again
-# here; a running entry whose record expired is dropped.
-# KEYS: state:running, state:queued, instances hash, the instance's heartbeat,
-#       then per job: arq in-progress, record, queue zset
-# ARGV: instance id, now, then per job: id, wake channel
-# Returns the released job ids.
-_RELEASE = """
-local released = {}
-local k = 5
-for i = 3, #ARGV, 2 do
-  local id, progress, rec, queue = ARGV[i], KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  k = k + 3
-  local owner = redis.call('HGET', rec, 'instance')
-  if owner == ARGV[1] or owner == false then
-    redis.call('DEL', progress)
-    redis.call('ZREM', KEYS[1], id)
-    if owner == ARGV[1] and redis.call('HGET', rec, 'state') == 'running' then
-      redis.call('HINCRBY', rec, 'attempt', -1)
-      redis.call('HDEL', rec, 'claim')
-      redis.call('HSET', rec, 'state', 'queued', 'interrupted', ARGV[2])
-      redis.call('ZADD', KEYS[2], ARGV[2], id)
-      redis.call('ZINCRBY', queue, -__OFFSET__, id)
-      redis.call('PUBLISH', ARGV[i + 1], id)
-      released[#released + 1] = id
-    end
-  end
-end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4])
-return released
-"""
-
-# Delete a job that is not running: its record, log, arq payload and every index entry.
-# KEYS: record, log stream, arq job, queue zset, state zset (its state as read), plugin zset, all-jobs zset
-# ARGV: job_id, the state as read. Returns 1, 0 (gone already), or the state when it changed or runs.
-_DELETE = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 0 end
-if st == 'running' or st ~= ARGV[2] then return st end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
-return 1
-"""
 
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
@@ -295,14 +32,26 @@ _CLAIM_FIELDS = (
 CLAIMED_OFFSET_MS = 10**14
 # arq's in-progress key outlives any job: crash recovery releases jobs by heartbeat, not by TTL.
 IN_PROGRESS_TTL_MS = 30 * 24 * 3600 * 1000
-_LUA_CLAIM_FIELDS = ", ".join(f"'{f}'" for f in _CLAIM_FIELDS)
-_CLAIM = _CLAIM.replace("__CLAIM_FIELDS__", _LUA_CLAIM_FIELDS)
-_ENQUEUE = _ENQUEUE.replace("__CLAIM_FIELDS__", _LUA_CLAIM_FIELDS).replace(
-    "__ATTEMPT_AT__", str(_CLAIM_FIELDS.index("attempt") + 1)
+
+# The transitions, one script each (lua/*.lua: each file's header names its KEYS, ARGV and reply),
+# given the constants above as Lua locals: claim.lua and enqueue.lua's push claim the same way.
+_ENQUEUE = lua.script(
+    "orchestrator.jobs", "enqueue.lua", fence_lua(), lua.cursor(),
+    constants={
+        "CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIM_ATTEMPT_AT": _CLAIM_FIELDS.index("attempt") + 1,
+        "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS, "PUSH_INSTANCE": lua.pattern(Keys.push_channel_format, "instance"),
+    },
+)  # fmt: skip
+_CLAIM = lua.script(
+    "orchestrator.jobs", "claim.lua", lua.cursor(),
+    constants={"CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
+)  # fmt: skip
+_FINISH = lua.script("orchestrator.jobs", "finish.lua", constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS})
+_CANCEL = lua.script("orchestrator.jobs", "cancel.lua")
+_RELEASE = lua.script(
+    "orchestrator.jobs", "release.lua", lua.cursor(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
 )
-_ENQUEUE, _CLAIM, _FINISH, _RELEASE = (
-    s.replace("__OFFSET__", str(CLAIMED_OFFSET_MS)) for s in (_ENQUEUE, _CLAIM, _FINISH, _RELEASE)
-)
+_DELETE = lua.script("orchestrator.jobs", "delete.lua")
 
 
 @dataclass(frozen=True)
@@ -347,7 +96,7 @@ class JobStore:
     # -- writes --
     async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float, push: bool = False) -> int:
         """Create the record and the arq job at once; with `push`, hand it straight to an idle
-        worker that offered a slot, if any (see the enqueue script).
+        worker that offered a slot, if any (see lua/enqueue.lua).
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
@@ -368,7 +117,8 @@ class JobStore:
             FencedError: `fence` is not the lease's current token: nothing was written.
         """
         pairs = [x for kv in (checkpoint.fields.items() if checkpoint else ()) for x in kv]
-        keys = [Keys.plugin_enabled, Keys.all_jobs, Keys.leader] + ([checkpoint.key] if checkpoint else [])
+        # the checkpoint's key goes with its fields: the script reads it only when there are some
+        keys = [Keys.leader, Keys.plugin_enabled, Keys.all_jobs] + ([checkpoint.key] if checkpoint and pairs else [])
         args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2, *pairs]
         streams = [(k, v) for k, v in (checkpoint.streams.items() if checkpoint else ()) if v]
         keys += [k for k, _ in streams]
@@ -495,7 +245,7 @@ class JobStore:
         return bool(await self._finish(keys=keys, args=args))
 
     async def offer(self, queue: str, channel: str, slots: int) -> None:
-        """Offer `slots` free slots of the worker reading `channel` to pushes (the enqueue script's)."""
+        """Offer `slots` free slots of the worker reading `channel` to pushes (lua/enqueue.lua)."""
         await self.redis.hset(Keys.offers(queue), channel, str(slots))  # type: ignore[misc]
         self.offering[queue] = channel
 

@@ -1,9 +1,9 @@
 """Fencing: a write that carries the lease token it was made under, checked inside its own script.
 
 The lease (cluster/lease.py) hands out a token that only grows; every leader-only write passes it,
-and its Lua script refuses the write when the lease now holds another token (`FencedError`). These
-primitives sit here, below both `jobs` (whose fenced bulk enqueue uses them) and `cluster` (which
-issues the tokens), so neither has to import the other for them.
+and its Lua script refuses the write (lua/fence.lua) when the lease now holds another token
+(`FencedError`). These primitives sit here, below both `jobs` (whose fenced bulk enqueue uses
+them) and `cluster` (which issues the tokens), so neither has to import the other for them.
 """
 
 from __future__ import annotations
@@ -13,20 +13,18 @@ from dataclasses import dataclass
 from redis.exceptions import ResponseError
 
 from orchestrator.errors import FencedError
+from orchestrator.redis import lua
 
-# The marker a fenced script's error reply starts with (see fence_check()).
+# The marker a fenced script's error reply starts with (lua/fence.lua).
 FENCED_REPLY = "ORCH_FENCED"
 
 
-def fence_check(key_index: int, token_index: int) -> str:
-    """A Lua prologue that refuses the script unless ARGV[token_index] is the lease's current token.
-
-    KEYS[key_index] must be `Keys.leader`. An empty token means "not a leader-only write".
+def fence_lua() -> str:
+    """The Lua function `fence_check(leader_key, token)` (lua/fence.lua), for a fenced script to
+    include before its body (lua.script). Every fenced script takes the leader hash as KEYS[1] and
+    the token as ARGV[1] ('' for a write that is not leader-only), and starts with the check.
     """
-    return (
-        f"if ARGV[{token_index}] ~= '' and redis.call('HGET', KEYS[{key_index}], 'token') ~= ARGV[{token_index}] "
-        f"then return redis.error_reply('{FENCED_REPLY} stale leader token ' .. ARGV[{token_index}]) end\n"
-    )
+    return lua.script("orchestrator.redis", "fence.lua", constants={"FENCED_REPLY": FENCED_REPLY})
 
 
 def raise_if_fenced(error: ResponseError) -> None:

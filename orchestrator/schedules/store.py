@@ -11,7 +11,7 @@ Keys (all under `orch:sched...`):
 - `orch:schedule-stats` hash: `<id>|fires`, `<id>|misfires`, `<id>|overlap_skips`, `<id>|errors`.
 - `orch:schedule-history:<id>` list, newest first, capped: fires, skipped slots, overlap skips.
 
-Writes made by the scheduler carry the lease's fencing token (fence_check); writes made by users
+Writes made by the scheduler carry the lease's fencing token (redis/fence.py); writes made by users
 (add, remove, pause, run now) carry none.
 """
 
@@ -30,7 +30,8 @@ from redis.exceptions import ResponseError
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs.model import Keys, iso, now
 from orchestrator.jobs.submit import JobRequest, Submitter
-from orchestrator.redis.fence import Fence, fence_check, no_fence_arg, raise_if_fenced
+from orchestrator.redis import lua
+from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 from orchestrator.schedules.model import ScheduleSpec, job_id_for, spec_from_seed
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 HISTORY_MAX = 200
 ACTIVE_STATES = frozenset({"queued", "deferred", "running"})
 COUNTERS = ("fires", "misfires", "overlap_skips", "errors")
+STATE_FIELDS = ("next", "trigger", "slot", "job", "at")  # a schedule's fields in the state hash
+# A schedule's fields in the state and stats hashes are `<id>|<name>` (field_of; the scripts too).
+FIELD_SEPARATOR = "|"
 
 
 class SchedKeys:
@@ -53,71 +57,17 @@ class SchedKeys:
 
 
 def field_of(schedule_id: str, name: str) -> str:
-    return f"{schedule_id}|{name}"
+    return f"{schedule_id}{FIELD_SEPARATOR}{name}"
 
 
-# Write (or delete) definitions and announce the change.
-# KEYS: definitions hash, version counter, leader hash, state hash, stats hash, then one history key per id
-# ARGV: fence token or '', channel, N, then per id: id, JSON ('' deletes the definition, its state,
-#       counters and history)
-_PUT = (
-    fence_check(3, 1)
-    + """
-local n = tonumber(ARGV[3])
-for i = 1, n do
-  local id, raw = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  if raw == '' then
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[4], id .. '|next', id .. '|trigger', id .. '|slot', id .. '|job', id .. '|at')
-    redis.call('HDEL', KEYS[5], id .. '|fires', id .. '|misfires', id .. '|overlap_skips', id .. '|errors')
-    redis.call('DEL', KEYS[5 + i])
-  else
-    redis.call('HSET', KEYS[1], id, raw)
-  end
-end
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[2], v)
-return v
-"""
-)
-
-# Pause or resume one definition in place (no read-modify-write race with another writer).
-# KEYS: definitions hash, version counter, state hash. ARGV: id, '1' | '0', channel
-# Returns 0 when the schedule does not exist (or was removed), 1 otherwise.
-_SET_ENABLED = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local d = cjson.decode(raw)
-if d['removed_at'] and d['removed_at'] ~= cjson.null then return 0 end
-d['spec']['enabled'] = (ARGV[2] == '1')
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
--- a resumed schedule starts from its next slot after now, not from where it was paused
-redis.call('HDEL', KEYS[3], ARGV[1] .. '|next')
-redis.call('PUBLISH', ARGV[3], redis.call('INCR', KEYS[2]))
-return 1
-"""
-
-# Record what happened to slots: state fields, counter increments and history entries.
-# KEYS: leader hash, state hash, stats hash, then one history key per entry
-# ARGV: fence token or '', history max, S, S field/value pairs, C, C field/increment pairs,
-#       then one JSON entry per history key
-_RECORD = (
-    fence_check(1, 1)
-    + """
-local s = tonumber(ARGV[3])
-if s > 0 then redis.call('HSET', KEYS[2], unpack(ARGV, 4, 3 + 2 * s)) end
-local a = 4 + 2 * s
-local c = tonumber(ARGV[a])
-for i = 1, c do redis.call('HINCRBY', KEYS[3], ARGV[a + 2 * i - 1], ARGV[a + 2 * i]) end
-a = a + 2 * c + 1
-for i = 4, #KEYS do
-  redis.call('LPUSH', KEYS[i], ARGV[a])
-  redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[2]) - 1)
-  a = a + 1
-end
-return 1
-"""
-)
+# The scripts (lua/*.lua: each file's header names its KEYS, ARGV and reply), given the field
+# names above as Lua locals.
+_FIELD_NAMES: dict[str, lua.LuaValue] = {
+    "STATE_FIELDS": STATE_FIELDS, "COUNTERS": COUNTERS, "FIELD_SEPARATOR": FIELD_SEPARATOR,
+}  # fmt: skip
+_PUT = lua.script("orchestrator.schedules", "put.lua", fence_lua(), lua.cursor(), constants=_FIELD_NAMES)
+_SET_ENABLED = lua.script("orchestrator.schedules", "set_enabled.lua", constants={"FIELD_SEPARATOR": FIELD_SEPARATOR})
+_RECORD = lua.script("orchestrator.schedules", "record.lua", fence_lua(), lua.cursor())
 
 
 @dataclass
@@ -203,7 +153,7 @@ class ScheduleStore:
     # -- definitions --
     async def put(self, items: Sequence[tuple[str, StoredSchedule | None]], *, fence: Fence | None = None) -> int:
         """Write (or, with None, delete) definitions and announce the change; returns the new version."""
-        keys = [SchedKeys.definitions, SchedKeys.version, Keys.leader, SchedKeys.state, SchedKeys.stats]
+        keys = [Keys.leader, SchedKeys.definitions, SchedKeys.version, SchedKeys.state, SchedKeys.stats]
         args: list[Any] = [no_fence_arg(fence), SchedKeys.changed_channel, len(items)]
         for schedule_id, stored in items:
             keys.append(SchedKeys.history(schedule_id))
@@ -358,7 +308,7 @@ def describe_one(
 def _group(raw: Mapping[bytes, bytes]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for key, value in raw.items():
-        schedule_id, _, name = key.decode().rpartition("|")
+        schedule_id, _, name = key.decode().rpartition(FIELD_SEPARATOR)
         out.setdefault(schedule_id, {})[name] = value.decode()
     return out
 

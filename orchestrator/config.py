@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from orchestrator.cdc.settings import DatabaseSettings
@@ -31,7 +31,6 @@ from orchestrator.monitor.settings import MonitorSettings
 from orchestrator.plugins.settings import PluginSettings
 from orchestrator.redis.settings import RedisSettings
 from orchestrator.schedules.settings import ScheduleSettings
-from orchestrator.sections import env_alias
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 
@@ -58,9 +57,9 @@ class Settings(
         validate_default=True,
     )
 
-    state_dir: Path = env_alias("ORCH_STATE_DIR", default=Path(".orchestrator"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env_alias("ORCH_LOG_LEVEL", default="INFO")
-    log_format: Literal["auto", "console", "json"] = env_alias("ORCH_LOG_FORMAT", default="auto")
+    state_dir: Path = Field(default=Path(".orchestrator", validation_alias="ORCH_STATE_DIR"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="ORCH_LOG_LEVEL")
+    log_format: Literal["auto", "console", "json"] = Field(default="auto", validation_alias="ORCH_LOG_FORMAT")
 
     def __repr_args__(self) -> Any:
         # repr() must not leak secrets either (a Redis URL may carry a password)

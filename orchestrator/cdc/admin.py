@@ -23,7 +23,7 @@ from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change, job_id
 from orchestrator.cdc.readers import ChangelogReader, TsCursor, after_clause
 from orchestrator.cdc.rules import Rule
-from orchestrator.config import Settings
+from orchestrator.cdc.settings import DatabaseSettings
 from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import Checkpoint
@@ -35,7 +35,7 @@ _CHUNK = 500
 class CdcAdmin:
     """Args: settings; redis; submitter (validates and enqueues, as every job source does)."""
 
-    def __init__(self, settings: Settings, redis: Redis, submitter: Submitter) -> None:
+    def __init__(self, settings: DatabaseSettings, redis: Redis, submitter: Submitter) -> None:
         self.settings = settings
         self.redis = redis
         self.submitter = submitter

@@ -11,7 +11,6 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 from orchestrator.cdc.rules import CdcSettings
-from orchestrator.sections import env_alias
 
 MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mysql+asyncmy", "mysql+aiomysql", "mariadb", "mariadb+pymysql"}
 
@@ -30,9 +29,11 @@ class MySQLParams(BaseModel):
 class DatabaseSettings(BaseModel):
     """DATABASE_URL and DB_CHANGE_POLLING_INTERVAL (seed names) and the `[cdc]` rules."""
 
-    database_url: SecretStr | None = env_alias("ORCH_DATABASE_URL", "DATABASE_URL")
-    db_change_polling_interval_s: Annotated[float, Field(gt=0)] = env_alias(
-        "ORCH_DB_CHANGE_POLLING_INTERVAL", "DB_CHANGE_POLLING_INTERVAL", default=5.0
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ORCH_DATABASE_URL", "DATABASE_URL")
+    )
+    db_change_polling_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, validation_alias=AliasChoices("ORCH_DB_CHANGE_POLLING_INTERVAL", "DB_CHANGE_POLLING_INTERVAL")
     )
     # [[cdc.rules]], [cdc.monitored_tables] (cdc/rules.py)
     cdc: CdcSettings = Field(default_factory=CdcSettings, validation_alias=AliasChoices("ORCH_CDC", "cdc"))

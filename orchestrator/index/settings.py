@@ -8,8 +8,6 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode  # ES_HOSTS is comma-separated, not JSON
 
-from orchestrator.sections import env_alias
-
 
 class IndexSettings(BaseModel):
     """Elasticsearch: the sink and the probe run when ES_HOSTS is set (README "Search index")."""
@@ -17,15 +15,27 @@ class IndexSettings(BaseModel):
     es_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("ORCH_ES_HOSTS", "ES_HOSTS")
     )
-    es_username: str | None = env_alias("ORCH_ES_USERNAME", "ES_USERNAME")
-    es_password: SecretStr | None = env_alias("ORCH_ES_PASSWORD", "ES_PASSWORD")
-    es_timeout_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_ES_TIMEOUT", "ES_TIMEOUT", default=30.0)
-    es_api_key: SecretStr | None = env_alias("ORCH_ES_API_KEY", "ES_API_KEY")  # instead of username/password
-    es_ca_file: Path | None = env_alias("ORCH_ES_CA_FILE", "ES_CA_FILE")  # CA bundle for https:// hosts
-    es_verify_certs: bool = env_alias("ORCH_ES_VERIFY_CERTS", "ES_VERIFY_CERTS", default=True)
-    es_bulk_max_actions: Annotated[int, Field(gt=0)] = env_alias("ORCH_ES_BULK_MAX_ACTIONS", default=500)
-    es_bulk_max_wait_s: Annotated[float, Field(ge=0)] = env_alias("ORCH_ES_BULK_MAX_WAIT_S", default=0.2)
-    es_retry_max_backoff_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_ES_RETRY_MAX_BACKOFF_S", default=10.0)
+    es_username: str | None = Field(default=None, validation_alias=AliasChoices("ORCH_ES_USERNAME", "ES_USERNAME"))
+    es_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ORCH_ES_PASSWORD", "ES_PASSWORD")
+    )
+    es_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, validation_alias=AliasChoices("ORCH_ES_TIMEOUT", "ES_TIMEOUT")
+    )
+    es_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ORCH_ES_API_KEY", "ES_API_KEY")
+    )  # instead of username/password
+    es_ca_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("ORCH_ES_CA_FILE", "ES_CA_FILE")
+    )  # CA bundle for https:// hosts
+    es_verify_certs: bool = Field(
+        default=True, validation_alias=AliasChoices("ORCH_ES_VERIFY_CERTS", "ES_VERIFY_CERTS")
+    )
+    es_bulk_max_actions: Annotated[int, Field(gt=0)] = Field(default=500, validation_alias="ORCH_ES_BULK_MAX_ACTIONS")
+    es_bulk_max_wait_s: Annotated[float, Field(ge=0)] = Field(default=0.2, validation_alias="ORCH_ES_BULK_MAX_WAIT_S")
+    es_retry_max_backoff_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, validation_alias="ORCH_ES_RETRY_MAX_BACKOFF_S"
+    )
 
     @field_validator("es_hosts", mode="before")
     @classmethod

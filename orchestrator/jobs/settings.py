@@ -6,8 +6,6 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator.sections import env_alias
-
 
 class QueueSettings(BaseModel):
     """One named queue."""
@@ -29,18 +27,18 @@ class JobSettings(BaseModel):
     """Queues and the defaults every job gets unless its manifest or trigger says otherwise."""
 
     queues: dict[str, QueueSettings] = Field(default_factory=_default_queues, validation_alias="ORCH_QUEUES")
-    default_queue: str = env_alias("ORCH_DEFAULT_QUEUE", default="default")
+    default_queue: str = Field(default="default", validation_alias="ORCH_DEFAULT_QUEUE")
     # the seed's hard time limit: 30 min
-    job_timeout_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_JOB_TIMEOUT_S", default=1800.0)
-    max_retries: Annotated[int, Field(ge=0)] = env_alias("ORCH_MAX_RETRIES", default=3)
+    job_timeout_s: Annotated[float, Field(gt=0)] = Field(default=1800.0, validation_alias="ORCH_JOB_TIMEOUT_S")
+    max_retries: Annotated[int, Field(ge=0)] = Field(default=3, validation_alias="ORCH_MAX_RETRIES")
     # the seed's countdown=60
-    retry_backoff_s: Annotated[float, Field(ge=0)] = env_alias("ORCH_RETRY_BACKOFF_S", default=60.0)
-    result_ttl_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_RESULT_TTL_S", default=7 * 24 * 3600.0)
-    log_tail_bytes: Annotated[int, Field(ge=1024)] = env_alias("ORCH_LOG_TAIL_BYTES", default=64 * 1024)
-    poll_delay_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_POLL_DELAY_S", default=1.0)
+    retry_backoff_s: Annotated[float, Field(ge=0)] = Field(default=60.0, validation_alias="ORCH_RETRY_BACKOFF_S")
+    result_ttl_s: Annotated[float, Field(gt=0)] = Field(default=7 * 24 * 3600.0, validation_alias="ORCH_RESULT_TTL_S")
+    log_tail_bytes: Annotated[int, Field(ge=1024)] = Field(default=64 * 1024, validation_alias="ORCH_LOG_TAIL_BYTES")
+    poll_delay_s: Annotated[float, Field(gt=0)] = Field(default=1.0, validation_alias="ORCH_POLL_DELAY_S")
     # SIGTERM: running jobs get this long to finish before their process groups are stopped
-    shutdown_grace_s: Annotated[float, Field(ge=0)] = env_alias("ORCH_SHUTDOWN_GRACE_S", default=30.0)
-    log_jobs: bool = env_alias("ORCH_LOG_JOBS", default=True)  # one INFO line per job start and end
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = Field(default=30.0, validation_alias="ORCH_SHUTDOWN_GRACE_S")
+    log_jobs: bool = Field(default=True, validation_alias="ORCH_LOG_JOBS")  # one INFO line per job start and end
 
     def queue_concurrency(self) -> dict[str, int]:
         return {q: s.concurrency for q, s in self.queues.items()}

@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field
-
-from orchestrator.sections import env_alias
+from pydantic import AliasChoices, BaseModel, Field
 
 
 class PluginSettings(BaseModel):
     """PLUGINS_DIR and PLUGIN_VENV_DIR (seed names), and the launcher's knobs."""
 
-    plugins_dir: Path = env_alias("ORCH_PLUGINS_DIR", "PLUGINS_DIR", default=Path("plugins"))
+    plugins_dir: Path = Field(default=Path("plugins", validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR")))
     # unset: <state dir>/venvs (config.py resolves it: `Settings.venv_dir`)
-    plugin_venv_dir: Path | None = env_alias("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR")
-    kill_grace_s: Annotated[float, Field(ge=0)] = env_alias("ORCH_KILL_GRACE_S", default=5.0)
+    plugin_venv_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR")
+    )
+    kill_grace_s: Annotated[float, Field(ge=0)] = Field(default=5.0, validation_alias="ORCH_KILL_GRACE_S")
     # A `process` plugin that ran within plugin_spare_idle_s has its next child started ahead.
-    plugin_prestart: bool = env_alias("ORCH_PLUGIN_PRESTART", default=True)
-    plugin_spare_idle_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_PLUGIN_SPARE_IDLE_S", default=15.0)
-    plugins_watch: bool = env_alias("ORCH_PLUGINS_WATCH", default=False)  # reload when plugin files change
+    plugin_prestart: bool = Field(default=True, validation_alias="ORCH_PLUGIN_PRESTART")
+    plugin_spare_idle_s: Annotated[float, Field(gt=0)] = Field(
+        default=15.0, validation_alias="ORCH_PLUGIN_SPARE_IDLE_S"
+    )
+    plugins_watch: bool = Field(default=False, validation_alias="ORCH_PLUGINS_WATCH")  # reload when plugin files change

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
-
-from orchestrator.sections import env_alias
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 
@@ -19,24 +17,30 @@ REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 class RedisSettings(BaseModel):
     """REDIS_URL (unset: the embedded Redis) and the connection options (README "Production Redis")."""
 
-    redis_url: str | None = env_alias("ORCH_REDIS_URL", "REDIS_URL")
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("ORCH_REDIS_URL", "REDIS_URL"))
     # TLS (rediss://): the CA that signs the server's certificate (default: the system's CAs), a
     # client certificate and key when the server asks for one, and whether the certificate must
     # name the URL's host.
-    redis_ca_file: Path | None = env_alias("ORCH_REDIS_CA_FILE")
-    redis_cert_file: Path | None = env_alias("ORCH_REDIS_CERT_FILE")
-    redis_key_file: Path | None = env_alias("ORCH_REDIS_KEY_FILE")
-    redis_check_hostname: bool = env_alias("ORCH_REDIS_CHECK_HOSTNAME", default=True)
+    redis_ca_file: Path | None = Field(default=None, validation_alias="ORCH_REDIS_CA_FILE")
+    redis_cert_file: Path | None = Field(default=None, validation_alias="ORCH_REDIS_CERT_FILE")
+    redis_key_file: Path | None = Field(default=None, validation_alias="ORCH_REDIS_KEY_FILE")
+    redis_check_hostname: bool = Field(default=True, validation_alias="ORCH_REDIS_CHECK_HOSTNAME")
     # redis+sentinel://: the sentinels' own password, when they have one (the URL's is the data nodes').
-    sentinel_password: SecretStr | None = env_alias("ORCH_SENTINEL_PASSWORD")
+    sentinel_password: SecretStr | None = Field(default=None, validation_alias="ORCH_SENTINEL_PASSWORD")
     # The pool's bound per process (workers, pub/sub, heartbeat, lease, HTTP share it; README "Connection budget").
-    redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = env_alias("ORCH_REDIS_MAX_CONNECTIONS", default=32)
+    redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = Field(
+        default=32, validation_alias="ORCH_REDIS_MAX_CONNECTIONS"
+    )
     # A trigger returns only once this many replicas hold the job (WAIT), so a failover cannot lose
     # it; 0: acknowledged by the primary alone (replication is asynchronous). README "What survives".
-    redis_wait_replicas: Annotated[int, Field(ge=0)] = env_alias("ORCH_REDIS_WAIT_REPLICAS", default=0)
-    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = env_alias("ORCH_REDIS_WAIT_TIMEOUT_S", default=1.0)
+    redis_wait_replicas: Annotated[int, Field(ge=0)] = Field(default=0, validation_alias="ORCH_REDIS_WAIT_REPLICAS")
+    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, validation_alias="ORCH_REDIS_WAIT_TIMEOUT_S"
+    )
     # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
-    redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = env_alias("ORCH_REDIS_CONNECT_TIMEOUT_S")
+    redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, validation_alias="ORCH_REDIS_CONNECT_TIMEOUT_S"
+    )
 
     @field_validator("redis_url", mode="after")
     @classmethod

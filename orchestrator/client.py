@@ -35,7 +35,7 @@ from orchestrator.schedules import store as schedule_store
 from orchestrator.schedules.store import ScheduleStore
 
 if TYPE_CHECKING:
-    from orchestrator.config import Settings
+    from orchestrator.jobs.settings import JobSettings
     from orchestrator.plugins.registry import PluginRegistry
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
@@ -95,7 +95,7 @@ class Client:
         self._results = ResultListener(redis)
 
     @classmethod
-    def for_settings(cls, settings: Settings, redis: ArqRedis, registry: PluginRegistry | None = None) -> Client:
+    def for_settings(cls, settings: JobSettings, redis: ArqRedis, registry: PluginRegistry | None = None) -> Client:
         """A client with the process's queues, defaults and WAIT setting; it validates triggers
         against `registry` (a plugins folder loaded here), else against what instances published."""
         store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
@@ -450,7 +450,7 @@ class Client:
 
     # -- end of the read side of issue 13 ----------------------------------------------------------
 
-    # -- schedules (begin): orchestrator/schedules/store.py does the work --
+    # -- schedules: orchestrator/schedules/store.py does the work --
     def _schedules(self) -> ScheduleStore:
         return ScheduleStore(self.redis)
 
@@ -496,5 +496,3 @@ class Client:
         """Newest first: fires with their job ids, states and durations, skipped slots, overlap skips."""
         await self._schedules().get(schedule_id)
         return await self._schedules().history(schedule_id, limit)
-
-    # -- schedules (end) --

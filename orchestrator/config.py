@@ -57,7 +57,7 @@ class Settings(
         validate_default=True,
     )
 
-    state_dir: Path = Field(default=Path(".orchestrator", validation_alias="ORCH_STATE_DIR"))
+    state_dir: Path = Field(default=Path(".orchestrator"), validation_alias="ORCH_STATE_DIR")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="ORCH_LOG_LEVEL")
     log_format: Literal["auto", "console", "json"] = Field(default="auto", validation_alias="ORCH_LOG_FORMAT")
 

@@ -297,3 +297,23 @@ def test_default_queue_is_always_a_configured_queue(
         assert "queue" in str(e)
         return
     assert s.default_queue in s.queues
+
+
+def test_every_setting_is_read_from_its_environment_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sections are composed into Settings: each key keeps ORCH_<KEY> in the environment, as the
+    README documents (the seed names are checked by test_seed_env_names)."""
+    from pydantic import AliasChoices
+
+    env_name = {"es_timeout_s": "ORCH_ES_TIMEOUT", "db_change_polling_interval_s": "ORCH_DB_CHANGE_POLLING_INTERVAL"}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = [alias] if isinstance(alias, str) else list(alias.choices) if isinstance(alias, AliasChoices) else []
+        assert env_name.get(name, f"ORCH_{name.upper()}") in names, (name, names)
+    monkeypatch.setenv("ORCH_STATE_DIR", "/srv/state")
+    monkeypatch.setenv("PLUGINS_DIR", "/srv/plugins")
+    s = load_settings()
+    assert (s.state_dir, s.plugins_dir, s.venv_dir) == (
+        Path("/srv/state"),
+        Path("/srv/plugins"),
+        Path("/srv/state/venvs"),
+    )

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import Keys, now
 from orchestrator.jobs.store import JobStore
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import Keys, now
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, raise_if_fenced
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,12 @@ class JobSettings(BaseModel):
     # SIGTERM: running jobs get this long to finish before their process groups are stopped
     shutdown_grace_s: Annotated[float, Field(ge=0)] = Field(default=30.0, validation_alias="ORCH_SHUTDOWN_GRACE_S")
     log_jobs: bool = Field(default=True, validation_alias="ORCH_LOG_JOBS")  # one INFO line per job start and end
+    # When a trigger is acknowledged: only once this many Redis replicas hold the job (WAIT), so a
+    # failover cannot lose it; 0: the primary alone (replication is asynchronous). README "What survives".
+    redis_wait_replicas: Annotated[int, Field(ge=0)] = Field(default=0, validation_alias="ORCH_REDIS_WAIT_REPLICAS")
+    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, validation_alias="ORCH_REDIS_WAIT_TIMEOUT_S"
+    )
 
     def queue_concurrency(self) -> dict[str, int]:
         return {q: s.concurrency for q, s in self.queues.items()}

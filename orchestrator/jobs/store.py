@@ -18,7 +18,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pydantic import AliasChoices, BaseModel, Field
 class PluginSettings(BaseModel):
     """PLUGINS_DIR and PLUGIN_VENV_DIR (seed names), and the launcher's knobs."""
 
-    plugins_dir: Path = Field(default=Path("plugins", validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR")))
+    plugins_dir: Path = Field(default=Path("plugins"), validation_alias=AliasChoices("ORCH_PLUGINS_DIR", "PLUGINS_DIR"))
     # unset: <state dir>/venvs (config.py resolves it: `Settings.venv_dir`)
     plugin_venv_dir: Path | None = Field(
         default=None, validation_alias=AliasChoices("ORCH_PLUGIN_VENV_DIR", "PLUGIN_VENV_DIR")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from redis.exceptions import ResponseError
 
 from orchestrator.errors import FencedError
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 
 # The marker a fenced script's error reply starts with (lua/fence.lua).
 FENCED_REPLY = "ORCH_FENCED"

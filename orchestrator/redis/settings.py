@@ -31,12 +31,6 @@ class RedisSettings(BaseModel):
     redis_max_connections: Annotated[int, Field(ge=4, le=10000)] = Field(
         default=32, validation_alias="ORCH_REDIS_MAX_CONNECTIONS"
     )
-    # A trigger returns only once this many replicas hold the job (WAIT), so a failover cannot lose
-    # it; 0: acknowledged by the primary alone (replication is asynchronous). README "What survives".
-    redis_wait_replicas: Annotated[int, Field(ge=0)] = Field(default=0, validation_alias="ORCH_REDIS_WAIT_REPLICAS")
-    redis_wait_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        default=1.0, validation_alias="ORCH_REDIS_WAIT_TIMEOUT_S"
-    )
     # How long `run` waits for Redis at start-up before it gives up (exit 1); unset: forever.
     redis_connect_timeout_s: Annotated[float, Field(gt=0)] | None = Field(
         default=None, validation_alias="ORCH_REDIS_CONNECT_TIMEOUT_S"

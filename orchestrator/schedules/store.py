@@ -30,7 +30,7 @@ from redis.exceptions import ResponseError
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.jobs.model import Keys, iso, now
 from orchestrator.jobs.submit import JobRequest, Submitter
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 from orchestrator.schedules.model import ScheduleSpec, job_id_for, spec_from_seed
 

@@ -18,7 +18,7 @@ from orchestrator.cluster.heartbeat import Heartbeat
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import JobStore
-from orchestrator.redis import lua
+from orchestrator.redis import scripts as lua
 from orchestrator.schedules.store import COUNTERS, STATE_FIELDS, HistoryEntry, Outcome, ScheduleStore, field_of
 
 PACKAGE = Path(orchestrator.__file__).parent

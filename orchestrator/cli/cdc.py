@@ -6,12 +6,15 @@ import argparse
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.app import build_registry, cdc_admin, redis_connection
 from orchestrator.cli.render import Output
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, JobError
+
+if TYPE_CHECKING:
+    from orchestrator.cdc.status import CdcStatus
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -133,21 +136,20 @@ def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -
     return OK
 
 
-def _status(body: dict[str, Any], args: argparse.Namespace, out: Output) -> int:
-    cdc = body["cdc"]
+def _status(cdc: CdcStatus, args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.json(cdc)
         return OK
-    if not cdc.get("enabled"):
-        out.line(f"change capture is not running: {cdc.get('reason')}")
-    elif cdc.get("last_error"):
+    if not cdc["enabled"]:
+        out.line(f"change capture is not running: {cdc['reason']}")
+    elif cdc["last_error"]:
         out.line(f"change capture: {cdc['last_error']}")
-    for rule in cdc.get("rules", []):
-        lag = f"{rule['lag_s']:.3f}s" if rule.get("lag_s") is not None else "-"
+    for rule in cdc["rules"]:
+        lag = f"{rule['lag_s']:.3f}s" if rule["lag_s"] is not None else "-"
         out.line(
             f"{rule['name']}: {rule['mode']} {'enabled' if rule['enabled'] else 'disabled'} "
             f"position={rule['position']} lag={lag} delivered={rule['delivered']}"
-            + (f" error: {rule['last_error']}" if rule.get("last_error") else "")
+            + (f" error: {rule['last_error']}" if rule["last_error"] else "")
         )
     return OK
 

@@ -9,16 +9,23 @@ A component with `leader_only = True` runs only while this instance holds the le
 app starts its `run()` when the lease is gained and cancels it when the lease is lost, and
 publishes its `status()` to Redis so that every instance's `/status` shows it.
 
+`status()` returns a TypedDict of the component's own package (a list of them for the
+scheduler); the supervisor nests it under the component's `status_key` in `/status`, and the
+monitor composes those types into the one type of the `/status` body (monitor/status.py).
+
 This module sits below `jobs`, `cdc` and `monitor`, so each of them can implement the shape
 without importing the others.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 HealthStatus = Literal["ok", "failing"]
+# What a component's status() returns: a TypedDict of its package, or a list of them; JSON-ready.
+StatusBlock = Mapping[str, object] | Sequence[Mapping[str, object]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ class Component(Protocol):
     name: str
     leader_only: bool
 
+    @property
+    def status_key(self) -> str:
+        """The key of `/status` its status() is shown under (its name, unless users know another)."""
+
     async def start(self) -> None:
         """Fallible set-up done in start order before any component runs (the HTTP server binds its
         port, the heartbeat registers): a failure here stops the start-up, not a running process."""
@@ -79,8 +90,9 @@ class Component(Protocol):
 
     async def health(self) -> ComponentHealth: ...
 
-    async def status(self) -> dict[str, Any]:
-        """JSON-ready facts for `/status` (published to Redis for leader-only components)."""
+    async def status(self) -> StatusBlock | None:
+        """JSON-ready facts for `/status` under `status_key` (published to Redis for leader-only
+        components); None: nothing to show."""
         ...
 
 
@@ -89,6 +101,10 @@ class BaseComponent:
 
     name: str = "component"
     leader_only: bool = False
+
+    @property
+    def status_key(self) -> str:
+        return self.name
 
     async def start(self) -> None:
         return None
@@ -102,5 +118,5 @@ class BaseComponent:
     async def health(self) -> ComponentHealth:
         return ComponentHealth()
 
-    async def status(self) -> dict[str, Any]:
-        return {}
+    async def status(self) -> StatusBlock | None:
+        return None

@@ -5,6 +5,8 @@
 - A leader-only component runs only while the lease is held: started when it is gained,
   cancelled when it is lost. While it runs, its `status()` is published to Redis under the lease's
   fence, so `/status` on every instance shows it.
+- `/status` shows each component's `status()` under its `status_key`, and every component's state
+  under `components`; a status() that raises leaves its key out and says why there.
 - Start-up calls every component's `start()` in order (a failure stops the start-up); shutdown
   drains in reverse order of start (the HTTP server, started first, answers probes until the
   end), then cancels every `run()` and calls `close()` in reverse order.
@@ -17,12 +19,14 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, NotRequired
 
 from redis.exceptions import RedisError
+from typing_extensions import TypedDict
 
 from orchestrator.cluster.lease import LeaderLease
-from orchestrator.components import Component, ComponentHealth
+from orchestrator.cluster.status import Published
+from orchestrator.components import Component, ComponentHealth, StatusBlock
 from orchestrator.errors import FencedError
 
 logger = logging.getLogger(__name__)
@@ -32,15 +36,37 @@ _PUBLISH_EVERY_S = 2.0
 _REPUBLISH_S = 30.0
 
 
+SlotState = Literal["starting", "running", "failed", "standby", "stopped"]
+
+
+class SlotStatus(TypedDict):
+    """`/status` `components.<name>`: how the supervisor sees one component."""
+
+    state: SlotState
+    """`standby`: a leader-only component on an instance that does not lead now."""
+    restarts: int
+    error: str | None
+    """Why its run() failed last."""
+    status_error: NotRequired[str]
+    """Why its status() raised, when it did (its own key is left out of `/status` then)."""
+
+
 @dataclass
 class Slot:
     """One component and what the supervisor knows of it."""
 
     component: Component
-    state: str = "starting"  # starting | running | failed | standby | stopped
+    state: SlotState = "starting"
     error: str | None = None
     restarts: int = 0
+    status_error: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def to_json(self) -> SlotStatus:
+        out: SlotStatus = {"state": self.state, "restarts": self.restarts, "error": self.error}
+        if self.status_error is not None:
+            out["status_error"] = self.status_error
+        return out
 
 
 class Supervisor:
@@ -52,10 +78,13 @@ class Supervisor:
     """
 
     def __init__(self, components: list[Component], lease: LeaderLease) -> None:
-        names = [c.name for c in components]
-        if len(set(names)) != len(names):
-            msg = f"component names must be unique: {names}"
-            raise ValueError(msg)
+        for what, values in (
+            ("names", [c.name for c in components]),
+            ("status keys", [c.status_key for c in components]),
+        ):
+            if len(set(values)) != len(values):
+                msg = f"component {what} must be unique: {values}"
+                raise ValueError(msg)
         self.slots = [Slot(c) for c in components]
         self.lease = lease
         self._stopping = False
@@ -134,12 +163,12 @@ class Supervisor:
         last, last_at = "", 0.0
         while True:
             fence = self.lease.fence()
-            if fence is not None:
-                status = await self._status_of(slot)
+            status = await self._status_of(slot) if fence is not None else None
+            if fence is not None and status is not None:
                 text = json.dumps(status, sort_keys=True, default=str)
                 if text != last or loop.time() - last_at >= _REPUBLISH_S:
                     try:
-                        await self.lease.publish(slot.component.name, status, fence)
+                        await self.lease.publish(slot.component.name, {slot.component.status_key: status}, fence)
                         last, last_at = text, loop.time()
                     except (RedisError, OSError, FencedError) as e:
                         logger.debug("status of %s not published: %s", slot.component.name, e)
@@ -157,12 +186,15 @@ class Supervisor:
                             logger.exception("component %s: drain failed", slot.component.name)
                     slot.state = "stopped"
 
-    async def _status_of(self, slot: Slot) -> dict[str, Any]:
+    async def _status_of(self, slot: Slot) -> StatusBlock | None:
         try:
-            return await slot.component.status()
+            status = await slot.component.status()
         except Exception as e:  # a component's bug must not break /status or the leader's publishing
             logger.exception("component %s: status() failed", slot.component.name)
-            return {slot.component.name: {"error": f"status() failed: {type(e).__name__}: {e}"}}
+            slot.status_error = f"status() failed: {type(e).__name__}: {e}"
+            return None
+        slot.status_error = None
+        return status
 
     # -- what the monitor reads --
     async def health(self) -> dict[str, ComponentHealth]:
@@ -182,18 +214,21 @@ class Supervisor:
                     out[slot.component.name] = ComponentHealth.failing(f"health() failed: {type(e).__name__}: {e}")
         return out
 
-    async def status(self) -> dict[str, Any]:
-        """Every component's status merged; leader-only ones as the leader published them."""
-        body: dict[str, Any] = {}
-        published: dict[str, Any] | None = None
+    async def status(self) -> dict[str, object]:
+        """Each component's status under its status key (leader-only ones as the leader published
+        them), and `components`: the monitor reads it as its ProcessStatus (monitor/status.py)."""
+        body: dict[str, object] = {}
+        published: dict[str, Published] | None = None
         for slot in self.slots:
+            status: StatusBlock | None
             if slot.component.leader_only and slot.state == "standby":
                 if published is None:
                     published = await self.lease.published()
-                body.update(published.get(slot.component.name, {}).get("status", {}))
+                entry = published.get(slot.component.name)
+                status = entry["status"].get(slot.component.status_key) if entry is not None else None
             else:
-                body.update(await self._status_of(slot))
-        body["components"] = {
-            s.component.name: {"state": s.state, "restarts": s.restarts, "error": s.error} for s in self.slots
-        }
+                status = await self._status_of(slot)
+            if status is not None:
+                body[slot.component.status_key] = status
+        body["components"] = {s.component.name: s.to_json() for s in self.slots}
         return body

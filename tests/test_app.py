@@ -198,7 +198,8 @@ async def test_a_failing_component_turns_health_503_and_the_rest_keeps_serving(t
         assert status["components"]["broken"]["state"] == "failed"
         assert status["components"]["workers"]["state"] == "running"
         assert status["components"]["broken-status"]["state"] == "running"
-        assert "no status today" in status["broken-status"]["error"]
+        assert "no status today" in status["components"]["broken-status"]["status_error"]
+        assert "broken-status" not in status  # no block rather than one outside its type
         # everything else still works: a job runs
         job = await client.trigger("probe")
         assert (await client.result(job.job_id, timeout_s=20))["state"] == "succeeded"

@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -24,6 +24,8 @@ from orchestrator.cdc.model import CdcKeys, Change, job_id
 from orchestrator.cdc.readers import ChangelogReader, TsCursor, after_clause
 from orchestrator.cdc.rules import Rule
 from orchestrator.cdc.settings import DatabaseSettings
+from orchestrator.cdc.status import CdcStatus, RuleStatus
+from orchestrator.cluster.lease import parse_published
 from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import Checkpoint
@@ -85,23 +87,22 @@ class CdcAdmin:
         self.rule(name)
         await self.redis.hset(CdcKeys.rule_enabled, name, "1" if enabled else "0")  # type: ignore[misc]
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> CdcStatus:
         """The leader's published status when there is one; else what Redis and the config say."""
         raw = await self.redis.hget(Keys.component_status, "cdc")  # type: ignore[misc]
-        published = json.loads(raw) if raw else None
-        live = (published or {}).get("status", {}).get("cdc")
-        if live and live.get("enabled"):
-            live = dict(live)
-            live["published_at"] = published.get("at") if published else None
-            live["instance_id"] = published.get("instance_id") if published else None
-            return {"cdc": live}
+        live: CdcStatus | None = None
+        published = parse_published(raw) if raw else None
+        if published is not None and "cdc" in published["status"]:
+            live = cast(CdcStatus, published["status"]["cdc"])  # what the leader's ChangePoller.status() returned
+            if live["enabled"]:
+                return {**live, "published_at": published["at"], "instance_id": published["instance_id"]}
         state = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(CdcKeys.state)).items()}  # type: ignore[misc]
         overrides = await self.overrides()
         cursor = GapCursor.from_json(state.get(CdcKeys.CHANGELOG))
-        rules = []
+        rules: list[RuleStatus] = []
         for rule in self.rules.values():
             if rule.mode == "changelog":
-                position: Any = cursor.low
+                position: int | str | None = cursor.low
             else:
                 position = TsCursor.from_json(state.get(CdcKeys.ts_field(rule.name))).describe()
             rules.append(
@@ -117,8 +118,8 @@ class CdcAdmin:
                 }
             )
         reason = None if self.settings.database_url else "no DATABASE_URL set"
-        reason = reason or (live or {}).get("reason") or "no leader is running change capture"
-        return {"cdc": {"enabled": False, "reason": reason, "rules": rules}}
+        reason = reason or (live["reason"] if live is not None and not live["enabled"] else None)
+        return {"enabled": False, "reason": reason or "no leader is running change capture", "rules": rules}
 
     # -- install / uninstall --
     def _changelog(self) -> str:

@@ -33,7 +33,7 @@ from orchestrator.cdc.model import CdcKeys, Change
 from orchestrator.cdc.readers import ChangelogReader, TimestampReader, TrxProbe, TsCursor
 from orchestrator.cdc.rules import CdcSettings
 from orchestrator.cdc.settings import MySQLParams
-from orchestrator.cdc.status import RuleState
+from orchestrator.cdc.status import CdcStatus, RuleState, changelog_status
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import ChangeFeedError, FencedError
@@ -410,17 +410,15 @@ class ChangePoller(BaseComponent):
             return ComponentHealth.failing(self.last_error, rules=len(self.states))
         return ComponentHealth(detail={"rules": len(self.states)})
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> CdcStatus:
         return {
-            "cdc": {
-                "enabled": True,
-                "connected": self.connected,
-                "interval_s": self.interval_s,
-                "changelog": {"table": self.changelog, **self.cursor.describe(), "closed": self.closed_ids},
-                "last_error": self.last_error,
-                "rounds": self.rounds,
-                "rules": [s.to_json() for s in self.states],
-            }
+            "enabled": True,
+            "connected": self.connected,
+            "interval_s": self.interval_s,
+            "changelog": changelog_status(self.changelog, self.cursor, self.closed_ids),
+            "last_error": self.last_error,
+            "rounds": self.rounds,
+            "rules": [s.to_json() for s in self.states],
         }
 
 

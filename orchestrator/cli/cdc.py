@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Command
 from orchestrator.cli.exit_codes import FAILED, OK
 from orchestrator.cli.render import Output
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, JobError
+
+if TYPE_CHECKING:
+    from orchestrator.cdc.status import CdcStatus
 
 
 def add_parser(sub: Any) -> None:
@@ -118,21 +121,20 @@ def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -
     return OK
 
 
-def _status(body: dict[str, Any], args: argparse.Namespace, out: Output) -> int:
-    cdc = body["cdc"]
+def _status(cdc: CdcStatus, args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.json(cdc)
         return OK
-    if not cdc.get("enabled"):
-        out.line(f"change capture is not running: {cdc.get('reason')}")
-    elif cdc.get("last_error"):
+    if not cdc["enabled"]:
+        out.line(f"change capture is not running: {cdc['reason']}")
+    elif cdc["last_error"]:
         out.line(f"change capture: {cdc['last_error']}")
-    for rule in cdc.get("rules", []):
-        lag = f"{rule['lag_s']:.3f}s" if rule.get("lag_s") is not None else "-"
+    for rule in cdc["rules"]:
+        lag = f"{rule['lag_s']:.3f}s" if rule["lag_s"] is not None else "-"
         out.line(
             f"{rule['name']}: {rule['mode']} {'enabled' if rule['enabled'] else 'disabled'} "
             f"position={rule['position']} lag={lag} delivered={rule['delivered']}"
-            + (f" error: {rule['last_error']}" if rule.get("last_error") else "")
+            + (f" error: {rule['last_error']}" if rule["last_error"] else "")
         )
     return OK
 

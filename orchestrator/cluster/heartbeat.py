@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from orchestrator.cluster.status import HeartbeatStatus, HousekeepingStatus
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import Keys, now
 from orchestrator.jobs.store import JobStore
@@ -149,8 +150,8 @@ class Heartbeat(BaseComponent):
     async def health(self) -> ComponentHealth:
         return ComponentHealth() if self.healthy else ComponentHealth.failing(self.last_error or "not registered")
 
-    async def status(self) -> dict[str, Any]:
-        return {"heartbeat": {"evictions": self.evictions}}
+    async def status(self) -> HeartbeatStatus:
+        return {"evictions": self.evictions}
 
 
 class Housekeeping(BaseComponent):
@@ -179,5 +180,5 @@ class Housekeeping(BaseComponent):
                 logger.warning("housekeeping.failed error=%s", e)
             await asyncio.sleep(self.every_s)
 
-    async def status(self) -> dict[str, Any]:
-        return {"housekeeping": {"index_entries_trimmed": self.trimmed, "last_run_at": self.last_run_at}}
+    async def status(self) -> HousekeepingStatus:
+        return {"index_entries_trimmed": self.trimmed, "last_run_at": self.last_run_at}

@@ -23,7 +23,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from orchestrator.components import BaseComponent, ComponentHealth
+from orchestrator.cluster.status import LeaderStatus, LeaseHolder, Published
+from orchestrator.components import BaseComponent, ComponentHealth, StatusBlock
 from orchestrator.jobs.model import Keys, now
 from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, raise_if_fenced
@@ -56,7 +57,7 @@ class LeaderLease(BaseComponent):
         self.eligible = eligible
         self.token: int | None = None
         self.since: float | None = None
-        self.holder: dict[str, Any] | None = None  # as last read from Redis
+        self.holder: LeaseHolder | None = None  # as last read from Redis
         self.last_error: str | None = None
         self._valid_until = 0.0  # loop time: we may act as leader until then without a renewal
         self._gained = asyncio.Event()
@@ -151,9 +152,10 @@ class LeaderLease(BaseComponent):
     async def drain(self) -> None:
         await self.resign()
 
-    async def publish(self, name: str, status: dict[str, Any], fence: Fence) -> None:
-        """Publish a leader-only component's status (refused with FencedError for a stale leader)."""
-        data = {"status": status, "instance_id": self.instance_id, "token": fence.token, "at": now()}
+    async def publish(self, name: str, status: dict[str, StatusBlock], fence: Fence) -> None:
+        """Publish a leader-only component's status, `{status_key: status()}` (refused with
+        FencedError for a stale leader)."""
+        data: Published = {"status": status, "instance_id": self.instance_id, "token": fence.token, "at": now()}
         try:
             await self._publish(
                 keys=[Keys.leader, Keys.component_status], args=[fence.arg, name, json.dumps(data, default=str)]
@@ -161,15 +163,15 @@ class LeaderLease(BaseComponent):
         except ResponseError as e:
             raise_if_fenced(e)
 
-    async def published(self) -> dict[str, Any]:
-        """Leader-only components' statuses as the leader last published them: name -> {status, instance_id, ...}."""
+    async def published(self) -> dict[str, Published]:
+        """Leader-only components' statuses as the leader last published them, by component name."""
         raw = await self.redis.hgetall(Keys.component_status)  # type: ignore[misc]
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode(): parse_published(v) for k, v in raw.items()}
 
     # -- reads --
-    async def current(self) -> dict[str, Any] | None:
-        """The holder as Redis has it: {instance_id, since, token}, or None."""
-        return await read_leader(self.redis)
+    async def current(self) -> LeaseHolder | None:
+        """The holder as Redis has it, or None."""
+        return await read_holder(self.redis)
 
     async def health(self) -> ComponentHealth:
         role = "leader" if self.is_leader else "standby" if self.eligible else "worker-only"
@@ -177,17 +179,30 @@ class LeaderLease(BaseComponent):
             return ComponentHealth.failing(self.last_error, role=role)
         return ComponentHealth(detail={"role": role})
 
-    async def status(self) -> dict[str, Any]:
-        return {"leader": await self.current(), "is_leader": self.is_leader, "eligible": self.eligible}
+    async def status(self) -> LeaderStatus:
+        holder: LeaseHolder = await self.current() or {"instance_id": None, "since": None, "token": None}
+        return {**holder, "is_leader": self.is_leader, "eligible": self.eligible}
 
 
-async def read_leader(redis: Redis) -> dict[str, Any] | None:
-    """The lease holder as Redis has it: {instance_id, since, token}, or None."""
+async def read_holder(redis: Redis) -> LeaseHolder | None:
+    """The lease holder as Redis has it, or None."""
     raw = await redis.hgetall(Keys.leader)  # type: ignore[misc]
     if not raw:
         return None
     data = {k.decode(): v.decode() for k, v in raw.items()}
     return {"instance_id": data.get("instance"), "since": float(data["since"]), "token": int(data["token"])}
+
+
+async def read_leader(redis: Redis) -> dict[str, Any] | None:
+    """The lease holder as `Client.leader()` documents it: {instance_id, since, token}, or None."""
+    holder = await read_holder(redis)
+    return None if holder is None else {**holder}
+
+
+def parse_published(raw: bytes | str) -> Published:
+    """One entry of `orch:component-status` as LeaderLease.publish wrote it (its JSON, read back)."""
+    published: Published = json.loads(raw)
+    return published
 
 
 def _text(value: Any) -> str | None:

@@ -12,10 +12,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from redis.asyncio import Redis
 
+from orchestrator.cluster.status import PluginReloadStatus
 from orchestrator.components import BaseComponent
 from orchestrator.errors import NotFoundError
 from orchestrator.jobs.model import Keys, now
@@ -36,6 +36,7 @@ class PluginReloader(BaseComponent):
     """
 
     name = "plugin-reload"
+    status_key = "plugin_reload"  # the /status key users read (older than the component's name)
 
     def __init__(
         self,
@@ -85,5 +86,5 @@ class PluginReloader(BaseComponent):
         logger.info("plugins reloaded: %s", name or "all")
         await self.on_reloaded()
 
-    async def status(self) -> dict[str, Any]:
-        return {"plugin_reload": {"reloads": self.reloads, "last_reload_at": self.last_reload_at, "watch": self.watch}}
+    async def status(self) -> PluginReloadStatus:
+        return {"reloads": self.reloads, "last_reload_at": self.last_reload_at, "watch": self.watch}

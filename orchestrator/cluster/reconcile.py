@@ -28,10 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from redis.exceptions import RedisError
 
+from orchestrator.cluster.status import ReconcileStatus
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.model import JobRecord, Keys, now
 from orchestrator.jobs.store import JobStore
@@ -160,11 +160,5 @@ class Reconciler(BaseComponent):
     async def health(self) -> ComponentHealth:
         return ComponentHealth() if self.last_error is None else ComponentHealth.failing(self.last_error)
 
-    async def status(self) -> dict[str, Any]:
-        return {
-            "reconcile": {
-                "put_back": self.put_back,
-                "orphans_released": self.orphans_released,
-                "republished": self.republished,
-            }
-        }
+    async def status(self) -> ReconcileStatus:
+        return {"put_back": self.put_back, "orphans_released": self.orphans_released, "republished": self.republished}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.index.check import describe
+from orchestrator.index.status import ElasticsearchStatus, EsInfo
 
 
 class EsProbe(BaseComponent):
@@ -27,7 +27,7 @@ class EsProbe(BaseComponent):
         self.every_s = every_s
         self.timeout_s = timeout_s
         self.error: str | None = "not checked yet"
-        self.info: dict[str, Any] = {}
+        self.info: EsInfo | None = None
         self.checked_at: float | None = None
 
     async def run(self) -> None:
@@ -51,15 +51,12 @@ class EsProbe(BaseComponent):
     async def health(self) -> ComponentHealth:
         if self.error:
             return ComponentHealth.failing(f"elasticsearch: {self.error}")
-        return ComponentHealth(detail=dict(self.info))
+        return ComponentHealth(detail=dict(self.info or {}))
 
-    async def status(self) -> dict[str, Any]:
-        return {
-            "elasticsearch": {
-                "hosts": self.hosts,
-                "up": self.error is None,
-                "error": self.error,
-                "checked_at": self.checked_at,
-                **self.info,
-            }
-        }
+    async def status(self) -> ElasticsearchStatus:
+        status: ElasticsearchStatus = {
+            "hosts": self.hosts, "up": self.error is None, "error": self.error, "checked_at": self.checked_at,
+        }  # fmt: skip
+        if self.info is not None:  # once it answered
+            status["cluster"], status["version"] = self.info["cluster"], self.info["version"]
+        return status

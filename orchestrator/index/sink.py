@@ -32,6 +32,7 @@ from orchestrator.cdc.index_actions import index_stream
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.index.failed import record_failed
 from orchestrator.index.stats import IndexKeys, read_stats
+from orchestrator.index.status import IndexStatus
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,14 @@ class IndexSink(BaseComponent):
             return ComponentHealth.failing(self.last_error)
         return ComponentHealth()
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> IndexStatus:
         # totals from Redis (every leader's work), backlog: the actions waiting in the streams
         totals = await read_stats(self.redis, self.rules)
-        return {"index": {"rules": self.rules, **totals, "requests": self.requests, "error": self.last_error}}
+        return {
+            "rules": self.rules,
+            "indexed": totals["indexed"],
+            "failed": totals["failed"],
+            "backlog": totals["backlog"],
+            "requests": self.requests,
+            "error": self.last_error,
+        }

@@ -28,6 +28,7 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
+from typing_extensions import TypedDict
 
 from orchestrator.components import BaseComponent
 from orchestrator.jobs.model import JobRecord, Keys
@@ -245,6 +246,17 @@ class QueueWorker(Worker):
             await asyncio.wait(pending)
 
 
+class WorkersStatus(TypedDict):
+    """`/status` `workers`: this process's job attempts since it started, and those running now."""
+
+    completed: int
+    failed: int
+    retried: int
+    abandoned: int
+    """Attempts stopped without an outcome: this instance was presumed dead and its jobs released."""
+    running: int
+
+
 class WorkerPool(BaseComponent):
     """Every queue worker of this process, their job tasks, the pub/sub listener that wakes them
     and the runner's log flusher.
@@ -362,7 +374,7 @@ class WorkerPool(BaseComponent):
             count += worker.abandon_running()
         return count
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WorkersStatus:
         return {
             "completed": self.runner.completed,
             "failed": self.runner.failed,
@@ -371,5 +383,5 @@ class WorkerPool(BaseComponent):
             "running": sum(len(w.job_tasks) for w in self.workers.values()),
         }
 
-    async def status(self) -> dict[str, Any]:
-        return {"workers": self.stats()}
+    async def status(self) -> WorkersStatus:
+        return self.stats()

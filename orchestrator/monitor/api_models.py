@@ -192,12 +192,3 @@ class HealthOut(Response):
     status: Literal["ok", "failing"]
     failing: list[str]
     components: dict[str, Any]
-
-
-class StatusOut(Response):
-    version: str
-    instance_id: str
-    uptime_s: float
-    queues: dict[str, QueueStats]
-    jobs: dict[str, int]
-    plugins: dict[str, Any]

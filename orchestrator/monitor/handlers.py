@@ -18,6 +18,7 @@ from orchestrator.errors import NotFoundError
 from orchestrator.monitor import api_models as m
 from orchestrator.monitor.context import ctx
 from orchestrator.monitor.health import overall
+from orchestrator.monitor.status import StatusBody, instance_entries, process_status
 
 Model = TypeVar("Model", bound=BaseModel)
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
@@ -101,7 +102,7 @@ async def status(request: web.Request) -> web.Response:
     c = ctx(request)
     stats = await c.client.stats()
     plugins = c.registry.all()
-    data = {
+    data: StatusBody = {
         "version": c.version,
         "instance_id": c.instance_id,
         "uptime_s": round(time.time() - c.started_at, 1),
@@ -111,8 +112,8 @@ async def status(request: web.Request) -> web.Response:
             "valid": [p.name for p in plugins if p.state != "invalid"],
             "invalid": {p.name: p.reason for p in plugins if p.state == "invalid"},
         },
-        "instances": await c.client.instances(),
-        **(await c.status()),
+        "instances": instance_entries(await c.client.instances()),
+        **process_status(await c.status()),
     }
     return json_response(data)
 
@@ -122,8 +123,8 @@ async def metrics(request: web.Request) -> web.Response:
     stats = await c.client.stats()
     _, data = overall(await c.health())
     assert c.metrics is not None
-    status = {**(await c.status()), "instances": await c.client.instances()}
-    payload = await c.metrics.render(stats, status, healthy=data["status"] == "ok")
+    status, instances = process_status(await c.status()), instance_entries(await c.client.instances())
+    payload = await c.metrics.render(stats, status, instances, healthy=data["status"] == "ok")
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 

@@ -7,10 +7,42 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from typing_extensions import TypedDict
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.redis.connection import pool_stats
 from orchestrator.redis.sentinel import PrimaryWatch
+
+
+class ConnectionsStatus(TypedDict):
+    """The pool's connections (`redis_max_connections` bounds them) and this instance's budget."""
+
+    max: int
+    in_use: int
+    idle: int
+    budget: dict[str, int] | None
+    """Connections each part may hold at its busiest, and their `total` (README, "Connection budget")."""
+
+
+# "from" is a keyword: the functional form.
+Failover = TypedDict("Failover", {"from": str, "to": str, "at": float})
+
+
+class SentinelStatus(TypedDict):
+    failovers: int
+    """Times the pool saw the primary move since this process started."""
+    last_failover: Failover | None
+    """The primary's addresses before and after (host:port), and when (epoch seconds)."""
+
+
+class RedisStatus(TypedDict):
+    """`/status` `redis`: where this instance is connected, its connections, Sentinel failovers."""
+
+    url: str
+    """The Redis URL, password masked."""
+    connections: ConnectionsStatus
+    sentinel: SentinelStatus | None
+    """Null unless the URL is a `redis+sentinel://` one."""
 
 
 async def redis_health(redis: Redis, timeout_s: float = 2.0) -> ComponentHealth:
@@ -51,12 +83,17 @@ class RedisProbe(BaseComponent):
             return ComponentHealth.failing(f"failover: the primary moved from {old} to {new}; reconnecting")
         return await redis_health(self.redis, self.timeout_s)
 
-    async def status(self) -> dict[str, Any]:
-        connections: dict[str, Any] = {**pool_stats(self.redis), "budget": self.budget}
-        body: dict[str, Any] = {"redis": self.url, "redis_connections": connections}
+    async def status(self) -> RedisStatus:
+        pool = pool_stats(self.redis)
+        connections: ConnectionsStatus = {
+            "max": pool["max"], "in_use": pool["in_use"], "idle": pool["idle"], "budget": self.budget,
+        }  # fmt: skip
+        sentinel: SentinelStatus | None = None
         if self.watch.active:
-            body["redis_sentinel"] = {"failovers": self.watch.failovers, "last_failover": self.watch.last_failover}
-        return body
+            last = self.watch.last_failover
+            failover: Failover | None = {"from": last["from"], "to": last["to"], "at": last["at"]} if last else None
+            sentinel = {"failovers": self.watch.failovers, "last_failover": failover}
+        return {"url": self.url, "connections": connections, "sentinel": sentinel}
 
 
 def overall(components: dict[str, ComponentHealth]) -> tuple[int, dict[str, Any]]:

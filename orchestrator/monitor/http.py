@@ -20,6 +20,7 @@ from orchestrator.errors import ConflictError, NotFoundError, OrchestratorError,
 from orchestrator.monitor.context import CONTEXT, MonitorContext
 from orchestrator.monitor.handlers import BadRequest, json_response
 from orchestrator.monitor.routes import ROUTES, Route, openapi, register
+from orchestrator.monitor.status import HttpStatus
 
 logger = logging.getLogger(__name__)
 
@@ -112,5 +113,5 @@ class HttpServer(BaseComponent):
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def status(self) -> dict[str, Any]:
-        return {"http": {"host": self.host, "port": self.bound_port}}
+    async def status(self) -> HttpStatus:
+        return {"host": self.host, "port": self.bound_port}

@@ -4,12 +4,20 @@ call, a CPU-bound parse) stalls every job, probe and lease renewal at once. This
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.jobs.observer import Histogram
 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LoopStatus(TypedDict):
+    lag_s: float
+    """How late the last probe woke up."""
+    stalled: bool
+    """A stall past the threshold happened within the window (`/health` says `loop` fails)."""
 
 
 class LoopMonitor(BaseComponent):
@@ -59,5 +67,5 @@ class LoopMonitor(BaseComponent):
             )
         return ComponentHealth(detail={"lag_s": round(self.current_s, 4)})
 
-    async def status(self) -> dict[str, Any]:
-        return {"loop": {"lag_s": round(self.current_s, 4), "stalled": self.stalled()}}
+    async def status(self) -> LoopStatus:
+        return {"lag_s": round(self.current_s, 4), "stalled": self.stalled()}

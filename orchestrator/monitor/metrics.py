@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.cdc.status import CdcStatus
+from orchestrator.cluster.status import InstanceEntry
+from orchestrator.index.status import ElasticsearchStatus, IndexStatus
 from orchestrator.jobs.observer import Histogram, JobObserver
 from orchestrator.monitor.loop import LoopMonitor
+from orchestrator.monitor.status import ProcessStatus
+from orchestrator.schedules.status import ScheduleRow
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -36,11 +41,14 @@ class Metrics:
         self.observer = observer
         self.loop = loop
 
-    async def render(self, stats: dict[str, Any], status: dict[str, Any], *, healthy: bool) -> bytes:
+    async def render(
+        self, stats: dict[str, Any], status: ProcessStatus, instances: dict[str, InstanceEntry], *, healthy: bool
+    ) -> bytes:
+        """`stats`: Client.stats(); `status`: the components' (as in /status); `instances`: Client.instances()."""
         from prometheus_client import CollectorRegistry, generate_latest
 
         rtt = await self._redis_rtt()
-        families = list(self._families(stats, status, healthy, rtt))
+        families = list(self._families(stats, status, instances, healthy, rtt))
 
         class _Snapshot:
             def collect(self) -> Iterable[Metric]:
@@ -59,7 +67,12 @@ class Metrics:
         return time.perf_counter() - started
 
     def _families(
-        self, stats: dict[str, Any], status: dict[str, Any], healthy: bool, rtt: float | None
+        self,
+        stats: dict[str, Any],
+        status: ProcessStatus,
+        instances: dict[str, InstanceEntry],
+        healthy: bool,
+        rtt: float | None,
     ) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -126,29 +139,29 @@ class Metrics:
             )
         if rtt is not None:
             yield GaugeMetricFamily("orchestrator_redis_rtt_seconds", "Redis PING round trip at scrape time", value=rtt)
-        instances = (status.get("instances") or {}).values()
         yield GaugeMetricFamily(
             "orchestrator_instances",
             "Instances alive (heartbeat present)",
-            value=sum(1 for i in instances if i["alive"]),
+            value=sum(1 for i in instances.values() if i["alive"]),
         )
+        leader = status.get("leader")
         yield GaugeMetricFamily(
             "orchestrator_is_leader",
             "1 when this instance holds the leader lease",
-            value=1 if status.get("is_leader") else 0,
+            value=1 if leader is not None and leader["is_leader"] else 0,
         )
         components = GaugeMetricFamily("orchestrator_component_up", "1 while a component runs", labels=["component"])
-        for name, c in (status.get("components") or {}).items():
-            components.add_metric([name], 1 if c.get("state") in {"running", "standby"} else 0)
+        for name, c in status["components"].items():
+            components.add_metric([name], 1 if c["state"] in {"running", "standby"} else 0)
         yield components
         yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
-        yield from _schedule_families(status.get("schedules") or [])  # schedules
+        yield from _schedule_families(status.get("schedules", []))  # schedules
         yield from _cdc_families(status.get("cdc"))  # change capture
         yield from _index_families(status.get("index"), status.get("elasticsearch"))  # search index
 
 
 # -- schedules (begin) --
-_SCHEDULE_COUNTERS = (
+_SCHEDULE_COUNTERS: tuple[tuple[Literal["fires", "misfires", "overlap_skips", "errors"], str], ...] = (
     ("fires", "Jobs a schedule enqueued"),
     ("misfires", "Slots a schedule skipped: missed by more than its misfire grace"),
     ("overlap_skips", "Slots skipped because the schedule's previous run was still queued or running"),
@@ -156,14 +169,14 @@ _SCHEDULE_COUNTERS = (
 )
 
 
-def _schedule_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+def _schedule_families(rows: list[ScheduleRow]) -> Iterator[Metric]:
     """Per schedule, as the leader counted them in Redis and published in its status."""
     from prometheus_client.core import CounterMetricFamily
 
     for key, help_text in _SCHEDULE_COUNTERS:
         family = CounterMetricFamily(f"orchestrator_schedule_{key}", help_text, labels=["schedule"])
         for row in rows:
-            family.add_metric([str(row["id"])], float(row.get(key) or 0))
+            family.add_metric([row["id"]], float(row[key]))
         yield family
 
 
@@ -178,14 +191,13 @@ def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
 
 
 # -- change capture (begin) --
-def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
+def _cdc_families(cdc: CdcStatus | None) -> Iterator[Metric]:
     """Change capture (cdc/poller.py), from its status block as the leader published it."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    cdc = cdc or {}
-    up = 1 if cdc.get("enabled") and not cdc.get("last_error") else 0
+    up = 1 if cdc is not None and cdc["enabled"] and not cdc["last_error"] else 0
     yield GaugeMetricFamily("orchestrator_cdc_up", "1 when change capture runs and reaches its database", value=up)
-    rules = cdc.get("rules") or []
+    rules = cdc["rules"] if cdc is not None else []
     delivered = CounterMetricFamily(
         "orchestrator_cdc_delivered", "Jobs change capture enqueued, per rule", labels=["rule"]
     )
@@ -194,9 +206,9 @@ def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
     )
     errors = GaugeMetricFamily("orchestrator_cdc_rule_error", "1 when a rule reports an error", labels=["rule"])
     for rule in rules:
-        delivered.add_metric([rule["name"]], rule.get("delivered") or 0)
-        lag.add_metric([rule["name"]], rule.get("lag_s") or 0)
-        errors.add_metric([rule["name"]], 1 if rule.get("last_error") else 0)
+        delivered.add_metric([rule["name"]], rule["delivered"])
+        lag.add_metric([rule["name"]], rule["lag_s"] or 0)
+        errors.add_metric([rule["name"]], 1 if rule["last_error"] else 0)
     yield from (delivered, lag, errors)
 
 
@@ -204,26 +216,26 @@ def _cdc_families(cdc: dict[str, Any] | None) -> Iterator[Metric]:
 
 
 # -- search index (begin) --
-def _index_families(index: dict[str, Any] | None, es: dict[str, Any] | None) -> Iterator[Metric]:
+def _index_families(index: IndexStatus | None, es: ElasticsearchStatus | None) -> Iterator[Metric]:
     """The index sink (index/sink.py) and the ES probe, from their status blocks; nothing without ES."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     if es is not None:
-        yield GaugeMetricFamily("orchestrator_es_up", "1 when Elasticsearch answers", value=1 if es.get("up") else 0)
+        yield GaugeMetricFamily("orchestrator_es_up", "1 when Elasticsearch answers", value=1 if es["up"] else 0)
     if index is None:
         return
     yield CounterMetricFamily(
         "orchestrator_index_documents_indexed", "Documents the index sink had accepted (upserts and deletes)",
-        value=index.get("indexed") or 0,
+        value=index["indexed"],
     )  # fmt: skip
     yield CounterMetricFamily(
         "orchestrator_index_documents_failed", "Documents Elasticsearch refused (recorded as failed jobs)",
-        value=index.get("failed") or 0,
+        value=index["failed"],
     )  # fmt: skip
     yield GaugeMetricFamily(
         "orchestrator_index_backlog",
         "Index actions waiting in Redis for Elasticsearch",
-        value=index.get("backlog") or 0,
+        value=index["backlog"],
     )
 
 

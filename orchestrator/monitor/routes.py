@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
 from orchestrator.monitor import schedules_api  # schedules
+from orchestrator.monitor.status import StatusBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ERRORS = {
@@ -37,7 +38,8 @@ class Route:
         method, path: as aiohttp registers them (`{name}` for a path parameter).
         handler: the coroutine.
         summary: one line for the OpenAPI document.
-        response: the 2xx body's model (a list of it when `many`); None for a non-JSON body.
+        response: the 2xx body's model (a list of it when `many`), a pydantic model or a TypedDict
+            (the type the handler builds it as); None for a non-JSON body.
         status: the success status.
         body: the request body's model.
         query: the query string's model.
@@ -49,7 +51,7 @@ class Route:
     path: str
     handler: Handler
     summary: str
-    response: type[BaseModel] | None = None
+    response: type[Any] | None = None
     many: bool = False
     status: int = 200
     body: type[BaseModel] | None = None
@@ -65,7 +67,7 @@ ROUTES: tuple[Route, ...] = (
           errors=(404,)),
     Route("GET", "/live", h.live, "200 while the event loop answers", m.LiveOut, errors=()),
     Route("GET", "/health", h.health, "200 when every component is healthy, else 503 naming them", m.HealthOut),
-    Route("GET", "/status", h.status, "version, leader, queues, jobs, components", m.StatusOut),
+    Route("GET", "/status", h.status, "version, leader, queues, jobs, components", StatusBody),
     Route("GET", "/metrics", h.metrics, "Prometheus text exposition", content_type="text/plain"),
     Route("GET", "/api/plugins", h.list_plugins, "every plugin with its state", m.PluginOut, many=True),
     Route("POST", "/api/plugins/reload", h.reload_plugins, "every instance re-reads the plugins folder",
@@ -112,9 +114,9 @@ def openapi(routes: Sequence[Route], version: str) -> dict[str, Any]:
     """An OpenAPI 3.1 document for `routes` (pydantic's JSON Schemas are 3.1 schemas as they are)."""
     schemas: dict[str, Any] = {}
 
-    def ref(model: type[BaseModel]) -> dict[str, Any]:
+    def ref(model: type[Any]) -> dict[str, Any]:
         if model.__name__ not in schemas:
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[model.__name__] = schema
         return {"$ref": f"#/components/schemas/{model.__name__}"}

@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from orchestrator.components import BaseComponent
 from orchestrator.plugins.registry import PluginRegistry
 
 logger = logging.getLogger(__name__)
+
+
+class VenvsStatus(TypedDict):
+    building: list[str]
+    """Plugins whose venv this round builds."""
+    failed: dict[str, str]
+    """Plugin -> why its venv could not be built."""
 
 
 class VenvBuilder(BaseComponent):
@@ -26,6 +34,7 @@ class VenvBuilder(BaseComponent):
     """
 
     name = "venv-builder"
+    status_key = "venvs"  # the /status key users read (older than the component's name)
 
     def __init__(self, registry: PluginRegistry, on_built: Callable[[], Awaitable[None]]) -> None:
         self.registry = registry
@@ -58,5 +67,5 @@ class VenvBuilder(BaseComponent):
                 self.building = []
             await self.on_built()
 
-    async def status(self) -> dict[str, Any]:
-        return {"venvs": {"building": self.building, "failed": dict(self.errors)}}
+    async def status(self) -> VenvsStatus:
+        return {"building": self.building, "failed": dict(self.errors)}

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -34,6 +33,7 @@ from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
 from orchestrator.redis.fence import Fence
 from orchestrator.redis.subscribe import listen_forever
 from orchestrator.schedules.model import ScheduleSpec, job_id_for
+from orchestrator.schedules.status import ScheduleRow, status_row
 from orchestrator.schedules.store import (
     ACTIVE_STATES,
     HistoryEntry,
@@ -48,11 +48,6 @@ from orchestrator.schedules.store import (
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-# What /status shows of each schedule (the API and `schedules list` show everything).
-STATUS_KEYS = frozenset(
-    {"id", "plugin", "trigger", "enabled", "next_run_at", "last_run_at", "last_job_id", "last_state",
-     "fires", "misfires", "overlap_skips", "errors", "note"}
-)  # fmt: skip
 # After a Redis error: wait this long before the next attempt (a back-off, not a tick).
 _RETRY_S = 1.0
 
@@ -71,6 +66,7 @@ class Scheduler(BaseComponent):
     """
 
     name = "scheduler"
+    status_key = "schedules"  # the /status key users read
     leader_only = True
 
     def __init__(
@@ -101,7 +97,7 @@ class Scheduler(BaseComponent):
         self._state: dict[str, dict[str, str]] = {}
         self._counters: dict[str, dict[str, int]] = {}
         self._job_states: dict[str, str | None] = {}
-        self._rows: list[dict[str, Any]] | None = None
+        self._rows: list[ScheduleRow] | None = None
         self._version = -1
         self._wake = asyncio.Event()
         self._round_done = asyncio.Condition()
@@ -331,7 +327,7 @@ class Scheduler(BaseComponent):
             return ComponentHealth.failing(self.last_error)
         return ComponentHealth(detail={"schedules": len(self._specs)})
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> list[ScheduleRow]:
         """Built from memory; only the states of last jobs that were not final yet are read."""
         pending = [j for st in self._state.values() if (j := st.get("job")) and self._job_states.get(j) not in TERMINAL]
         if pending:
@@ -341,18 +337,11 @@ class Scheduler(BaseComponent):
                 self._rows = None
         if self._rows is None:
             t = self.clock()
-            # Compact rows (no params): this is published every few seconds, for 1,000 schedules too.
             self._rows = [
-                {
-                    k: v
-                    for k, v in describe_one(
-                        s, self._state.get(i, {}), self._counters.get(i, {}), self._job_states, at=t
-                    ).items()
-                    if k in STATUS_KEYS
-                }
+                status_row(describe_one(s, self._state.get(i, {}), self._counters.get(i, {}), self._job_states, at=t))
                 for i, s in sorted(self._stored.items())
             ]
-        return {"schedules": self._rows}
+        return self._rows
 
 
 async def sync_config(store: ScheduleStore, config: Sequence[ScheduleSpec], fence: Fence | None) -> list[str]:

@@ -171,7 +171,7 @@ async def test_a_rule_on_a_missing_table_is_reported_and_the_others_run(
         await sql(settings, "INSERT INTO orders (status) VALUES ('x')")
         await rig.settle()
         assert sorted(await rig.jobs()) == ["cdc:good:1:recorder"]
-        status = {r["name"]: r for r in (await rig.poller.status())["cdc"]["rules"]}
+        status = {r["name"]: r for r in (await rig.poller.status())["rules"]}
     assert status["good"]["last_error"] is None and status["good"]["delivered"] == 1
     assert "nowhere does not exist" in status["ghost"]["last_error"]
     assert "nowhere_ts does not exist" in status["ghost_ts"]["last_error"]
@@ -189,7 +189,7 @@ async def test_a_dropped_watched_column_is_reported_per_rule(tmp_path: Path, red
         await sql(settings, "ALTER TABLE orders DROP COLUMN note", "INSERT INTO items (status) VALUES ('a')")
         rig.poller._schema_checked_at = -1e9  # the schema is re-checked every few seconds: now
         await rig.settle()
-        status = {r["name"]: r for r in (await rig.poller.status())["cdc"]["rules"]}
+        status = {r["name"]: r for r in (await rig.poller.status())["rules"]}
         assert "note" in status["by_note"]["last_error"]
         assert status["ts"]["last_error"] is None
         assert [e["row"]["status"] for e in await rig.events()] == ["a"]
@@ -306,11 +306,11 @@ async def test_a_changelog_created_again_continues_above_the_delivered_position(
         await sql(settings, "INSERT INTO orders (status) VALUES ('c')")
         await rig.settle()
         assert sorted(await rig.jobs()) == [f"cdc:all:{i}:recorder" for i in (1, 2, 3)]
-        assert (await rig.poller.status())["cdc"]["rules"][0]["last_error"] is None
+        assert (await rig.poller.status())["rules"][0]["last_error"] is None
         # created again by hand, without `cdc install`: reported, not silently skipped
         await sql(settings, "DROP TABLE orch_changelog")
         await install(settings.model_copy(update={"redis_url": redis_url}))
         await sql(settings, "ALTER TABLE orch_changelog AUTO_INCREMENT = 1")
         rig.poller._schema_checked_at = -1e9
         await rig.settle()
-        assert "created again" in ((await rig.poller.status())["cdc"]["rules"][0]["last_error"] or "")
+        assert "created again" in ((await rig.poller.status())["rules"][0]["last_error"] or "")

@@ -85,7 +85,7 @@ async def test_one_leader_and_takeover_when_it_is_killed(
         status = await inst.status()
         assert status["leader"]["instance_id"] == leader.name
         assert status["leader"]["token"] == int(first["token"])
-        assert status["is_leader"] is (inst is leader)
+        assert status["leader"]["is_leader"] is (inst is leader)
     assert "this instance leads now" in leader.proc.log()
 
     await leader.proc.kill9()
@@ -93,7 +93,7 @@ async def test_one_leader_and_takeover_when_it_is_killed(
     taken = await wait_for(lambda: _holder_is(redis, other.name), timeout_s=TTL_S * 3)
     assert int(taken["token"]) > int(first["token"])
     status = await other.status()
-    assert status["is_leader"] is True and status["leader"]["instance_id"] == other.name
+    assert status["leader"]["is_leader"] is True and status["leader"]["instance_id"] == other.name
     assert await other.proc.signal_and_wait(signal.SIGTERM) == 0
 
 
@@ -121,8 +121,8 @@ async def test_a_paused_leader_loses_the_lease_and_its_old_token_is_refused(
         a.proc.proc.send_signal(signal.SIGCONT)
     await wait_for(lambda: "no longer leads" in a.proc.log(), timeout_s=10)
     status = await a.status()
-    assert status["is_leader"] is False and status["leader"]["instance_id"] == "b"
-    assert (await b.status())["is_leader"] is True
+    assert status["leader"]["is_leader"] is False and status["leader"]["instance_id"] == "b"
+    assert (await b.status())["leader"]["is_leader"] is True
 
     # a leader-only write made under a's old token is refused, and writes nothing
     async with Client(connect_redis(redis_url), owns_redis=True) as client:

@@ -96,7 +96,7 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             leader = self.request("GET", "/status")[1].get("leader")
-            if leader:
+            if leader and leader["instance_id"]:  # null fields until an instance takes the lease
                 return dict(leader)
             time.sleep(0.05)
         raise AssertionError("no leader in /status")

@@ -130,9 +130,10 @@ async def test_failover_with_jobs_in_flight_loses_no_acknowledged_job(
         assert "failing" in seen and seen[-1] == "ok", seen
         assert health["status"] == "ok", health
         errors = [line for line in run.log().splitlines() if '"level": "error"' in line]  # a restart's traceback
-        assert status["is_leader"] is True and status["components"]["workers"]["restarts"] == 0, (status, errors)
-        assert status["redis_sentinel"]["failovers"] >= 1
-        assert status["redis_sentinel"]["last_failover"]["to"] == f"127.0.0.1:{sentinel_setup.replica.port}"
+        assert status["leader"]["is_leader"] is True, status
+        assert status["components"]["workers"]["restarts"] == 0, (status, errors)
+        assert status["redis"]["sentinel"]["failovers"] >= 1
+        assert status["redis"]["sentinel"]["last_failover"]["to"] == f"127.0.0.1:{sentinel_setup.replica.port}"
         assert await run.signal_and_wait(signal.SIGTERM) == 0, run.log()
     finally:
         if run.proc.returncode is None:

@@ -53,8 +53,8 @@ async def test_tls_with_the_ca_runs_the_job_path(tmp_path: Path, tls_redis: Redi
         assert app.http is not None
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{app.http.bound_port}/status") as r:
             status = await r.json()
-        assert status["redis"] == f"rediss://127.0.0.1:{tls_redis.port}/0"
-        connections = status["redis_connections"]
+        assert status["redis"]["url"] == f"rediss://127.0.0.1:{tls_redis.port}/0"
+        connections = status["redis"]["connections"]
         assert connections["max"] == settings.redis_max_connections
         assert 0 < connections["budget"]["total"] <= connections["max"]
     # the CLI goes through the same settings

@@ -73,3 +73,16 @@ _.spares_ready  # Launcher.spares_ready (tests/plugins/test_plugin_prestart.py)
 _.pool_sizes  # Launcher.pool_sizes (tests/plugins/test_plugin_pool*.py)
 _.holder  # LeaderLease.holder: the lease as last read (tests/jobs/test_leader.py)
 _.acl_setuser  # the README's `ACL SETUSER` line, pinned by tests/redis/test_redis_acl.py
+
+# -- fields of the /status TypedDicts (monitor/status.py and each package's status types): set where
+# a status is built, read only as JSON (the /status body, the dashboard, `orchestrator top`, OpenAPI)
+_.published_at
+_.index_entries_trimmed
+_.plugin_reload
+_.reconcile
+_.housekeeping
+_.elasticsearch
+_.valid
+_.invalid
+_.misfires
+_.overlap_skips

@@ -14,6 +14,7 @@ from orchestrator.errors import (
     ParamsError,
     PluginError,
 )
+from orchestrator.redis.connection import RedisOptions
 
 try:
     __version__ = importlib.metadata.version("orchestrator")
@@ -29,6 +30,7 @@ __all__ = [
     "OrchestratorError",
     "ParamsError",
     "PluginError",
+    "RedisOptions",
     "Triggered",
     "__version__",
 ]

@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Any, Self
 
 from arq.connections import ArqRedis
 
+from orchestrator.cluster.heartbeat import read_instances
 from orchestrator.cluster.lease import read_leader
 from orchestrator.errors import ConflictError, JobError, NotFoundError
+from orchestrator.jobs import views
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.catalog import RegistryCatalog
-from orchestrator.jobs.model import TERMINAL, JobRecord, Keys, iso, now
+from orchestrator.jobs.model import TERMINAL, JobRecord, Keys
 from orchestrator.jobs.results import ResultListener, record_from_message
 from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
+from orchestrator.jobs.views import JobRows
 from orchestrator.redis.connection import RedisOptions, confirm_replicated
 from orchestrator.redis.connection import connect as _connect
 from orchestrator.schedules import store as schedule_store
@@ -41,9 +44,7 @@ if TYPE_CHECKING:
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
 _CACHE_S = 5.0
 _RECHECK_S = 5.0  # a waiter re-reads a job it has not heard of for this long
-_PAGE_SCAN_MAX = 20_000  # index entries a filtered job-list page may read (issue 13)
 # `Client.list` shadows the builtin inside the class body
-JobRows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -350,21 +351,10 @@ class Client:
         if isinstance(self._catalog, RedisCatalog):
             self._catalog.invalidate()
 
-    # -- read side of the dashboard and `orchestrator top` (issue 13) ------------------------------
-    # The page's routes and `top` read through these, next to `stats()`, so each number has one
-    # way to be computed.
+    # -- the read side of the dashboard and `orchestrator top` (jobs/views.py does the work) --
     async def instances(self) -> dict[str, dict[str, Any]]:
-        """Instance id -> what it published (queues, role, version, started_at, seen_at), plus `alive`:
-        its heartbeat key still exists (a dead one stays listed until another instance reaps it)."""
-        published = await self.store.published_json(Keys.instances)
-        ids = sorted(published)
-        if not ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for instance_id in ids:
-                pipe.exists(Keys.heartbeat(instance_id))
-            alive = await pipe.execute()
-        return {i: {**published[i], "alive": bool(a)} for i, a in zip(ids, alive, strict=True)}
+        """Instance id -> what it published (queues, role, version, started_at, seen_at), plus `alive`."""
+        return await read_instances(self.store)
 
     async def leader(self) -> dict[str, Any] | None:
         """The lease holder as Redis has it: {instance_id, since, token}, or None."""
@@ -380,75 +370,19 @@ class Client:
         limit: int = 50,
     ) -> JobRows:
         """Newest first, skipping `offset` matches: the job list with a queue filter and paging."""
-        index = Keys.plugin_jobs(plugin) if plugin else Keys.state(state) if state else Keys.all_jobs
-        wanted_state = state if plugin else None  # the state index needs no filtering by state
-        if not (wanted_state or queue):
-            ids = [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
-            return [r.to_json() for r in await self.store.get_many(ids) if r is not None]
-        # Filtered: read the index in growing chunks, bounded so a rare filter cannot scan a week of
-        # jobs, and only the two fields the filter needs (decoding whole records cost 10x more).
-        matches: list[str] = []
-        skipped, start, chunk = 0, 0, max(limit * 4, 200)
-        while len(matches) < limit and start < _PAGE_SCAN_MAX:
-            ids = [i.decode() for i in await self.redis.zrevrange(index, start, start + chunk - 1)]
-            if not ids:
-                break
-            start, chunk = start + len(ids), min(chunk * 2, 5000)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hmget(Keys.job(job_id), ["state", "queue"])
-                fields = await pipe.execute()
-            for job_id, (st, q) in zip(ids, fields, strict=True):
-                if st is None or (wanted_state and st.decode() != wanted_state) or (queue and q != queue.encode()):
-                    continue
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                matches.append(job_id)
-                if len(matches) >= limit:
-                    break
-        return [r.to_json() for r in await self.store.get_many(matches) if r is not None]
+        return await views.jobs_page(self.store, state=state, plugin=plugin, queue=queue, offset=offset, limit=limit)
 
     async def finished(self, *, limit: int = 10) -> JobRows:
-        """The last `limit` jobs that reached a final state, newest first (the state indexes are
-        scored by the time a job entered the state)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for state in sorted(TERMINAL):
-                pipe.zrevrange(Keys.state(state), 0, limit - 1, withscores=True)
-            ranges = await pipe.execute()
-        newest = sorted(((score, i.decode()) for r in ranges for i, score in r), reverse=True)[:limit]
-        records = await self.store.get_many([job_id for _, job_id in newest])
-        return [r.to_json() for r in records if r is not None]
+        """The last `limit` jobs that reached a final state, newest first."""
+        return await views.finished(self.store, limit=limit)
 
     async def throughput(self, *, window_s: float = 3600.0, bucket_s: float = 60.0) -> dict[str, Any]:
-        """Jobs enqueued and finished per bucket over the last `window_s`, oldest bucket first.
-
-        Counted with ZCOUNT over the indexes (scored by enqueue time and by the time a job entered
-        its final state): one pipelined round trip of O(log n) commands, however many jobs ran.
-        """
-        end = now()
-        n = max(1, int(window_s // bucket_s))
-        start = end - n * bucket_s
-        series = {"enqueued": Keys.all_jobs, **{s: Keys.state(s) for s in sorted(TERMINAL)}}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in series.values():
-                for b in range(n):
-                    lo = start + b * bucket_s
-                    pipe.zcount(key, f"({lo}" if b else lo, lo + bucket_s)
-            counts = await pipe.execute()
-        out: dict[str, Any] = {"start": iso(start), "end": iso(end), "bucket_s": bucket_s}
-        for k, name in enumerate(series):
-            out[name] = counts[k * n : (k + 1) * n]
-        ended = sum(out["succeeded"]) + sum(out["failed"])
-        out["failure_rate"] = round(sum(out["failed"]) / ended, 4) if ended else None
-        return out
+        """Jobs enqueued and finished per bucket over the last `window_s`, oldest bucket first."""
+        return await views.throughput(self.store, window_s=window_s, bucket_s=bucket_s)
 
     async def log_entries(self, job_id: str, *, after: str = "-", limit: int = 1000) -> JobRows:
         """A job's captured lines after stream id `after` ("-": from the start), oldest first."""
-        entries = await self.store.read_log(job_id, after=after, count=limit)
-        return [{"id": entry_id, "stream": stream, "line": line} for entry_id, stream, line in entries]
-
-    # -- end of the read side of issue 13 ----------------------------------------------------------
+        return await views.log_entries(self.store, job_id, after=after, limit=limit)
 
     # -- schedules: orchestrator/schedules/store.py does the work --
     def _schedules(self) -> ScheduleStore:

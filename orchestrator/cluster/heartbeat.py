@@ -182,3 +182,17 @@ class Housekeeping(BaseComponent):
 
     async def status(self) -> HousekeepingStatus:
         return {"index_entries_trimmed": self.trimmed, "last_run_at": self.last_run_at}
+
+
+async def read_instances(store: JobStore) -> dict[str, dict[str, Any]]:
+    """Instance id -> what it published (queues, role, version, started_at, seen_at), plus `alive`:
+    its heartbeat key still exists (a dead one stays listed until another instance reaps it)."""
+    published = await store.published_json(Keys.instances)
+    ids = sorted(published)
+    if not ids:
+        return {}
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for instance_id in ids:
+            pipe.exists(Keys.heartbeat(instance_id))
+        alive = await pipe.execute()
+    return {i: {**published[i], "alive": bool(a)} for i, a in zip(ids, alive, strict=True)}

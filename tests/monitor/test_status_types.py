@@ -73,7 +73,7 @@ async def test_published_status_reads_back_as_status_returned_it(tmp_path: Path,
             assert worker.http is not None
             body = await _status(worker.http.bound_port)
             assert body["schedules"] == json.loads(json.dumps(await scheduler.status()))
-            assert body["leader"]["instance_id"] == leader.state.instance_id and not body["leader"]["is_leader"]
+            assert body["leader"]["instance_id"] == leader.identity.instance_id and not body["leader"]["is_leader"]
             assert body["components"]["scheduler"]["state"] == "standby"
             _fits(body)
         assert leader.http is not None

@@ -155,12 +155,11 @@ class Metrics:
             components.add_metric([name], 1 if c["state"] in {"running", "standby"} else 0)
         yield components
         yield GaugeMetricFamily("orchestrator_up", "1 when every component is healthy", value=1 if healthy else 0)
-        yield from _schedule_families(status.get("schedules", []))  # schedules
-        yield from _cdc_families(status.get("cdc"))  # change capture
-        yield from _index_families(status.get("index"), status.get("elasticsearch"))  # search index
+        yield from _schedule_families(status.get("schedules", []))
+        yield from _cdc_families(status.get("cdc"))
+        yield from _index_families(status.get("index"), status.get("elasticsearch"))
 
 
-# -- schedules (begin) --
 _SCHEDULE_COUNTERS: tuple[tuple[Literal["fires", "misfires", "overlap_skips", "errors"], str], ...] = (
     ("fires", "Jobs a schedule enqueued"),
     ("misfires", "Slots a schedule skipped: missed by more than its misfire grace"),
@@ -180,9 +179,6 @@ def _schedule_families(rows: list[ScheduleRow]) -> Iterator[Metric]:
         yield family
 
 
-# -- schedules (end) --
-
-
 def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
     for label, h in items:
         labels = list(label) if isinstance(label, tuple) else [label]
@@ -190,7 +186,6 @@ def _histogram(family: Any, items: Iterable[tuple[Any, Histogram]]) -> Any:
     return family
 
 
-# -- change capture (begin) --
 def _cdc_families(cdc: CdcStatus | None) -> Iterator[Metric]:
     """Change capture (cdc/poller.py), from its status block as the leader published it."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -212,10 +207,6 @@ def _cdc_families(cdc: CdcStatus | None) -> Iterator[Metric]:
     yield from (delivered, lag, errors)
 
 
-# -- change capture (end) --
-
-
-# -- search index (begin) --
 def _index_families(index: IndexStatus | None, es: ElasticsearchStatus | None) -> Iterator[Metric]:
     """The index sink (index/sink.py) and the ES probe, from their status blocks; nothing without ES."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -237,6 +228,3 @@ def _index_families(index: IndexStatus | None, es: ElasticsearchStatus | None) -
         "Index actions waiting in Redis for Elasticsearch",
         value=index["backlog"],
     )
-
-
-# -- search index (end) --

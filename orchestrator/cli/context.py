@@ -57,7 +57,8 @@ class Command:
         return self._plugins
 
     async def redis(self, *, write: bool = False) -> tuple[ArqRedis, str]:
-        """(client, URL) of the configured Redis; a command that writes may start the embedded one."""
+        """(client, URL) of the configured Redis, opened once per command: a command that writes may
+        start the embedded one (the first call decides; a command asks with the widest need first)."""
         if self._redis is None:
             self._redis = await self._stack.enter_async_context(
                 open_redis(self.settings, self.settings.state_dir, start_embedded=write)

@@ -26,7 +26,7 @@
 -- trip of its own. PUBLISH tells whether the channel is read at all: an offer nobody reads is
 -- dropped and the job takes the usual wake-up. (A push lost with its connection after PUBLISH
 -- counted it is put back by the owner's reconciler, like a lost finish: jobs/reconcile.py.)
--- Declared before this body: fence_check, the cursor (take_keys, take_args), CLAIM_FIELDS,
+-- Declared before this body: fence_check, the cursor (take_keys, take_args, take_span), CLAIM_FIELDS,
 -- CLAIM_ATTEMPT_AT, CLAIMED_OFFSET_MS and PUSH_INSTANCE (reads the instance out of a push channel).
 local leader, enabled, all_jobs = take_keys(3)
 local fence, ttl, n, c = take_args(4)
@@ -34,7 +34,7 @@ local refused = fence_check(leader, fence)
 if refused then return refused end
 n, c = tonumber(n), tonumber(c)
 local checkpoint = c > 0 and take_keys(1) or nil
-local checkpoint_items = {take_args(2 * c)}
+local checkpoint_first, checkpoint_last = take_span(2 * c)
 local streams = {take_keys(tonumber(take_args(1)))}
 for _ = 1, tonumber(take_args(1)) do
   local slot, payload = take_args(2)
@@ -46,13 +46,13 @@ local first  -- the first job (a push has only that one)
 for i = 1, n do
   local rec, job, queue, state, plugin_jobs = take_keys(5)
   local id, payload, score, index_score, wake, plugin, f = take_args(7)
-  local items = {take_args(tonumber(f))}
+  local fields_first, fields_last = take_span(tonumber(f))
   if redis.call('EXISTS', rec) == 1 then
     out[i] = 0
   elseif redis.call('HGET', enabled, plugin) == '0' then
     out[i] = -1
   else
-    redis.call('HSET', rec, unpack(items))
+    redis.call('HSET', rec, unpack(ARGV, fields_first, fields_last))
     redis.call('PEXPIRE', rec, ttl)
     redis.call('SET', job, payload, 'PX', ttl)
     redis.call('ZADD', queue, score, id)
@@ -64,7 +64,7 @@ for i = 1, n do
   end
   if i == 1 then first = {id = id, rec = rec, queue = queue, state = state} end
 end
-if checkpoint then redis.call('HSET', checkpoint, unpack(checkpoint_items)) end
+if checkpoint then redis.call('HSET', checkpoint, unpack(ARGV, checkpoint_first, checkpoint_last)) end
 
 local push, now_ms, now_s, progress_ttl, nonce = take_args(5)
 local offers, running, progress = take_keys(3)

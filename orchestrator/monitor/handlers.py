@@ -113,6 +113,7 @@ async def status(request: web.Request) -> web.Response:
             "invalid": {p.name: p.reason for p in plugins if p.state == "invalid"},
         },
         "instances": instance_entries(await c.client.instances()),
+        "throttles": await c.client.throttles(),
         **process_status(await c.status()),
     }
     return json_response(data)
@@ -124,7 +125,9 @@ async def metrics(request: web.Request) -> web.Response:
     _, data = overall(await c.health())
     assert c.metrics is not None
     status, instances = process_status(await c.status()), instance_entries(await c.client.instances())
-    payload = await c.metrics.render(stats, status, instances, healthy=data["status"] == "ok")
+    payload = await c.metrics.render(
+        stats, status, instances, healthy=data["status"] == "ok", throttles=await c.client.throttles()
+    )
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 

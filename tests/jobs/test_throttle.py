@@ -9,8 +9,10 @@ the records' `started_at`, written by the claim script itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -299,6 +301,28 @@ async def test_status_and_metrics_show_each_limit(cluster: Cluster, client: Clie
     assert status["throttles"]["lim2"]["throttled"] > 0
     assert 'orchestrator_throttle_held_total{plugin="lim2"}' in metrics
     assert 'orchestrator_throttle_refused_total{plugin="capped"}' in metrics
+    assert 'orchestrator_throttle_limit{limit="concurrency",plugin="lim2"} 2.0' in metrics
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/test installs Debian's prometheus package")
+    check = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await check.communicate(metrics.encode())
+    assert check.returncode == 0, said.decode()
+    # the API's view of one plugin, and a live change through it
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"http://127.0.0.1:{cluster.ports[1]}/api/plugins/free/throttle"
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, json={"rate": "5/x"}, headers=headers) as r:
+            assert r.status == 400
+            assert "rate '5/x'" in (await r.json())["error"]
+        async with http.put(url, json={"max_queued": 1000}, headers=headers) as r:
+            assert r.status == 200
+            assert (await r.json())["limits"] == {"max_queued": 1000}
+        async with http.put(url, json={"max_queued": None}, headers=headers) as r:
+            assert (await r.json())["limits"] is None
     assert json.dumps(status)  # plain JSON
 
 

@@ -204,7 +204,7 @@ async def test_a_rate_of_20_per_second_across_three_instances(cluster: Cluster, 
     starts = sorted(r.started_at for r in await client.store.get_many(ids) if r is not None and r.started_at)
     window = [t for t in starts if t < starts[0] + 3.0]
     # 20/s for 3 s: 60, and one more for the half interval of credit the first start leaves
-    assert 59 <= len(window) <= 62, len(window)
+    assert 58 <= len(window) <= 62, len(window)
 
 
 async def test_per_key_limits_let_two_users_progress_in_parallel(cluster: Cluster, client: Client) -> None:
@@ -218,7 +218,7 @@ async def test_per_key_limits_let_two_users_progress_in_parallel(cluster: Cluste
 
 
 async def test_held_jobs_block_nobody_behind_them(cluster: Cluster, client: Client) -> None:
-    held = await _trigger(client, "hol", 60, sleep=0.1)  # one at a time: about 8 s of work
+    held = await _trigger(client, "hol", 60, sleep=0.3)  # one at a time: 18 s of work or more
     free = await _trigger(client, "free", 10)
     await wait_for(lambda: _all_done(client, free), timeout_s=20, interval_s=0.05)
     states = await client.store.states_of(held)

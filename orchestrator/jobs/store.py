@@ -197,7 +197,14 @@ class JobStore:
         if not ready:
             return [], next_due_ms
         ids = [i.decode() for i in ready]
-        _, _, _, claimed = await self._claim_ids(queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms)
+        _, held, _, claimed = await self._claim_ids(
+            queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms
+        )
+        if held:
+            # A throttle held a candidate back (lua/throttle.lua): it left the ready range, or stayed as
+            # the scout due at the next allowed start, after the read above. Look again now: the jobs
+            # behind it are claimed, and the next read sees when the scout is due.
+            next_due_ms = now_ms
         return claimed, next_due_ms
 
     async def claim_head(

@@ -9,7 +9,7 @@ package that knows all of them (plugins sits below and never sees it).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -64,11 +64,12 @@ def make_shared(
     registry: PluginRegistry,
     launcher: Launcher,
     throttles: Mapping[str, Throttle] | None = None,
+    reread_throttles: Callable[[], Mapping[str, Throttle]] | None = None,
 ) -> Shared:
     store = JobStore(redis, result_ttl_s=section.result_ttl_s)
     submitter = Submitter(
         store, RegistryCatalog(registry, store), set(section.queues), JobDefaults.from_section(section)
     )
-    publisher = CatalogPublisher(store, registry, section.queue_concurrency(), throttles)
+    publisher = CatalogPublisher(store, registry, section.queue_concurrency(), throttles, reread_throttles)
     observer = JobObserver(log_jobs=section.log_jobs)
     return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher)

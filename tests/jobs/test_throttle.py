@@ -56,6 +56,7 @@ PLUGINS: dict[str, dict[str, Any] | None] = {
     "capped": {"key": "{name}", "max_queued": 5},
     "live": None,
     "crash": {"concurrency": 2},
+    "reread": None,
 }
 
 
@@ -327,6 +328,23 @@ async def test_status_and_metrics_show_each_limit(cluster: Cluster, client: Clie
         async with http.put(url, json={"max_queued": None}, headers=headers) as r:
             assert (await r.json())["limits"] is None
     assert json.dumps(status)  # plain JSON
+
+
+async def test_a_config_change_applies_at_a_plugin_reload_without_a_restart(
+    cluster: Cluster, redis: aioredis.Redis
+) -> None:
+    assert await redis.exists(f"{PREFIX}limits:reread") == 0
+    config = cluster.tmp / "orchestrator.toml"
+    config.write_text(CONFIG + '\n[plugins.reread.throttle]\nconcurrency = 7\nrate = "3/m"\n')
+    res = await cli(cluster.settings, "plugins", "reload")
+    assert res.rc == 0, res.err
+
+    async def applied() -> bool:
+        return await redis.hmget(f"{PREFIX}limits:reread", ["concurrency", "rate"]) == [b"7", b"3/m"]
+
+    await wait_for(applied, timeout_s=15)
+    # a live change is left alone by the reload
+    assert await redis.hget(f"{PREFIX}limits:live", "concurrency") == b"1"
 
 
 async def test_kill_9_of_an_instance_holding_limited_jobs_gives_their_slots_back(

@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_throttle.py rate [--window-s 5] [--reps 2]
 
 `cost`: one `orchestrator run` (queue "default" at concurrency 10, the pooled no-op bench plugin),
-n jobs from bench/orchestrator_bench.py's throughput load generator; "none" (no throttle) and
+n jobs from bench/orchestrator_bench.py's throughput load generator, jobs/s and Redis CPU per job
+(INFO used_cpu_sys + used_cpu_user around the timed section); "none" (no throttle) and
 "limit" (`concurrency = 1000`, `max_queued = 1000000`: every claim, finish and enqueue does the
 throttle's work, nothing is ever held) take turns, fresh processes each time, median reported.
 
@@ -30,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_scaleout import redis_call, start_redis
+from bench_scaleout import redis_call, redis_cpu_s, start_redis
 from procs import BENCH, PROJECT_PY, ROOT, Procs, base_env, free_port, wait_http
 from systems import ORCH_CONCURRENCY
 
@@ -82,19 +83,29 @@ def loadgen(redis_port: int, mode: str, n: int) -> dict[str, Any]:
 
 def cost(procs: Procs, work: Path, redis_port: int, n: int, reps: int) -> dict[str, Any]:
     runs: dict[str, list[float]] = {"none": [], "limit": []}
+    redis_ms: dict[str, list[float]] = {"none": [], "limit": []}  # Redis CPU per job: where the bookkeeping runs
     for rep in range(reps):
         for limits in ("none", "limit") if rep % 2 == 0 else ("limit", "none"):
             redis_call(redis_port, "FLUSHALL")
             workers = start_instances(procs, work, redis_port, 1, limits)
             try:
                 loadgen(redis_port, "ready", 1)
+                cpu0 = redis_cpu_s(redis_port)
                 runs[limits].append(loadgen(redis_port, "throughput", n)["jobs_per_s"])
+                redis_ms[limits].append(round((redis_cpu_s(redis_port) - cpu0) / n * 1000, 4))
             finally:
                 for proc in workers:
                     procs.stop(proc, grace_s=10)
-            print(f"rep {rep + 1} {limits}: {runs[limits][-1]}", file=sys.stderr)
+            print(
+                f"rep {rep + 1} {limits}: {runs[limits][-1]} jobs/s, {redis_ms[limits][-1]} Redis ms/job",
+                file=sys.stderr,
+            )
     none, limit = statistics.median(runs["none"]), statistics.median(runs["limit"])
-    return {"n": n, "jobs_per_s": runs, "median_none": none, "median_limit": limit, "ratio": round(limit / none, 3)}
+    return {
+        "n": n, "jobs_per_s": runs, "median_none": none, "median_limit": limit, "ratio": round(limit / none, 3),
+        "redis_cpu_ms_per_job": redis_ms,
+        "redis_ms_median": {k: statistics.median(v) for k, v in redis_ms.items()},
+    }  # fmt: skip
 
 
 async def _count_starts(redis_port: int, jobs: int, window_s: float) -> dict[str, Any]:

@@ -140,7 +140,9 @@ class Orchestrator:
         self._log_plugins(registry)
         # prestart: a `process` plugin that ran recently has its next child already started.
         async with await plugins.build_launcher(settings) as launcher:  # warm children and spares stop last
-            shared = make_shared(settings, redis, self.identity, registry, launcher)
+            shared = make_shared(
+                settings, redis, self.identity, registry, launcher, settings.throttles(), settings.reread_throttles
+            )
             await shared.publisher.everything()
             lease = cluster.build_lease(settings, shared)
             client = Client.for_settings(settings, redis, registry)

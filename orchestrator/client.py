@@ -24,6 +24,7 @@ from arq.connections import ArqRedis
 from orchestrator.cluster.heartbeat import read_instances
 from orchestrator.cluster.lease import read_leader
 from orchestrator.errors import ConflictError, JobError, NotFoundError
+from orchestrator.jobs import throttle as throttles
 from orchestrator.jobs import views
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
 from orchestrator.jobs.catalog import RegistryCatalog
@@ -32,6 +33,7 @@ from orchestrator.jobs.results import ResultListener, record_from_message
 from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 from orchestrator.jobs.views import JobRows
+from orchestrator.plugins.throttle import Throttle
 from orchestrator.redis.connection import RedisOptions, confirm_replicated
 from orchestrator.redis.connection import connect as _connect
 from orchestrator.schedules import store as schedule_store
@@ -91,6 +93,7 @@ class Client:
         self._defaults = defaults or JobDefaults()
         self._owns_redis = owns_redis
         self._published_queues: tuple[float, dict[str, int]] | None = None
+        self._throttle_book = throttles.ThrottleBook(self.redis)
         self._wait_replicas = wait_replicas
         self._wait_timeout_s = wait_timeout_s
         self._results = ResultListener(redis)
@@ -139,7 +142,7 @@ class Client:
         return queues
 
     async def submitter(self) -> Submitter:
-        return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults)
+        return Submitter(self.store, self._catalog, set(await self.queues()), self._defaults, self._throttle_book)
 
     # -- jobs --
     async def trigger(
@@ -350,6 +353,33 @@ class Client:
         await self.redis.hset(Keys.plugin_enabled, plugin, "1" if enabled else "0")  # type: ignore[misc]
         if isinstance(self._catalog, RedisCatalog):
             self._catalog.invalidate()
+
+    async def throttles(self) -> dict[str, throttles.PluginThrottle]:
+        """Every throttled plugin: its limits as Redis holds them, its counters and each key's use."""
+        return await throttles.read_use(self.redis)
+
+    async def throttle(self, plugin: str) -> Throttle | None:
+        """A plugin's effective limits (what every claim reads now), or None."""
+        current, _ = throttles.from_fields(await self.redis.hgetall(throttles.limits_key(plugin)))  # type: ignore[misc]
+        return current
+
+    async def set_throttle(self, plugin: str, **changes: Any) -> Throttle | None:
+        """Change a plugin's limits live on every instance (the next claim anywhere reads them):
+        `concurrency=3`, `rate="5/s"`, `max_queued=10`, `key="{user_id}"`; None removes that limit.
+        Running jobs are never stopped: lowering a limit lets them finish. Kept until `reset_throttle`.
+
+        Raises:
+            ValueError: a bad value (the message names it).
+        """
+        current = await self.throttle(plugin) or Throttle()
+        merged = Throttle.model_validate({**current.model_dump(), **changes})
+        await throttles.set_live(self.redis, plugin, None if merged.is_empty() else merged)
+        return None if merged.is_empty() else merged
+
+    async def reset_throttle(self, plugin: str) -> None:
+        """Drop a live change: every instance writes its config's and manifest's limits back (a plugin reload)."""
+        await throttles.set_live(self.redis, plugin, None)
+        await self.reload_plugins(plugin)
 
     # -- the read side of the dashboard and `orchestrator top` (jobs/views.py does the work) --
     async def instances(self) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from orchestrator.cdc.settings import DatabaseSettings
@@ -29,6 +29,7 @@ from orchestrator.jobs.settings import JobSettings
 from orchestrator.logs import mask_url
 from orchestrator.monitor.settings import MonitorSettings
 from orchestrator.plugins.settings import PluginSettings
+from orchestrator.plugins.throttle import Throttle
 from orchestrator.redis.settings import RedisSettings
 from orchestrator.schedules.settings import ScheduleSettings
 
@@ -60,6 +61,18 @@ class Settings(
     state_dir: Path = Field(default=Path(".orchestrator"), validation_alias="ORCH_STATE_DIR")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="ORCH_LOG_LEVEL")
     log_format: Literal["auto", "console", "json"] = Field(default="auto", validation_alias="ORCH_LOG_FORMAT")
+    # the file load_settings read (None: none), so a plugin reload can re-read what may change at run time
+    _config_path: Path | None = PrivateAttr(default=None)
+
+    def reread_throttles(self) -> dict[str, Throttle]:
+        """`[plugins.NAME.throttle]` as the config file and the environment say now (blocking file I/O).
+
+        Raises:
+            ConfigError: the file no longer validates (the message names the key).
+        """
+        if self._config_path is None:  # no file: nothing can have changed (the environment is fixed)
+            return self.throttles()
+        return load_settings(self._config_path).throttles()
 
     def __repr_args__(self) -> Any:
         # repr() must not leak secrets either (a Redis URL may carry a password)
@@ -129,7 +142,7 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         data = _read_toml(path)
     data.update(overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as e:
         where = f" (in {path} or the environment)" if path else ""
         msg = f"bad setting{where}: {format_validation_error(e)}"
@@ -140,3 +153,5 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         name = f"ORCH_{field.group(1).upper()}" if field else "settings"
         msg = f"bad setting: {name}: cannot parse the value" + (f" ({e.__cause__})" if e.__cause__ else "")
         raise ConfigError(msg) from e
+    settings._config_path = path
+    return settings

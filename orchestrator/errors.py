@@ -63,3 +63,20 @@ class FencedError(OrchestratorError):
 
 class ChangeFeedError(OrchestratorError):
     """The MySQL change feed cannot be read."""
+
+
+class QueueFull(OrchestratorError):
+    """A trigger would put more jobs waiting than the plugin's throttle `max_queued` allows (for its
+    key). Nothing was written: a batch is refused whole. HTTP 429, CLI exit 1.
+
+    Args:
+        plugin: the plugin.
+        key: the throttle key the cap is counted under ('user_id=42'), or '' for the whole plugin.
+        cap: the plugin's max_queued.
+        waiting: how many were waiting when it was refused.
+    """
+
+    def __init__(self, plugin: str, key: str, cap: int, waiting: int) -> None:
+        self.plugin, self.key, self.cap, self.waiting = plugin, key, cap, waiting
+        where = f" for {key}" if key else ""
+        super().__init__(f"queue full: plugin {plugin!r} has {waiting} job(s) waiting{where} (max_queued {cap})")

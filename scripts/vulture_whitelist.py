@@ -86,3 +86,7 @@ _.valid
 _.invalid
 _.misfires
 _.overlap_skips
+# jobs/throttle.py PluginThrottle and monitor/api_models.py ThrottleOut: written and read as dict
+# keys (`/status` `throttles`, the metrics' counters, the API's throttle view)
+_.refused
+_.over_cap

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from orchestrator.app import Orchestrator
 from orchestrator.cli.context import Command
 from orchestrator.cli.exit_codes import FAILED, OK, USAGE
@@ -25,7 +27,8 @@ from orchestrator.cli.render import (
     styled,
 )
 from orchestrator.client import Client
-from orchestrator.errors import NotFoundError
+from orchestrator.config import format_validation_error
+from orchestrator.errors import JobError, NotFoundError
 
 
 # -- run / health / config --
@@ -105,6 +108,8 @@ async def plugins(args: argparse.Namespace, cmd: Command) -> int:
         await (await cmd.client(local_plugins=True)).reload_plugins(args.name)
         out.line(f"reload of {args.name or 'every plugin'} requested from every running instance")
         return OK
+    if action == "throttle":
+        return await _throttle(args, cmd)
     if action in {"enable", "disable"}:
         local.get(args.name)  # NotFoundError for a plugin that is not in the folder
         await (await cmd.client(write=True, local_plugins=True)).set_enabled(args.name, action == "enable")
@@ -123,6 +128,42 @@ async def plugins(args: argparse.Namespace, cmd: Command) -> int:
         out.json(data) if args.json else out.out.print_json(json.dumps(data, default=str))
         return OK
     return await _test_plugin(args, local, out)
+
+
+async def _throttle(args: argparse.Namespace, cmd: Command) -> int:
+    """`plugins throttle NAME [--concurrency N] [--rate R] [--key T] [--max-queued N] [--reset]`."""
+    out, name = cmd.out, args.name
+    changes = {
+        field: (None if value == "none" else value)
+        for field, value in (
+            ("concurrency", args.concurrency), ("rate", args.rate), ("key", args.key), ("max_queued", args.max_queued),
+        )
+        if value is not None
+    }  # fmt: skip
+    if args.reset:
+        client = await cmd.client(write=True)
+        await client.reset_throttle(name)
+        out.line(f"{name}: live limits dropped; every instance writes its config's back")
+        return OK
+    if changes:
+        client = await cmd.client(write=True)
+        try:
+            limits = await client.set_throttle(name, **changes)
+        except ValueError as e:  # pydantic's ValidationError is one: one line naming the field
+            raise JobError(f"{name}: {format_validation_error(e) if isinstance(e, ValidationError) else e}") from e
+    else:
+        client = await cmd.client()
+        limits = await client.throttle(name)
+    use = (await client.throttles()).get(name)
+    if args.json:
+        out.json({"plugin": name, "limits": limits.model_dump(exclude_none=True) if limits else None, "use": use})
+        return OK
+    described = ", ".join(f"{k} {v}" for k, v in (limits.model_dump(exclude_none=True) if limits else {}).items())
+    live = " (set live)" if use and use["live"] else ""
+    out.line(f"{name}: {described or 'no limits'}{live}")
+    for key in use["keys"] if use else []:
+        out.line(f"  {key['key'] or '(all)'}: {key['running']} running, {key['held']} held")
+    return OK
 
 
 async def _install(local: LocalPlugins, names: list[str], out: Output) -> int:

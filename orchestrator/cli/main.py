@@ -32,6 +32,7 @@ from orchestrator.errors import (
     NotFoundError,
     OrchestratorError,
     PluginError,
+    QueueFull,
     StartupError,
 )
 from orchestrator.logs import configure
@@ -102,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("new", help="scaffold a plugin folder").add_argument("name")
     psub.add_parser("enable", help="allow triggers (seen by every instance)").add_argument("name")
     psub.add_parser("disable", help="refuse new triggers (seen by every instance)").add_argument("name")
+    throttle = psub.add_parser(
+        "throttle", help="show or change a plugin's cluster-wide limits live (every instance, within a second)"
+    )
+    throttle.add_argument("name")
+    throttle.add_argument("--concurrency", type=_limit_int, help="most running at once (per key); 'none' removes it")
+    throttle.add_argument("--rate", type=_limit_text, help="most starts per s/m/h, like 10/s; 'none' removes it")
+    throttle.add_argument("--key", type=_limit_text, help="a template over params, like '{user_id}'; 'none' removes it")
+    throttle.add_argument("--max-queued", type=_limit_int, help="most waiting (per key); 'none' removes it")
+    throttle.add_argument("--reset", action="store_true", help="drop the live change: config and manifest again")
+    throttle.add_argument("--json", action="store_true")
     psub.add_parser("reload", help="make every running instance re-read the plugins folder").add_argument(
         "name", nargs="?", help="one plugin (default: all)"
     )
@@ -218,6 +229,26 @@ def _run_async(coro: Awaitable[int], out: Output, *, long_running: bool) -> int:
             return 130
 
 
+_NONE = "none"
+
+
+def _limit_int(text: str) -> int | str:
+    """A positive count, or 'none' (the limit is removed)."""
+    if text.lower() == _NONE:
+        return _NONE
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number or 'none', got {text!r}")
+    return value
+
+
+def _limit_text(text: str) -> str:
+    return _NONE if text.lower() == _NONE else text
+
+
 def _interrupt() -> None:
     raise KeyboardInterrupt
 
@@ -234,7 +265,7 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
         if out.as_json:
             out.json({"error": str(e), **({"problems": e.problems} if hasattr(e, "problems") else {})})
         return EXIT_USAGE
-    except (NotFoundError, ConflictError) as e:
+    except (NotFoundError, ConflictError, QueueFull) as e:
         out.error(str(e))
         return EXIT_FAILED
     except json.JSONDecodeError as e:

@@ -56,6 +56,7 @@ class Snapshot:
     throughput: dict[str, Any]
     instances: dict[str, dict[str, Any]]
     leader: dict[str, Any] | None
+    throttles: dict[str, Any]
 
 
 async def read_snapshot(client: Client) -> Snapshot:
@@ -67,7 +68,8 @@ async def read_snapshot(client: Client) -> Snapshot:
         client.instances(),
         client.leader(),
     )
-    return Snapshot(time.time(), stats, running, finished, throughput, instances, leader)
+    throttles = await client.throttles()
+    return Snapshot(time.time(), stats, running, finished, throughput, instances, leader, dict(throttles))
 
 
 # -- rendering (data goes in as rich Text, never as markup) --
@@ -157,7 +159,26 @@ def render(snap: Snapshot, redis_label: str) -> RenderableType:
             Text(", ".join(f"{q}({c})" for q, c in (info.get("queues") or {}).items()) or "none"),
             _ago(info.get("started_at"), snap.at), _ago(info.get("seen_at"), snap.at) + " ago",
         )  # fmt: skip
-    return Group(header, counts, queues, running, finished, instances)
+    parts: list[RenderableType] = [header, counts, queues, running, finished, instances]
+    if snap.throttles:
+        parts.append(_throttles(snap.throttles))
+    return Group(*parts)
+
+
+def _throttles(throttles: dict[str, Any]) -> Table:
+    """Each throttled plugin's limits and, per key in use, its running and held jobs."""
+    from rich.text import Text
+
+    table = _table("throttles", "plugin", "key", "running", "held", "limits", "refused")
+    for plugin, entry in throttles.items():
+        limits = ", ".join(f"{k} {v}" for k, v in entry["limits"].items()) + (" (live)" if entry["live"] else "")
+        rows = entry["keys"] or [{"key": "", "running": 0, "held": 0}]
+        for key in rows:
+            table.add_row(
+                Text(plugin), Text(key["key"] or "(all)"), str(key["running"]), str(key["held"]), Text(limits),
+                str(entry["refused"]),
+            )  # fmt: skip
+    return table
 
 
 def render_error(error: Exception, redis_label: str) -> RenderableType:

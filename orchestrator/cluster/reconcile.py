@@ -91,6 +91,8 @@ class Reconciler(BaseComponent):
             await self.republish()
             self.republished += 1
             logger.warning("redis lost the published queues or plugins (restarted empty?): published them again")
+        # the throttles' safety net: stale running counts dropped, held jobs the limits let start brought back
+        await self.store.sweep_throttles()
         ids = [i.decode() for i in await self.redis.zrange(Keys.state("running"), 0, -1)]
         if not ids:
             self._suspects, self._orphan_owners = {}, set()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Callable, Mapping
 
+from orchestrator.errors import ConfigError
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import CatalogEntry, enabled_override
+from orchestrator.jobs.throttle import publish_limits
 from orchestrator.plugins.registry import PluginInfo, PluginRegistry
+from orchestrator.plugins.throttle import Throttle
+
+logger = logging.getLogger(__name__)
 
 
 class RegistryCatalog:
@@ -68,17 +76,48 @@ class CatalogPublisher:
         store: the job store (its Redis).
         registry: the plugins as this process loaded them.
         queues: every configured queue -> concurrency.
+        throttles: `[plugins.NAME.throttle]` from config, over each manifest's `throttle`.
+        reread_throttles: reads them again from the config file (blocking: run in a thread) at a
+            plugin reload, so `orchestrator plugins reload` applies a changed config without a restart.
     """
 
-    def __init__(self, store: JobStore, registry: PluginRegistry, queues: dict[str, int]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: PluginRegistry,
+        queues: dict[str, int],
+        throttles: Mapping[str, Throttle] | None = None,
+        reread_throttles: Callable[[], Mapping[str, Throttle]] | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.queues = queues
+        self.throttles = dict(throttles or {})
+        self.reread_throttles = reread_throttles
 
     async def plugins(self) -> None:
-        """After a reload or a venv build: the manifests and their states."""
+        """After a reload or a venv build: the manifests and their states, and the throttles' limits
+        (the config's read again)."""
         await publish_plugins(self.store, self.registry.all())
+        if self.reread_throttles is not None:
+            try:
+                self.throttles = dict(await asyncio.to_thread(self.reread_throttles))
+            except ConfigError as e:  # a bad edit must not take the limits away: keep what was read last
+                logger.warning("plugins reload: the config's throttles were not re-read: %s", e)
+        await publish_limits(self.store.redis, self.effective_throttles())
 
     async def everything(self) -> None:
-        """At start-up, and when Redis lost what was published: the manifests and the queue table."""
+        """At start-up, and when Redis lost what was published: the manifests, the queue table, the limits."""
         await publish_plugins(self.store, self.registry.all(), queues=self.queues)
+        await publish_limits(self.store.redis, self.effective_throttles())
+
+    def effective_throttles(self) -> dict[str, Throttle | None]:
+        """Per plugin: config's throttle over the manifest's (None: no limits)."""
+        out: dict[str, Throttle | None] = {}
+        for info in self.registry.all():
+            own = info.manifest.throttle if info.manifest else None
+            config = self.throttles.get(info.name)
+            out[info.name] = own.merged(config) if own else config
+        for name, config in self.throttles.items():
+            out.setdefault(name, config)
+        return out

@@ -204,6 +204,8 @@ class JobRecord:
     interrupted: float | None = None
     cancel_requested: str | None = None
     notify: str | None = None  # a triggering client's own done channel (jobs/results.py), told at the end too
+    throttle_key: str | None = None  # the plugin throttle's key for this job ('user_id=42'; jobs/throttle.py)
+    waiting: str | None = None  # why a throttle holds it back ('waiting: concurrency limit 2/2 for user_id=42')
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
@@ -242,6 +244,8 @@ class JobRecord:
             "batch_id": self.batch_id,
             "retry_of": self.retry_of,
             "instance": self.instance,
+            "throttle_key": self.throttle_key,
+            "waiting": self.waiting if self.state in ("queued", "deferred") else None,
         }
 
 

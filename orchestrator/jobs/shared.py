@@ -9,6 +9,7 @@ package that knows all of them (plugins sits below and never sees it).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -20,6 +21,7 @@ from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.plugins.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,18 @@ class Shared:
 
 
 def make_shared(
-    section: JobSettings, redis: ArqRedis, identity: Identity, registry: PluginRegistry, launcher: Launcher
+    section: JobSettings,
+    redis: ArqRedis,
+    identity: Identity,
+    registry: PluginRegistry,
+    launcher: Launcher,
+    throttles: Mapping[str, Throttle] | None = None,
+    reread_throttles: Callable[[], Mapping[str, Throttle]] | None = None,
 ) -> Shared:
     store = JobStore(redis, result_ttl_s=section.result_ttl_s)
     submitter = Submitter(
         store, RegistryCatalog(registry, store), set(section.queues), JobDefaults.from_section(section)
     )
-    publisher = CatalogPublisher(store, registry, section.queue_concurrency())
+    publisher = CatalogPublisher(store, registry, section.queue_concurrency(), throttles, reread_throttles)
     observer = JobObserver(log_jobs=section.log_jobs)
     return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher)

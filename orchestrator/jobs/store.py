@@ -17,7 +17,9 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
+from orchestrator.errors import QueueFull
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
+from orchestrator.jobs.throttle import BacklogMode, lua_functions
 from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 
@@ -36,22 +38,31 @@ IN_PROGRESS_TTL_MS = 30 * 24 * 3600 * 1000
 # The transitions, one script each (lua/*.lua: each file's header names its KEYS, ARGV and reply),
 # given the constants above as Lua locals: claim.lua and enqueue.lua's push claim the same way.
 _ENQUEUE = lua.script(
-    "orchestrator.jobs", "enqueue.lua", fence_lua(), lua.cursor(),
+    "orchestrator.jobs", "enqueue.lua", fence_lua(), lua.cursor(), lua_functions(),
     constants={
         "CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIM_ATTEMPT_AT": _CLAIM_FIELDS.index("attempt") + 1,
         "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS, "PUSH_INSTANCE": lua.pattern(Keys.push_channel_format, "instance"),
     },
 )  # fmt: skip
 _CLAIM = lua.script(
-    "orchestrator.jobs", "claim.lua", lua.cursor(),
+    "orchestrator.jobs", "claim.lua", lua.cursor(), lua_functions(),
     constants={"CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )  # fmt: skip
-_FINISH = lua.script("orchestrator.jobs", "finish.lua", constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS})
+_FINISH = lua.script(
+    "orchestrator.jobs", "finish.lua", lua_functions(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
+)
 _CANCEL = lua.script("orchestrator.jobs", "cancel.lua")
 _RELEASE = lua.script(
-    "orchestrator.jobs", "release.lua", lua.cursor(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
+    "orchestrator.jobs",
+    "release.lua",
+    lua.cursor(),
+    lua_functions(),
+    constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )
 _DELETE = lua.script("orchestrator.jobs", "delete.lua")
+_SWEEP_THROTTLES = lua.script("orchestrator.jobs", "throttle_sweep.lua", lua_functions())
+# A plugin/key with nothing running, held or waiting is forgotten after this long idle (its rate state too).
+_THROTTLE_IDLE_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class EnqueueItem:
     record: JobRecord
     arq_payload: bytes
     score: float
+    throttled: bool = False  # its plugin has a throttle: counted for max_queued under record.throttle_key
 
 
 @dataclass(frozen=True)
@@ -89,19 +101,22 @@ class JobStore:
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
         self._delete = redis.register_script(_DELETE)
+        self._sweep_throttles = redis.register_script(_SWEEP_THROTTLES)
         # queue -> this process's push channel, for the queues whose worker offers slots to pushes
         # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
         self.offering: dict[str, str] = {}
 
     # -- writes --
-    async def enqueue(self, record: JobRecord, *, arq_payload: bytes, score: float, push: bool = False) -> int:
+    async def enqueue(
+        self, record: JobRecord, *, arq_payload: bytes, score: float, push: bool = False, throttled: bool = False
+    ) -> int:
         """Create the record and the arq job at once; with `push`, hand it straight to an idle
         worker that offered a slot, if any (see lua/enqueue.lua).
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
         """
-        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score)], push=push))[0]
+        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score, throttled)], push=push))[0]
 
     async def enqueue_many(
         self,
@@ -110,16 +125,23 @@ class JobStore:
         fence: Fence | None = None,
         checkpoint: Checkpoint | None = None,
         push: bool = False,
+        backlog: BacklogMode = "refuse",
     ) -> list[int]:
         """Enqueue every item and write `checkpoint` in one atomic script; one outcome per item (see enqueue).
 
+        `backlog`: what a throttled plugin's `max_queued` does to items that would pass it: refuse
+        the whole call, or (schedules, change capture) let them in and count them (lua/throttle.lua).
+
         Raises:
             FencedError: `fence` is not the lease's current token: nothing was written.
+            QueueFull: `backlog` is "refuse" and a plugin/key would pass its max_queued: nothing was written.
         """
         pairs = [x for kv in (checkpoint.fields.items() if checkpoint else ()) for x in kv]
         # the checkpoint's key goes with its fields: the script reads it only when there are some
         keys = [Keys.leader, Keys.plugin_enabled, Keys.all_jobs] + ([checkpoint.key] if checkpoint and pairs else [])
-        args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2, *pairs]
+        args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2]
+        args += _backlog_section(items, backlog)
+        args += pairs
         streams = [(k, v) for k, v in (checkpoint.streams.items() if checkpoint else ()) if v]
         keys += [k for k, _ in streams]
         entries = [x for slot, (_, payloads) in enumerate(streams, 1) for p in payloads for x in (slot, p)]
@@ -146,10 +168,14 @@ class JobStore:
             now_ms = round((record.enqueued_at or now()) * 1000, 3)
             args += ["push", now_ms, now(), IN_PROGRESS_TTL_MS, uuid.uuid4().hex[:12]]
         try:
-            return [int(x) for x in await self._enqueue(keys=keys, args=args)]
+            reply = await self._enqueue(keys=keys, args=args)
         except ResponseError as e:
             raise_if_fenced(e)
             raise
+        if reply and reply[0] == b"full":
+            _, plugin, key, cap, waiting = reply
+            raise QueueFull(plugin.decode(), key.decode(), int(cap), int(waiting))
+        return [int(x) for x in reply]
 
     async def claim(
         self, queue: str, limit: int, instance_id: str, *, in_progress_ttl_ms: int, look_ahead_ms: int
@@ -171,7 +197,14 @@ class JobStore:
         if not ready:
             return [], next_due_ms
         ids = [i.decode() for i in ready]
-        _, _, _, claimed = await self._claim_ids(queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms)
+        _, held, _, claimed = await self._claim_ids(
+            queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms
+        )
+        if held:
+            # A throttle held a candidate back (lua/throttle.lua): it left the ready range, or stayed as
+            # the scout due at the next allowed start, after the read above. Look again now: the jobs
+            # behind it are claimed, and the next read sees when the scout is due.
+            next_due_ms = now_ms
         return claimed, next_due_ms
 
     async def claim_head(
@@ -315,6 +348,11 @@ class JobStore:
         out = await self._delete(keys=keys, args=[record.job_id, record.state])
         return out.decode() if isinstance(out, bytes) else int(out)
 
+    async def sweep_throttles(self) -> tuple[int, int]:
+        """The throttles' safety net (lua/throttle_sweep.lua): (stale running entries dropped, held jobs brought back)."""
+        dropped, released = await self._sweep_throttles(keys=[], args=[round(now() * 1000), _THROTTLE_IDLE_MS])
+        return int(dropped), int(released)
+
     async def ids_in_state(self, state: str, *, entered_before: float) -> list[str]:
         """Jobs that entered `state` before this time (the state index is scored by that moment)."""
         return [i.decode() for i in await self.redis.zrangebyscore(Keys.state(state), "-inf", entered_before)]
@@ -396,6 +434,18 @@ class JobStore:
     async def published_json(self, key: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(key)  # type: ignore[misc]
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _backlog_section(items: Sequence[EnqueueItem], mode: BacklogMode) -> list[Any]:
+    """The enqueue's backlog section (lua/throttle.lua throttle_backlog): the throttled items grouped by plugin/key."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in items:
+        if item.throttled:
+            groups.setdefault((item.record.plugin, item.record.throttle_key or ""), []).append(item.record.job_id)
+    section: list[Any] = [mode, now(), len(groups)]
+    for (plugin, key), ids in groups.items():
+        section += [plugin, key, len(ids), *ids]
+    return section
 
 
 def _from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:

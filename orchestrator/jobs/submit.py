@@ -18,6 +18,7 @@ from orchestrator.errors import JobError, ParamsError
 from orchestrator.jobs.model import JobRecord, Keys, new_job_id, now, parse_priority, queue_score
 from orchestrator.jobs.settings import JobSettings
 from orchestrator.jobs.store import Checkpoint, EnqueueItem, JobStore
+from orchestrator.jobs.throttle import BacklogMode, ThrottleBook
 from orchestrator.plugins.manifest import Manifest, validate_params
 from orchestrator.redis.fence import Fence
 
@@ -86,6 +87,7 @@ class PreparedJob:
     record: JobRecord
     score: float
     enqueue_ms: int
+    throttled: bool = False  # its plugin has a throttle (counted for max_queued)
 
 
 class Submitter:
@@ -96,13 +98,22 @@ class Submitter:
         catalog: the plugin manifests to validate against.
         queues: the queue names this deployment knows (from config, or published by instances).
         defaults: config fallbacks for queue, timeout and retries.
+        throttles: the plugins' limits as Redis holds them (cached briefly; shared by a client's submitters).
     """
 
-    def __init__(self, store: JobStore, catalog: PluginCatalog, queues: set[str], defaults: JobDefaults) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        catalog: PluginCatalog,
+        queues: set[str],
+        defaults: JobDefaults,
+        throttles: ThrottleBook | None = None,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.queues = queues
         self.defaults = defaults
+        self.throttles = throttles or ThrottleBook(store.redis)
 
     async def prepare(self, request: JobRequest) -> PreparedJob:
         """Check everything; raise JobError / ParamsError (nothing is written)."""
@@ -131,6 +142,8 @@ class Submitter:
         except (TypeError, ValueError) as e:
             msg = f"job context is not JSON-serialisable: {e}"
             raise JobError(msg) from e
+
+        throttled, throttle_key = await self.throttles.key_for(manifest.name, params)
 
         ts = now()
         ready_at = ts
@@ -162,32 +175,45 @@ class Submitter:
             retry_of=request.retry_of,
             context=request.context or None,
             notify=request.notify,
+            throttle_key=throttle_key,
         )
         # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
         # Microsecond resolution (a fraction of arq's ms score): two jobs enqueued in the same
         # millisecond keep their order instead of being ordered by id.
         score = round(ready_at * 1000, 3) if deferred else queue_score(round(ts * 1000, 3), priority)
-        return PreparedJob(record=record, score=score, enqueue_ms=int(ts * 1000))
+        return PreparedJob(record=record, score=score, enqueue_ms=int(ts * 1000), throttled=throttled)
 
     async def write(self, job: PreparedJob) -> bool:
-        """Enqueue; False when a job with this id already exists (nothing written)."""
+        """Enqueue; False when a job with this id already exists (nothing written). Raises QueueFull
+        (nothing written) past the plugin's max_queued."""
         # push: an idle worker that offered a slot gets the job with its claim (no claim round trip)
-        outcome = await self.store.enqueue(job.record, arq_payload=self._payload(job), score=job.score, push=True)
+        outcome = await self.store.enqueue(
+            job.record, arq_payload=self._payload(job), score=job.score, push=True, throttled=job.throttled
+        )
         if outcome < 0:
             msg = f"plugin {job.record.plugin!r} is disabled (orchestrator plugins enable {job.record.plugin})"
             raise JobError(msg)
         return outcome == 1
 
     async def write_many(
-        self, jobs: list[PreparedJob], *, fence: Fence | None = None, checkpoint: Checkpoint | None = None
+        self,
+        jobs: list[PreparedJob],
+        *,
+        fence: Fence | None = None,
+        checkpoint: Checkpoint | None = None,
+        backlog: BacklogMode = "count",
     ) -> list[int]:
-        """Enqueue prepared jobs and write `checkpoint` atomically, for leader-only sources.
+        """Enqueue prepared jobs and write `checkpoint` atomically: leader-only sources, and batches.
 
         Returns one outcome per job: 1 enqueued, 0 the id existed (nothing written), -1 the plugin
         was disabled. Raises FencedError (nothing written) when `fence` is stale.
+
+        `backlog`: schedules and change capture cannot be refused, so by default jobs past a
+        plugin's max_queued go in and are counted (`over_cap` in /status and /metrics); a batch
+        passes "refuse": QueueFull, and nothing of it is written.
         """
-        items = [EnqueueItem(j.record, self._payload(j), j.score) for j in jobs]
-        return await self.store.enqueue_many(items, fence=fence, checkpoint=checkpoint)
+        items = [EnqueueItem(j.record, self._payload(j), j.score, j.throttled) for j in jobs]
+        return await self.store.enqueue_many(items, fence=fence, checkpoint=checkpoint, backlog=backlog)
 
     def _payload(self, job: PreparedJob) -> bytes:
         # arq's payload format, so arq's own tools can read the queue.

@@ -24,6 +24,17 @@ class Response(BaseModel):
 
 
 # -- requests --
+class ThrottleBody(Request):
+    """A live change of a plugin's limits: only the keys given change; null removes that limit."""
+
+    concurrency: Annotated[int, Field(gt=0)] | None = None
+    rate: str | None = None
+    key: str | None = None
+    max_queued: Annotated[int, Field(gt=0)] | None = None
+    reset: bool = False
+    """Drop the live change: every instance writes its config's and manifest's limits back."""
+
+
 class TriggerBody(Request):
     """A job to enqueue (the same checks as `orchestrator trigger`)."""
 
@@ -152,6 +163,21 @@ class JobStateOut(Response):
 class RetriedOut(Response):
     job_id: str
     retry_of: str
+
+
+class ThrottleOut(Response):
+    """A plugin's throttle: the limits every claim reads now, and their use across the cluster."""
+
+    plugin: str
+    limits: dict[str, Any] | None
+    """concurrency, rate, key, max_queued (only those set); null without limits."""
+    live: bool
+    """Set at run time (kept until reset), not from config or the manifest."""
+    throttled: int
+    refused: int
+    over_cap: int
+    keys: list[dict[str, Any]]
+    """Per key in use: running and held jobs."""
 
 
 class ToggledOut(Response):

@@ -113,6 +113,7 @@ async def status(request: web.Request) -> web.Response:
             "invalid": {p.name: p.reason for p in plugins if p.state == "invalid"},
         },
         "instances": instance_entries(await c.client.instances()),
+        "throttles": await c.client.throttles(),
         **process_status(await c.status()),
     }
     return json_response(data)
@@ -124,7 +125,9 @@ async def metrics(request: web.Request) -> web.Response:
     _, data = overall(await c.health())
     assert c.metrics is not None
     status, instances = process_status(await c.status()), instance_entries(await c.client.instances())
-    payload = await c.metrics.render(stats, status, instances, healthy=data["status"] == "ok")
+    payload = await c.metrics.render(
+        stats, status, instances, healthy=data["status"] == "ok", throttles=await c.client.throttles()
+    )
     return web.Response(body=payload, content_type="text/plain", charset="utf-8")
 
 
@@ -132,7 +135,13 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_plugins(request: web.Request) -> web.Response:
     c = ctx(request)
     flags = await c.client.enabled_flags()
-    return json_response([{**p.to_json(), "enabled": flags.get(p.name, p.enabled)} for p in c.registry.all()])
+    throttles = await c.client.throttles()
+    return json_response(
+        [
+            {**p.to_json(), "enabled": flags.get(p.name, p.enabled), "throttle": throttles.get(p.name)}
+            for p in c.registry.all()
+        ]
+    )
 
 
 async def get_plugin(request: web.Request) -> web.Response:
@@ -159,6 +168,45 @@ async def reload_plugins(request: web.Request) -> web.Response:
     name = request.match_info.get("name")
     await ctx(request).client.reload_plugins(name)
     return json_response({"requested": True, "plugin": name}, 202)
+
+
+async def get_throttle(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    return json_response(await _throttle_view(request, name))
+
+
+async def put_throttle(request: web.Request) -> web.Response:
+    authorize(request)
+    name = request.match_info["name"]
+    if ctx(request).registry.get(name) is None:
+        raise NotFoundError(f"no plugin {name!r}")
+    b = await body(request, m.ThrottleBody)
+    client = ctx(request).client
+    if b.reset:
+        await client.reset_throttle(name)
+    else:
+        changes = {k: getattr(b, k) for k in b.model_fields_set - {"reset"}}
+        try:
+            await client.set_throttle(name, **changes)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise BadRequest(f"{name}: {problems}") from e
+    return json_response(await _throttle_view(request, name))
+
+
+async def _throttle_view(request: web.Request, name: str) -> dict[str, Any]:
+    client = ctx(request).client
+    limits = await client.throttle(name)
+    use = (await client.throttles()).get(name)
+    return {
+        "plugin": name,
+        "limits": limits.model_dump(exclude_none=True) if limits else None,
+        "live": bool(use and use["live"]),
+        "throttled": use["throttled"] if use else 0,
+        "refused": use["refused"] if use else 0,
+        "over_cap": use["over_cap"] if use else 0,
+        "keys": list(use["keys"]) if use else [],
+    }
 
 
 # -- jobs --

@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from orchestrator.components import BaseComponent
-from orchestrator.errors import ConflictError, NotFoundError, OrchestratorError, StartupError
+from orchestrator.errors import ConflictError, NotFoundError, OrchestratorError, QueueFull, StartupError
 from orchestrator.monitor.context import CONTEXT, MonitorContext
 from orchestrator.monitor.handlers import BadRequest, json_response
 from orchestrator.monitor.routes import ROUTES, Route, openapi, register
@@ -41,6 +41,8 @@ async def errors_middleware(
         return json_response({"error": str(e)}, 404)
     except ConflictError as e:
         return json_response({"error": str(e)}, 409)
+    except QueueFull as e:
+        return json_response({"error": str(e), "plugin": e.plugin, "key": e.key, "max_queued": e.cap}, 429)
     except OrchestratorError as e:
         problems = getattr(e, "problems", None)
         return json_response({"error": str(e), **({"problems": problems} if problems else {})}, 400)

@@ -9,7 +9,7 @@ passes on a live scrape (tests/monitor/test_metrics.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
@@ -19,6 +19,7 @@ from orchestrator.cdc.status import CdcStatus
 from orchestrator.cluster.status import InstanceEntry
 from orchestrator.index.status import ElasticsearchStatus, IndexStatus
 from orchestrator.jobs.observer import Histogram, JobObserver
+from orchestrator.jobs.throttle import PluginThrottle
 from orchestrator.monitor.loop import LoopMonitor
 from orchestrator.monitor.status import ProcessStatus
 from orchestrator.schedules.status import ScheduleRow
@@ -42,13 +43,21 @@ class Metrics:
         self.loop = loop
 
     async def render(
-        self, stats: dict[str, Any], status: ProcessStatus, instances: dict[str, InstanceEntry], *, healthy: bool
+        self,
+        stats: dict[str, Any],
+        status: ProcessStatus,
+        instances: dict[str, InstanceEntry],
+        *,
+        healthy: bool,
+        throttles: Mapping[str, PluginThrottle] | None = None,
     ) -> bytes:
-        """`stats`: Client.stats(); `status`: the components' (as in /status); `instances`: Client.instances()."""
+        """`stats`: Client.stats(); `status`: the components' (as in /status); `instances`: Client.instances();
+        `throttles`: Client.throttles()."""
         from prometheus_client import CollectorRegistry, generate_latest
 
         rtt = await self._redis_rtt()
         families = list(self._families(stats, status, instances, healthy, rtt))
+        families += _throttle_families(throttles or {})
 
         class _Snapshot:
             def collect(self) -> Iterable[Metric]:
@@ -158,6 +167,42 @@ class Metrics:
         yield from _schedule_families(status.get("schedules", []))
         yield from _cdc_families(status.get("cdc"))
         yield from _index_families(status.get("index"), status.get("elasticsearch"))
+
+
+def _throttle_families(throttles: Mapping[str, PluginThrottle]) -> Iterator[Metric]:
+    """Each throttle's use, cluster-wide (the counts live in Redis: every instance reports the same)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    running = GaugeMetricFamily(
+        "orchestrator_throttle_running", "Jobs running under a plugin's throttle, per key", labels=["plugin", "key"]
+    )
+    held = GaugeMetricFamily(
+        "orchestrator_throttle_held_jobs", "Jobs a plugin's throttle holds back now, per key", labels=["plugin", "key"]
+    )
+    limit = GaugeMetricFamily(
+        "orchestrator_throttle_limit",
+        "A plugin's throttle limits (per key when it has one)",
+        labels=["plugin", "limit"],
+    )
+    counters = {
+        name: CounterMetricFamily(f"orchestrator_throttle_{name}", help_text, labels=["plugin"])
+        for name, help_text in (
+            ("held", "Times a job was held back by its plugin's throttle"),
+            ("refused", "Jobs refused by a plugin's max_queued"),
+            ("over_cap", "Jobs schedules or change capture enqueued past a plugin's max_queued"),
+        )
+    }
+    for plugin, entry in throttles.items():
+        for key in entry["keys"]:
+            running.add_metric([plugin, key["key"]], key["running"])
+            held.add_metric([plugin, key["key"]], key["held"])
+        for name in ("concurrency", "max_queued"):
+            if isinstance(value := entry["limits"].get(name), int):
+                limit.add_metric([plugin, name], value)
+        counters["held"].add_metric([plugin], entry["throttled"])
+        counters["refused"].add_metric([plugin], entry["refused"])
+        counters["over_cap"].add_metric([plugin], entry["over_cap"])
+    yield from (running, held, limit, *counters.values())
 
 
 _SCHEDULE_COUNTERS: tuple[tuple[Literal["fires", "misfires", "overlap_skips", "errors"], str], ...] = (

@@ -25,6 +25,7 @@ from orchestrator.cluster.status import (
     ReconcileStatus,
 )
 from orchestrator.index.status import ElasticsearchStatus, IndexStatus
+from orchestrator.jobs.throttle import PluginThrottle
 from orchestrator.jobs.workers import WorkersStatus
 from orchestrator.monitor.health import RedisStatus
 from orchestrator.monitor.loop import LoopStatus
@@ -95,6 +96,8 @@ class StatusBody(ProcessStatus):
     """Jobs per state (records kept in Redis)."""
     plugins: Required[PluginsStatus]
     instances: Required[dict[str, InstanceEntry]]
+    throttles: Required[dict[str, PluginThrottle]]
+    """Every throttled plugin (cluster-wide, from Redis): its limits, counters and each key's use."""
 
 
 def process_status(raw: Mapping[str, object]) -> ProcessStatus:

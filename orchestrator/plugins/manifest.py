@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import ManifestError
 from orchestrator.plugins.params import coerce_cli_params, json_type, type_matches, validate_params
+from orchestrator.plugins.throttle import Throttle, key_fields
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class Manifest(BaseModel):
     retry_backoff: Annotated[float, Field(ge=0)] | None = None
     env: list[str] = Field(default_factory=list)
     limits: Limits | None = None
+    # cluster-wide concurrency / rate / backlog caps, the author's default (config overrides it)
+    throttle: Throttle | None = None
     # "process": a fresh child per run; "pooled": warm children reused across runs (see PoolOptions)
     isolation: Literal["process", "pooled"] = "process"
     pool: PoolOptions = Field(default_factory=PoolOptions)
@@ -161,6 +164,16 @@ class Manifest(BaseModel):
         if bad:
             raise ValueError(f"not environment variable names: {', '.join(map(repr, bad))}")
         return value
+
+    @model_validator(mode="after")
+    def _throttle_key_params(self) -> Manifest:
+        if self.throttle is not None and self.throttle.key is not None:
+            missing = [n for n in key_fields(self.throttle.key) if n not in self.parameters]
+            if missing:
+                raise ValueError(
+                    f"throttle.key {self.throttle.key!r} names undeclared parameters: {', '.join(missing)}"
+                )
+        return self
 
     @field_validator("python_version")
     @classmethod

@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from orchestrator.plugins.throttle import Throttle
+
+
+class PluginConfig(BaseModel):
+    """`[plugins.NAME]`: what the deployment says about one plugin, over its manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    throttle: Throttle | None = None
 
 
 class PluginSettings(BaseModel):
@@ -23,3 +33,9 @@ class PluginSettings(BaseModel):
         default=15.0, validation_alias="ORCH_PLUGIN_SPARE_IDLE_S"
     )
     plugins_watch: bool = Field(default=False, validation_alias="ORCH_PLUGINS_WATCH")  # reload when plugin files change
+    # [plugins.NAME.throttle] and the like (ORCH_PLUGINS as JSON): config over each manifest's own
+    plugins: dict[str, PluginConfig] = Field(default_factory=dict, validation_alias="ORCH_PLUGINS")
+
+    def throttles(self) -> dict[str, Throttle]:
+        """`[plugins.NAME.throttle]` of every plugin that has one."""
+        return {name: c.throttle for name, c in self.plugins.items() if c.throttle is not None}

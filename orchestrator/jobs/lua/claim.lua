@@ -18,14 +18,16 @@
 -- ARGV[8]   this worker's push channel, or '' when it offers no slots
 -- ARGV[9..] candidate ids
 -- Returns   {claimed?, more ready?, next due ms or nil, id, fields, id, fields, ...} (fields in
---           CLAIM_FIELDS order); claimed? is 0 only in head mode, when the candidate was not the head
+--           CLAIM_FIELDS order); claimed? is 0 only in head mode, when the candidate was not the head;
+--           more ready? is 1 in 'ids' mode when a throttle held a candidate back (look again)
 --
 -- In 'head' mode the one candidate is the id an enqueue's wake-up named, not read first: it is
 -- claimed only when it is the queue's first ready entry (so priorities hold), and the reply then
 -- says what the skipped read would have: whether more are ready, and when the next deferred one is due.
 -- A worker that offers slots for pushes (enqueue.lua) passes its channel: the jobs it claims here
 -- take that many slots out of its offer.
--- Declared before this body: the cursor (take_keys, take_args, args_left), CLAIM_FIELDS, CLAIMED_OFFSET_MS.
+-- Declared before this body: the cursor (take_keys, take_args, args_left), CLAIM_FIELDS, CLAIMED_OFFSET_MS,
+-- and throttle.lua's functions.
 local queue, queued, deferred, running, offers = take_keys(5)
 local now_s, now_ms, instance, progress_ttl, claim, mode, look_ahead, channel = take_args(8)
 local ids = {take_args(args_left())}
@@ -37,6 +39,10 @@ local out = {1, 0, false}
 for _, id in ipairs(ids) do
   local progress, rec, job = take_keys(3)
   local score = redis.call('ZSCORE', queue, id)
+  -- throttle.lua: a job its plugin's limits hold back leaves the ready range; the worker looks again
+  if score and tonumber(score) <= tonumber(now_ms) and throttle_held(queue, id, score, rec, progress, now_ms) then
+    score, out[2] = nil, 1
+  end
   if score and tonumber(score) <= tonumber(now_ms) and redis.call('SET', progress, '1', 'NX', 'PX', progress_ttl) then
     local st = redis.call('HGET', rec, 'state')
     if st == 'queued' or st == 'deferred' then

@@ -14,11 +14,13 @@
 -- ARGV[2]   ttl ms of the record and arq job
 -- ARGV[3]   N, how many jobs
 -- ARGV[4]   C, how many checkpoint fields
+-- ARGV[..]  the backlog section (throttle.lua throttle_backlog): mode, now (s), G, per group plugin, key, N, ids
 -- ARGV[..]  C field, value pairs: the checkpoint
 -- ARGV[..]  S (stream keys), E (entries), then E stream slot (1..S), payload pairs
 -- ARGV[..]  per job, 7 + F: id, arq payload, queue score, index score, wake channel, plugin, F, F hash items
 -- ARGV[..]  push only, 5: 'push', now (ms), now (s), in-progress ttl ms, claim nonce
--- Returns   one outcome per job: 1 (enqueued), 0 (id exists: nothing written), -1 (plugin disabled)
+-- Returns   one outcome per job: 1 (enqueued), 0 (id exists: nothing written), -1 (plugin disabled);
+--           or, when a group would pass its max_queued, {'full', plugin, key, cap, waiting} (nothing written)
 --
 -- Push (one job, no checkpoint): a job due now and first in its queue goes straight to a worker
 -- that offered free slots (Keys.offers): claimed here as claim.lua would, and published on that
@@ -27,11 +29,15 @@
 -- dropped and the job takes the usual wake-up. (A push lost with its connection after PUBLISH
 -- counted it is put back by the owner's reconciler, like a lost finish: jobs/reconcile.py.)
 -- Declared before this body: fence_check, the cursor (take_keys, take_args, take_span), CLAIM_FIELDS,
--- CLAIM_ATTEMPT_AT, CLAIMED_OFFSET_MS and PUSH_INSTANCE (reads the instance out of a push channel).
+-- CLAIM_ATTEMPT_AT, CLAIMED_OFFSET_MS and PUSH_INSTANCE (reads the instance out of a push channel),
+-- throttle.lua's functions (a throttled plugin's job is never pushed: its claim checks the limits).
 local leader, enabled, all_jobs = take_keys(3)
 local fence, ttl, n, c = take_args(4)
 local refused = fence_check(leader, fence)
 if refused then return refused end
+-- max_queued (throttle.lua): checked for the whole call before anything is written
+local full, throttle_groups = throttle_backlog()
+if full then return full end
 n, c = tonumber(n), tonumber(c)
 local checkpoint = c > 0 and take_keys(1) or nil
 local checkpoint_first, checkpoint_last = take_span(2 * c)
@@ -64,6 +70,7 @@ for i = 1, n do
   end
   if i == 1 then first = {id = id, rec = rec, queue = queue, state = state} end
 end
+throttle_track(throttle_groups)
 if checkpoint then redis.call('HSET', checkpoint, unpack(ARGV, checkpoint_first, checkpoint_last)) end
 
 local push, now_ms, now_s, progress_ttl, nonce = take_args(5)
@@ -76,7 +83,7 @@ if n == 1 and out[1] == 1 and push == 'push' then
     if (tonumber(o[j]) or 0) > 0 then first_free = j - 1 break end
   end
   if first_free and redis.call('ZRANGEBYSCORE', first.queue, '-inf', now_ms, 'LIMIT', 0, 1)[1] == first.id
-      and redis.call('EXISTS', progress) == 0 then
+      and redis.call('EXISTS', progress) == 0 and not throttle_limited(first.rec) then
     for j = first_free, #o, 2 do
       local channel, slots = o[j], tonumber(o[j + 1]) or 0
       local instance = string.match(channel, PUSH_INSTANCE)

@@ -22,11 +22,12 @@
 -- A job back in its queue (a retry, a put-back) is announced on the queue's wake channel like an
 -- enqueue: an idle worker learns when it is due instead of at its next idle tick. A worker that
 -- offers slots for pushes passes its channel: the slot this job held goes back into its offer.
--- Declared before this body: CLAIMED_OFFSET_MS.
+-- Declared before this body: CLAIMED_OFFSET_MS, throttle.lua's functions.
 local rec, running, new_state, progress, job, queue, offers = unpack(KEYS, 1, 7)
 local id, now, ttl, mode, retry_score, done_channel, claim, wake, channel = unpack(ARGV, 1, 9)
 if redis.call('HGET', rec, 'claim') ~= claim then return 0 end
 redis.call('HDEL', rec, 'claim')
+throttle_leave(rec, id)  -- throttle.lua: its place in the running count frees
 redis.call('HSET', rec, unpack(ARGV, 10))  -- the fields, from ARGV[10] on
 if channel ~= '' and redis.call('HEXISTS', offers, channel) == 1 then redis.call('HINCRBY', offers, channel, 1) end
 redis.call('ZREM', running, id)

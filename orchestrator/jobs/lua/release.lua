@@ -10,7 +10,8 @@
 -- ARGV[2]   now (s)
 -- ARGV[..]  per job, 2: id, the queue's wake channel
 -- Returns   the released job ids
--- Declared before this body: the cursor (take_keys, take_args, args_left), CLAIMED_OFFSET_MS.
+-- Declared before this body: the cursor (take_keys, take_args, args_left), CLAIMED_OFFSET_MS, throttle.lua's
+-- functions.
 local running, queued, instances, heartbeat = take_keys(4)
 local instance, now = take_args(2)
 local released = {}
@@ -19,6 +20,7 @@ while args_left() > 0 do
   local progress, rec, queue = take_keys(3)
   local owner = redis.call('HGET', rec, 'instance')
   if owner == instance or owner == false then
+    throttle_leave(rec, id)  -- throttle.lua: its place in the running count frees
     redis.call('DEL', progress)
     redis.call('ZREM', running, id)
     if owner == instance and redis.call('HGET', rec, 'state') == 'running' then

@@ -558,6 +558,14 @@
   }
 
   // -- plugins, schedules, change capture --
+  // A plugin's limits and their use: "concurrency 2, rate 10/s · user_id=42: 2 running, 3 held".
+  function throttleText(t) {
+    if (!t || !t.limits) return "-";
+    const limits = Object.entries(t.limits).map(([k, v]) => `${k} ${v}`).join(", ") + (t.live ? " (live)" : "");
+    const keys = (t.keys || []).map((k) => `${k.key || "all"}: ${k.running} running, ${k.held} held`);
+    return [limits, ...keys].join(" · ");
+  }
+
   async function loadPlugins(gen) {
     const plugins = await api("/api/plugins");
     ui.plugins = plugins;
@@ -573,6 +581,7 @@
           el("td", { text: p.enabled ? "yes" : "no" }),
           el("td", {}, stateBadge(p.state)),
           el("td", { text: p.queue || "-" }),
+          el("td", { class: "throttle", text: throttleText(p.throttle) }),
           el("td", { class: "reason", text: p.reason || "" }),
         ),
       ),

@@ -12,12 +12,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+from asyncmy.errors import MySQLError  # type: ignore[import-untyped,unused-ignore]
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
+from orchestrator.cdc.binlog_checks import problems, server_facts
+from orchestrator.cdc.binlog_position import BinlogPosition
 from orchestrator.cdc.changelog import changelog_table
-from orchestrator.cdc.db import Connection, connect, json_value, qualified, quote, table_info
+from orchestrator.cdc.db import Connection, connect, describe_error, json_value, qualified, quote, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change, job_id
@@ -88,7 +91,26 @@ class CdcAdmin:
         await self.redis.hset(CdcKeys.rule_enabled, name, "1" if enabled else "0")  # type: ignore[misc]
 
     async def status(self) -> CdcStatus:
-        """The leader's published status when there is one; else what Redis and the config say."""
+        """The leader's published status when there is one; else what Redis and the config say.
+
+        With binlog rules, the server is checked too (`server_checks`: one line per missing setting
+        or privilege, with its fix), whether a leader runs or not.
+        """
+        out = await self._status()
+        if any(r.mode == "binlog" for r in self.rules.values()) and self.settings.mysql_params() is not None:
+            out["server_checks"] = await self.binlog_checks()
+        return out
+
+    async def binlog_checks(self) -> list[str]:
+        """What the server lacks for binlog mode; an unreachable server is one line too."""
+        try:
+            async with self.connection() as conn:
+                facts = await server_facts(conn)
+        except (MySQLError, OSError) as e:
+            return [f"the database cannot be checked: {describe_error(e)}"]
+        return problems(facts, replica_id=self.settings.cdc.binlog_server_id)
+
+    async def _status(self) -> CdcStatus:
         raw = await self.redis.hget(Keys.component_status, "cdc")  # type: ignore[misc]
         live: CdcStatus | None = None
         published = parse_published(raw) if raw else None
@@ -103,6 +125,8 @@ class CdcAdmin:
         for rule in self.rules.values():
             if rule.mode == "changelog":
                 position: int | str | None = cursor.low
+            elif rule.mode == "binlog":
+                position = BinlogPosition.from_json(state.get(CdcKeys.BINLOG)).describe()
             else:
                 position = TsCursor.from_json(state.get(CdcKeys.ts_field(rule.name))).describe()
             rules.append(

@@ -13,8 +13,8 @@ from orchestrator.cdc.binlog_position import BinlogPosition, parse_gtid_state
 from orchestrator.cdc.db import Connection, fetchall
 
 _VARIABLES = (
-    "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, "
-    "IFNULL(@@binlog_row_metadata, ''), @@server_id, VERSION(), CURRENT_USER()"
+    "SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image, "
+    "IFNULL(@@global.binlog_row_metadata, ''), @@global.server_id, VERSION(), CURRENT_USER()"
 )
 
 

@@ -73,6 +73,8 @@ class CdcOn(TypedDict):
     """Changelog mode only."""
     binlog: NotRequired[BinlogStatus]
     """Binlog mode only."""
+    server_checks: NotRequired[list[str]]
+    """`orchestrator cdc status` with binlog rules: what the server lacks for them (empty: nothing)."""
     last_error: str | None
     rounds: int
     rules: list[RuleStatus]
@@ -88,6 +90,8 @@ class CdcOff(TypedDict):
     enabled: Literal[False]
     reason: str
     rules: list[RuleStatus]
+    server_checks: NotRequired[list[str]]
+    """`orchestrator cdc status` with binlog rules: what the server lacks for them (empty: nothing)."""
 
 
 CdcStatus = CdcOn | CdcOff

@@ -6,8 +6,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from orchestrator.cdc.binlog_checks import ServerFacts, problems
+from orchestrator.client import connect_redis
 from tests.cdc.binlog_helpers import binlog_capture
-from tests.cdc.helpers import cdc_settings, db_connect, sql
+from tests.cdc.helpers import cdc_admin, cdc_settings, db_connect, sql
 from tests.jobs.helpers import wait_for
 
 ORDERS = "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, status VARCHAR(20), total DECIMAL(10,2))"
@@ -21,7 +25,9 @@ def reader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "orch-binlog"]
 
 
-async def test_insert_update_delete_with_before_and_after_images(tmp_path: Path, redis_url: str, mysql_url: str) -> None:
+async def test_insert_update_delete_with_before_and_after_images(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
     settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules())
     await sql(settings, ORDERS)
     async with binlog_capture(settings) as rig:
@@ -64,7 +70,9 @@ async def test_a_multi_row_transaction_arrives_whole_and_in_order(
         await rig.settle()
         jobs = await rig.jobs()
         rounds = rig.capture.rounds
-    events = sorted((r["context"]["change_event"] for r in jobs.values()), key=lambda e: int(e["change_id"].rsplit(".", 1)[1]))
+    events = sorted(
+        (r["context"]["change_event"] for r in jobs.values()), key=lambda e: int(e["change_id"].rsplit(".", 1)[1])
+    )
     assert len(events) == 60 and len({e["change_id"].rsplit(".", 1)[0] for e in events}) == 1  # one transaction
     assert [e["row"]["status"] for e in events[:50]] == [f"s{i}" for i in range(50)]
     assert all(e["operation"] == "UPDATE" for e in events[50:])
@@ -72,3 +80,120 @@ async def test_a_multi_row_transaction_arrives_whole_and_in_order(
     assert rounds == 1
     scores = sorted(jobs, key=lambda j: jobs[j]["context"]["change_event"]["change_id"].rsplit(".", 1)[1].zfill(4))
     assert len(scores) == 60
+
+
+async def test_rows_keep_the_columns_they_were_written_with_across_alter_table(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    rules = [
+        *binlog_rules(),
+        {"name": "noted", "table": "orders", "plugins": ["other"], "mode": "binlog", "conditions": {"note": "x"}},
+    ]
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, rules, batch_size=500)
+    await sql(settings, ORDERS, "ALTER TABLE orders ADD COLUMN note VARCHAR(10)")
+    async with binlog_capture(settings):
+        pass  # the position is stored: what follows is read while the stream lags behind it
+    rows = ", ".join(f"('a{i}', {i}, 'x')" for i in range(1000))
+    await sql(
+        settings,
+        f"INSERT INTO orders (status, total, note) VALUES {rows}",
+        "ALTER TABLE orders ADD COLUMN region VARCHAR(10) AFTER status",
+        "INSERT INTO orders (status, region, total, note) VALUES ('b', 'eu', 1, 'x')",
+        "ALTER TABLE orders DROP COLUMN note",
+        "INSERT INTO orders (status, region, total) VALUES ('c', 'us', 2)",
+    )
+    async with binlog_capture(settings) as rig:
+        await rig.settle()
+        events = await rig.events("recorder")
+        noted = await rig.events("other")
+        state = {s.rule.name: s for s in rig.capture.states}
+    by_status = {e["row"]["status"]: e["row"] for e in events}
+    assert len(events) == 1002
+    assert by_status["a999"] == {"id": 1000, "status": "a999", "total": 999, "note": "x"}  # before the ALTER
+    assert by_status["b"] == {"id": 1001, "status": "b", "region": "eu", "total": 1, "note": "x"}
+    assert by_status["c"] == {"id": 1002, "status": "c", "region": "us", "total": 2}  # note dropped
+    assert len(noted) == 1001  # the rule on the dropped column took every row written with it
+    assert "note" in (state["noted"].last_error or "") and state["all"].last_error is None
+
+
+async def test_the_seed_monitored_tables_shape_in_binlog_mode(tmp_path: Path, redis_url: str, mysql_url: str) -> None:
+    seed = {"testdb.orders": {"triggers": ["recorder"], "conditions": {"status": "paid"}, "operations": ["UPDATE"]}}
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [], monitored_tables=seed, mode="binlog")
+    await sql(settings, ORDERS)
+    async with binlog_capture(settings) as rig:
+        await sql(
+            settings,
+            "INSERT INTO orders (status, total) VALUES ('new', 1), ('new', 2)",
+            "UPDATE orders SET status = 'paid' WHERE id = 2",
+        )
+        await rig.settle()
+        events = await rig.events()
+    assert [(e["rule"], e["operation"], e["primary_key"]) for e in events] == [("testdb_orders", "UPDATE", {"id": 2})]
+
+
+async def test_each_missing_server_setting_is_named_with_its_fix_and_nothing_starts(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules())
+    await sql(settings, ORDERS)
+    redis = connect_redis(redis_url)
+    try:
+        admin = await cdc_admin(settings, redis)
+        assert (await admin.status())["server_checks"] == []
+        await sql(
+            settings,
+            "SET GLOBAL binlog_format = 'STATEMENT'",
+            "SET GLOBAL binlog_row_image = 'MINIMAL'",
+            "SET GLOBAL binlog_row_metadata = 'MINIMAL'",
+        )
+        try:
+            checks = (await admin.status())["server_checks"]
+            async with binlog_capture(settings) as rig:
+                refused = rig.capture.last_error
+                connected = rig.capture.connected
+        finally:
+            await sql(
+                settings,
+                "SET GLOBAL binlog_format = 'ROW'",
+                "SET GLOBAL binlog_row_image = 'FULL'",
+                "SET GLOBAL binlog_row_metadata = 'FULL'",
+            )
+        # a user without the replication grants
+        await sql(
+            settings,
+            "DROP USER IF EXISTS 'plain'@'%'",
+            "CREATE USER 'plain'@'%' IDENTIFIED BY 'pw'",
+            "GRANT SELECT ON testdb.* TO 'plain'@'%'",
+        )
+        plain = settings.model_copy(update={"database_url": SecretStr(mysql_url.replace("root@", "plain:pw@"))})
+        grants = await (await cdc_admin(plain, redis)).binlog_checks()
+    finally:
+        await redis.aclose()
+    assert checks == [
+        "binlog_format is STATEMENT, needs ROW: SET GLOBAL binlog_format = 'ROW' (and binlog-format=ROW in the server's config)",
+        "binlog_row_image is MINIMAL, needs FULL: SET GLOBAL binlog_row_image = 'FULL' (and binlog-row-image=FULL in the server's config)",
+        "binlog_row_metadata is MINIMAL, needs FULL: SET GLOBAL binlog_row_metadata = 'FULL' (and binlog-row-metadata=FULL in the server's config)",
+    ]  # fmt: skip
+    assert not connected and refused is not None and "binlog_row_metadata is MINIMAL" in refused
+    assert grants == [
+        "user 'plain'@'%' lacks REPLICATION SLAVE: GRANT REPLICATION SLAVE ON *.* TO 'plain'@'%'",
+        "user 'plain'@'%' lacks BINLOG MONITOR: GRANT BINLOG MONITOR ON *.* TO 'plain'@'%'",
+    ]
+
+
+def test_a_server_without_log_bin_or_with_our_server_id_is_named() -> None:
+    facts = ServerFacts(
+        False,
+        "ROW",
+        "FULL",
+        "FULL",
+        7,
+        "10.11.9-MariaDB",
+        "'root'@'localhost'",
+        ["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"],
+    )
+    lines = problems(facts, replica_id=7)
+    assert lines == [
+        "log_bin is OFF: restart the server with --log-bin (and --server-id=N); it cannot be set at run time",
+        "[cdc] binlog_server_id 7 is the server's own server_id: set binlog_server_id to an id no server or replica uses",
+    ]  # fmt: skip

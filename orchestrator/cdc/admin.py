@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
-from orchestrator.cdc.binlog_checks import problems, server_facts
+from orchestrator.cdc.binlog_checks import current_position, is_purged, problems, server_facts
 from orchestrator.cdc.binlog_position import BinlogPosition
 from orchestrator.cdc.changelog import changelog_table
 from orchestrator.cdc.db import Connection, connect, describe_error, json_value, qualified, quote, table_info
@@ -260,6 +260,24 @@ class CdcAdmin:
             "tag": tag,
         }
 
+    async def _binlog_start(self) -> int:
+        """Before a binlog rule's snapshot: the position the snapshot stands at, as an index version.
+
+        A stored position the server purged (or none) moves to the current one first: the stream
+        resumes from there while the snapshot reads the tables (`cdc snapshot` is the way back
+        from a purged position). The version sits above every row of the transactions up to here and
+        below any later one: in the index, a change committed during the snapshot wins over the
+        snapshot's copy of its row, and the snapshot wins over anything older.
+        """
+        async with self.connection() as conn:
+            facts = await server_facts(conn)
+            current = await current_position(conn, facts)
+            raw = await self.redis.hget(CdcKeys.state, CdcKeys.BINLOG)  # type: ignore[misc]
+            stored = BinlogPosition.from_json(raw)
+            if stored.empty or await is_purged(conn, stored):
+                await self.redis.hset(CdcKeys.state, CdcKeys.BINLOG, current.to_json())  # type: ignore[misc]
+        return current.version()
+
     # -- snapshot: every existing row as an INSERT event --
     async def snapshot(self, name: str, where: str | None, *, restart: bool = False) -> dict[str, Any]:
         rule = self.rule(name)
@@ -274,6 +292,7 @@ class CdcAdmin:
         else:
             snap_id, last, enqueued = str(int(time.time())), None, 0
         as_insert = rule.model_copy(update={"operations": ["INSERT"]})
+        seq = await self._binlog_start() if rule.mode == "binlog" else 0
         delivery = Delivery(self.submitter, None)
         rows_read = 0
         async with self.connection() as conn:
@@ -307,7 +326,7 @@ class CdcAdmin:
                     row = {k: json_value(v) for k, v in raw.items()}
                     key_values = {c: row[c] for c in pk}
                     change_id = f"s{snap_id}-" + ",".join(str(v) for v in key_values.values())
-                    change = Change(change_id, 0, table, "INSERT", key_values, row, None, now)
+                    change = Change(change_id, seq, table, "INSERT", key_values, row, None, now)
                     await delivery.add(batch, change, [as_insert])
                 last = tuple(raw[c] for c in pk)
                 rows_read += len(rows)

@@ -23,14 +23,13 @@ from asyncmy.errors import MySQLError  # type: ignore[import-untyped,unused-igno
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orchestrator.cdc.binlog_checks import current_position, problems, server_facts
+from orchestrator.cdc.binlog_checks import current_position, is_purged, problems, server_facts
 from orchestrator.cdc.binlog_position import BinlogPosition
-from orchestrator.cdc.binlog_stream import BinlogThread, Handoff, Txn
+from orchestrator.cdc.binlog_stream import BinlogThread, Handoff, Streaming, Txn
 from orchestrator.cdc.db import connect, describe_error
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.model import CdcKeys
-from orchestrator.cdc.rules import CdcSettings
-from orchestrator.cdc.settings import MySQLParams
+from orchestrator.cdc.settings import DatabaseSettings, MySQLParams
 from orchestrator.cdc.status import BinlogStatus, CdcStatus, RuleState
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
@@ -52,7 +51,7 @@ class BinlogCapture(BaseComponent):
     """Change capture from the binlog (the rules with `mode = "binlog"`).
 
     Args:
-        settings: the `[cdc]` section.
+        section: DATABASE_URL and the `[cdc]` section.
         mysql: DATABASE_URL taken apart.
         submitter / lease / redis: as for the poller.
         name: the component's name (`cdc`; `cdc-binlog` next to a poller for the other modes).
@@ -62,7 +61,7 @@ class BinlogCapture(BaseComponent):
 
     def __init__(
         self,
-        settings: CdcSettings,
+        section: DatabaseSettings,
         mysql: MySQLParams,
         *,
         submitter: Submitter,
@@ -72,7 +71,8 @@ class BinlogCapture(BaseComponent):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
-        self.settings = settings
+        self.section = section
+        self.settings = settings = section.cdc
         self.mysql = mysql
         self.redis = redis
         self.clock = clock
@@ -112,13 +112,7 @@ class BinlogCapture(BaseComponent):
     def _explain(self, error: BaseException) -> str:
         code = error.args[0] if error.args else None
         if code == _ER_MASTER_FATAL_READING_BINLOG:
-            self.purged = True
-            first = self.states[0].rule.name if self.states else "RULE"
-            return (
-                f"binlog position {self.position.describe()} is no longer on the server (purged): "
-                f"`orchestrator cdc snapshot {first}` (each binlog rule) takes the tables again and resumes "
-                'from the current position (or set [cdc] on_purged = "snapshot")'
-            )
+            return self._purged_message()
         return describe_error(error)
 
     def _fail(self, message: str) -> None:
@@ -129,7 +123,12 @@ class BinlogCapture(BaseComponent):
             state.source_error = message
 
     async def _check(self) -> BinlogPosition:
-        """The server checks; returns where the binlog is now."""
+        """The server checks and the stored position; returns where the binlog is now.
+
+        Raises:
+            ChangeFeedError: a missing setting or privilege (each named with its fix), or the stored
+                position purged from the server (unless `on_purged = "snapshot"` took the tables again).
+        """
         conn = await connect(self.mysql)
         try:
             facts = await server_facts(conn)
@@ -138,14 +137,40 @@ class BinlogCapture(BaseComponent):
             if self.problems:
                 raise ChangeFeedError("binlog capture cannot start: " + "; ".join(self.problems))
             self._is_mariadb = facts.is_mariadb
-            return await current_position(conn, facts)
+            current = await current_position(conn, facts)
+            raw = await self.redis.hget(CdcKeys.state, CdcKeys.BINLOG)  # type: ignore[misc]
+            self.position = BinlogPosition.from_json(raw)
+            if await is_purged(conn, self.position):
+                if self.settings.on_purged != "snapshot":
+                    raise ChangeFeedError(self._purged_message())
+                await self._resnapshot(current)
+            return current
         finally:
             conn.close()
 
+    async def _resnapshot(self, current: BinlogPosition) -> None:
+        """on_purged = "snapshot": resume from the current position, then take every table again
+        (`cdc snapshot`; a row changed meanwhile comes from the stream too, newer)."""
+        from orchestrator.cdc.admin import CdcAdmin  # the CLI side: only needed here
+
+        logger.warning("cdc: binlog: %s; on_purged = snapshot: taking the tables again", self._purged_message())
+        await self.delivery.write(Round(), {CdcKeys.BINLOG: current.to_json()}, {})
+        self.position = current
+        admin = CdcAdmin(self.section, self.redis, self.delivery.submitter)
+        for state in self.states:
+            await admin.snapshot(state.rule.name, None, restart=True)
+
+    def _purged_message(self) -> str:
+        self.purged = True
+        first = self.states[0].rule.name if self.states else "RULE"
+        return (
+            f"binlog position {self.position.describe()} is no longer on the server (purged): "
+            f"`orchestrator cdc snapshot {first}` (each binlog rule) takes the tables again and resumes "
+            'from the current position (or set [cdc] on_purged = "snapshot")'
+        )
+
     async def _stream(self) -> None:
         current = await self._check()
-        raw = await self.redis.hget(CdcKeys.state, CdcKeys.BINLOG)  # type: ignore[misc]
-        self.position = BinlogPosition.from_json(raw)
         if self.position.empty:
             self.position = current
             # the first start: say where it began (a replay of the same round enqueues nothing twice)
@@ -163,7 +188,6 @@ class BinlogCapture(BaseComponent):
         )
         thread.start()
         try:
-            self.connected = True
             while True:
                 items = await handoff.take(self.settings.batch_size)
                 txns = [t for t in items if isinstance(t, Txn)]
@@ -172,14 +196,20 @@ class BinlogCapture(BaseComponent):
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
-                if self.last_error is not None:
-                    logger.info("cdc: binlog: working again after: %s", self.last_error)
-                    self.last_error = None
-                    self.purged = False
-                    for state in self.states:
-                        state.source_error = None
+                    if isinstance(item, Streaming):
+                        self._streaming()
         finally:
             await thread.stop()
+
+    def _streaming(self) -> None:
+        """The server accepted the position and streams: whatever failed before is over."""
+        self.connected = True
+        if self.last_error is not None:
+            logger.info("cdc: binlog: working again after: %s", self.last_error)
+        self.last_error = None
+        self.purged = False
+        for state in self.states:
+            state.source_error = None
 
     async def _load_delivered(self) -> None:
         fields = [CdcKeys.delivered_field(s.rule.name) for s in self.states]

@@ -97,3 +97,19 @@ async def current_position(conn: Connection, facts: ServerFacts) -> BinlogPositi
     if not rows:
         return BinlogPosition()
     return BinlogPosition(file=str(rows[0][0]), pos=int(rows[0][1]))
+
+
+def _seq(gtid: str) -> int:
+    return int(gtid.rsplit("-", 1)[1])
+
+
+async def is_purged(conn: Connection, position: BinlogPosition) -> bool:
+    """Whether the server no longer has the binlog events after `position` (purged or expired)."""
+    rows = await fetchall(conn, "SHOW BINARY LOGS")
+    if not rows or position.empty:
+        return False
+    if not position.gtids:
+        return position.file not in {str(r[0]) for r in rows}
+    ((state,),) = await fetchall(conn, "SELECT BINLOG_GTID_POS(%s, 4)", (str(rows[0][0]),))
+    oldest = parse_gtid_state(str(state or ""))  # the state just before the oldest file
+    return any(d in position.gtids and _seq(position.gtids[d]) < _seq(g) for d, g in oldest.items())

@@ -70,6 +70,14 @@ class BinlogPosition:
         if next_file is not None:
             self.file, self.pos = next_file, next_pos
 
+    def version(self) -> int:
+        """An index version above every row of the transactions up to here, below any later one."""
+        if self.gtids:
+            return max(TxnPosition(gtid=g).version(_MAX_ROW) for g in self.gtids.values())
+        if self.file is not None:
+            return TxnPosition(file=self.file, pos=max(self.pos - 1, 0)).version(0xFFF)
+        return 0
+
     def describe(self) -> str | None:
         if self.gtids:
             return self.gtid_state()

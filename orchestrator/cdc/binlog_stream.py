@@ -70,6 +70,14 @@ class Txn:
     next_pos: int
 
 
+class Streaming:
+    """Handed over once the server streams (its first event arrived): the position was accepted."""
+
+
+STREAMING = Streaming()
+Item = Txn | Streaming | BaseException
+
+
 class Handoff:
     """A bounded hand-over of transactions from the reader thread to the loop.
 
@@ -79,16 +87,16 @@ class Handoff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, max_txns: int) -> None:
         self._loop = loop
-        self._items: collections.deque[Txn | BaseException] = collections.deque()
+        self._items: collections.deque[Item] = collections.deque()
         self._cond = threading.Condition()
         self._ready = asyncio.Event()
         self._wake_due = False
         self.max_txns = max_txns
 
     # -- thread side --
-    def put(self, item: Txn | BaseException, stop: threading.Event) -> None:
+    def put(self, item: Item, stop: threading.Event) -> None:
         with self._cond:
-            while len(self._items) >= self.max_txns and not isinstance(item, BaseException):
+            while len(self._items) >= self.max_txns and isinstance(item, Txn):
                 if stop.is_set():
                     raise Stopped
                 self._cond.wait(0.2)
@@ -98,12 +106,12 @@ class Handoff:
                 self._loop.call_soon_threadsafe(self._ready.set)
 
     # -- loop side --
-    async def take(self, max_changes: int) -> list[Txn | BaseException]:
+    async def take(self, max_changes: int) -> list[Item]:
         """Whole transactions in commit order, up to `max_changes` rows (at least one transaction)."""
         while True:
             with self._cond:  # held for microseconds: the thread only appends under it
                 self._wake_due = False
-                out: list[Txn | BaseException] = []
+                out: list[Item] = []
                 rows = 0
                 while self._items:
                     head = self._items[0]
@@ -234,9 +242,13 @@ class BinlogThread:
         self._reader = reader = BinLogStreamReader(**self._reader_args())
         txn: TxnPosition | None = None
         changes: list[Change] = []
+        streaming = False
         for event in reader:
             if self.stop_flag.is_set():
                 raise Stopped
+            if not streaming:
+                streaming = True
+                self.handoff.put(STREAMING, self.stop_flag)
             if isinstance(event, MariadbGtidEvent):
                 txn, changes = TxnPosition(gtid=event.gtid), []
             elif isinstance(event, GtidEvent):  # MySQL: positions stay file:pos (documented)

@@ -32,7 +32,7 @@ def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> l
 
         try:
             capture = BinlogCapture(
-                section.cdc,
+                section,
                 mysql,
                 submitter=shared.submitter,
                 lease=lease,

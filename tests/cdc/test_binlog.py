@@ -12,6 +12,7 @@ from orchestrator.cdc.binlog_checks import ServerFacts, problems
 from orchestrator.client import connect_redis
 from tests.cdc.binlog_helpers import binlog_capture
 from tests.cdc.helpers import cdc_admin, cdc_settings, db_connect, sql
+from tests.cdc.test_cli_cdc import cdc
 from tests.jobs.helpers import wait_for
 
 ORDERS = "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, status VARCHAR(20), total DECIMAL(10,2))"
@@ -197,3 +198,47 @@ def test_a_server_without_log_bin_or_with_our_server_id_is_named() -> None:
         "log_bin is OFF: restart the server with --log-bin (and --server-id=N); it cannot be set at run time",
         "[cdc] binlog_server_id 7 is the server's own server_id: set binlog_server_id to an id no server or replica uses",
     ]  # fmt: skip
+
+
+async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_rule_back(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules())
+    await sql(settings, ORDERS)
+    async with binlog_capture(settings):
+        pass  # the position is stored
+    ((file, *_),) = await sql(
+        settings, "INSERT INTO orders (status, total) VALUES ('lost', 1)", "FLUSH BINARY LOGS", "SHOW MASTER STATUS"
+    )
+
+    async def purged() -> bool:
+        # MariaDB keeps a file until its binlog checkpoint is written: purge again until it is gone
+        rows = await sql(settings, ("PURGE BINARY LOGS TO %s", (file,)), "SHOW BINARY LOGS")
+        return bool(rows[0][0] == file)
+
+    await wait_for(purged, timeout_s=30)
+    redis = connect_redis(redis_url)
+    try:
+        async with binlog_capture(settings) as rig:
+            capture = rig.capture
+            status = await capture.status()
+            rule_error = capture.states[0].last_error
+            assert not capture.connected
+            snapshot = await cdc(settings, "snapshot", "all", "--json")  # the real CLI
+            assert snapshot.rc == 0, snapshot.err
+            result = snapshot.json()
+            await wait_for(lambda: capture.connected and capture.last_error is None, timeout_s=30)
+            await sql(settings, "INSERT INTO orders (status, total) VALUES ('after', 2)")
+            await rig.settle()
+            events = await rig.events()
+    finally:
+        await redis.aclose()
+    assert status["last_error"] == rule_error and rule_error is not None
+    assert (
+        "purged" in rule_error
+        and "`orchestrator cdc snapshot all`" in rule_error
+        and 'on_purged = "snapshot"' in rule_error
+    )
+    assert status["binlog"]["purged"] is True  # type: ignore[typeddict-item]
+    assert result["rows"] == 1
+    assert sorted((e["row"]["status"], e["change_id"][0] == "s") for e in events) == [("after", False), ("lost", True)]

@@ -43,10 +43,6 @@ _FLAGS_EVERY_S = 1.0
 _ER_MASTER_FATAL_READING_BINLOG = 1236  # the position asked for is not in the server's binlogs
 
 
-class PurgedError(ChangeFeedError):
-    """The stored position is no longer in the server's binlogs."""
-
-
 class BinlogCapture(BaseComponent):
     """Change capture from the binlog (the rules with `mode = "binlog"`).
 

@@ -14,6 +14,7 @@ from tests.cdc.binlog_helpers import binlog_capture
 from tests.cdc.helpers import cdc_admin, cdc_settings, db_connect, sql
 from tests.cdc.test_cli_cdc import cdc
 from tests.jobs.helpers import wait_for
+from tests.services import MariaDBServer
 
 ORDERS = "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, status VARCHAR(20), total DECIMAL(10,2))"
 
@@ -203,7 +204,7 @@ def test_a_server_without_log_bin_or_with_our_server_id_is_named() -> None:
 async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_rule_back(
     tmp_path: Path, redis_url: str, mysql_url: str
 ) -> None:
-    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules())
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), reconnect_max_s=0.5)
     await sql(settings, ORDERS)
     async with binlog_capture(settings):
         pass  # the position is stored
@@ -242,3 +243,17 @@ async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_ru
     assert status["binlog"]["purged"] is True  # type: ignore[typeddict-item]
     assert result["rows"] == 1
     assert sorted((e["row"]["status"], e["change_id"][0] == "s") for e in events) == [("after", False), ("lost", True)]
+
+
+async def test_a_server_without_log_bin_is_named_and_nothing_starts(tmp_path: Path, redis_url: str) -> None:
+    (tmp_path / "no-binlog").mkdir()
+    server = MariaDBServer.from_env_or_start(tmp_path / "no-binlog", binlog=False)  # its own private server
+    try:
+        settings = cdc_settings(tmp_path, redis_url, server.url, binlog_rules())
+        await sql(settings, ORDERS)
+        async with binlog_capture(settings) as rig:
+            refused, connected = rig.capture.last_error, rig.capture.connected
+    finally:
+        server.stop()
+    assert not connected and refused is not None
+    assert "log_bin is OFF: restart the server with --log-bin (and --server-id=N)" in refused

@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from orchestrator.cdc.binlog_checks import ServerFacts, problems
 from orchestrator.client import connect_redis
+from orchestrator.config import Settings
 from tests.cdc.binlog_helpers import binlog_capture
 from tests.cdc.helpers import cdc_admin, cdc_settings, db_connect, sql
 from tests.cdc.test_cli_cdc import cdc
@@ -201,10 +202,8 @@ def test_a_server_without_log_bin_or_with_our_server_id_is_named() -> None:
     ]  # fmt: skip
 
 
-async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_rule_back(
-    tmp_path: Path, redis_url: str, mysql_url: str
-) -> None:
-    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), reconnect_max_s=0.5)
+async def stored_then_purged(settings: Settings) -> None:
+    """Store a position, then write a row ('lost') and purge the binlog holding it."""
     await sql(settings, ORDERS)
     async with binlog_capture(settings):
         pass  # the position is stored
@@ -218,6 +217,13 @@ async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_ru
         return bool(rows[0][0] == file)
 
     await wait_for(purged, timeout_s=30)
+
+
+async def test_a_purged_position_is_a_clear_error_and_cdc_snapshot_brings_the_rule_back(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), reconnect_max_s=0.5)
+    await stored_then_purged(settings)
     redis = connect_redis(redis_url)
     try:
         async with binlog_capture(settings) as rig:
@@ -257,3 +263,15 @@ async def test_a_server_without_log_bin_is_named_and_nothing_starts(tmp_path: Pa
         server.stop()
     assert not connected and refused is not None
     assert "log_bin is OFF: restart the server with --log-bin (and --server-id=N)" in refused
+
+
+async def test_on_purged_snapshot_takes_the_table_again_and_resumes(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), on_purged="snapshot")
+    await stored_then_purged(settings)
+    async with binlog_capture(settings) as rig:
+        await sql(settings, "INSERT INTO orders (status, total) VALUES ('after', 2)")
+        await rig.settle()
+        events = await rig.events()
+    assert sorted((e["row"]["status"], e["change_id"][0] == "s") for e in events) == [("after", False), ("lost", True)]

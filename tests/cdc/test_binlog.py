@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from orchestrator.cdc.binlog_checks import ServerFacts, problems
@@ -275,3 +276,25 @@ async def test_on_purged_snapshot_takes_the_table_again_and_resumes(
         await rig.settle()
         events = await rig.events()
     assert sorted((e["row"]["status"], e["change_id"][0] == "s") for e in events) == [("after", False), ("lost", True)]
+
+
+async def test_a_mariadb_restart_resumes_from_the_stored_position(
+    tmp_path: Path, redis_url: str, mysql_url: str, mariadb_server: MariaDBServer
+) -> None:
+    if mariadb_server.external:
+        pytest.skip("restarts the server: only a server the fixtures started")
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), reconnect_max_s=0.5)
+    await sql(settings, ORDERS)
+    async with binlog_capture(settings) as rig:
+        await sql(settings, "INSERT INTO orders (status, total) VALUES ('a', 1), ('b', 2)")
+        await rig.settle()
+        mariadb_server.stop()
+        await wait_for(lambda: rig.capture.last_error, timeout_s=30)  # the loss is reported
+        mariadb_server.start()
+        await sql(settings, "INSERT INTO orders (status, total) VALUES ('c', 3)", "DELETE FROM orders WHERE id = 1")
+        await wait_for(lambda: rig.capture.connected and rig.capture.last_error is None, timeout_s=30)
+        await rig.settle()
+        events = await rig.events()
+    assert sorted((e["operation"], (e["row"] or e["before"])["status"]) for e in events) == [
+        ("DELETE", "a"), ("INSERT", "a"), ("INSERT", "b"), ("INSERT", "c"),
+    ]  # fmt: skip

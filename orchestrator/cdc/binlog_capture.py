@@ -14,6 +14,7 @@ are reported, and the loop starts again from the position in Redis after a backo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 _FIRST_BACKOFF_S = 0.2
 _FLAGS_EVERY_S = 1.0
 _ER_MASTER_FATAL_READING_BINLOG = 1236  # the position asked for is not in the server's binlogs
+
+
+# what a lost server, Redis or connection raises: reported, and retried from the stored position
+_EXPECTED = (MySQLError, pymysql.MySQLError, RedisError, OSError, ConnectionError, EOFError)
 
 
 class BinlogCapture(BaseComponent):
@@ -85,6 +90,7 @@ class BinlogCapture(BaseComponent):
         self.connected = False
         self.rounds = 0
         self.transactions = 0
+        self._is_mariadb = True
         self._flags_at = -1e9
         self._by_table: dict[str, list[RuleState]] = {}
         for state in self.states:
@@ -96,11 +102,13 @@ class BinlogCapture(BaseComponent):
         while True:
             try:
                 await self._stream()
-            except (MySQLError, pymysql.MySQLError, RedisError, OSError, ConnectionError, EOFError) as e:
+            except _EXPECTED as e:
                 self._fail(self._explain(e))
             except (ChangeFeedError, FencedError) as e:
                 self._fail(str(e))
             finally:
+                if self.connected:  # it streamed: the next attempt starts from a short wait again
+                    backoff = _FIRST_BACKOFF_S
                 self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
@@ -190,8 +198,10 @@ class BinlogCapture(BaseComponent):
                 if txns:
                     await self._deliver(txns)
                 for item in items:
-                    if isinstance(item, BaseException):
+                    if isinstance(item, _EXPECTED):
                         raise item
+                    if isinstance(item, BaseException):  # e.g. a row the library cannot decode
+                        raise ChangeFeedError(f"binlog reader: {describe_error(item)}") from item
                     if isinstance(item, Streaming):
                         self._streaming()
         finally:
@@ -246,7 +256,13 @@ class BinlogCapture(BaseComponent):
                         state.schema_error = error
                         continue
                     state.schema_error = None
-                    rules.append(state.rule)
+                    if state.rule.primary_key:  # the rule names its key columns (a table without a PRIMARY KEY)
+                        keyed = dataclasses.replace(
+                            change, primary_key={c: image.get(c) for c in state.rule.primary_key}
+                        )
+                        await self.delivery.add(batch, keyed, [state.rule])
+                    else:
+                        rules.append(state.rule)
                 if rules:
                     await self.delivery.add(batch, change, rules)
             position.advance(txn.position, next_pos=txn.next_pos, next_file=txn.next_file)

@@ -32,7 +32,8 @@ def reader_threads() -> list[threading.Thread]:
 async def test_insert_update_delete_with_before_and_after_images(
     tmp_path: Path, redis_url: str, mysql_url: str
 ) -> None:
-    settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules())
+    keyed = {"name": "keyed", "table": "orders", "plugins": ["other"], "mode": "binlog", "primary_key": ["status"]}
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [*binlog_rules(), keyed])
     await sql(settings, ORDERS)
     async with binlog_capture(settings) as rig:
         await sql(
@@ -42,7 +43,8 @@ async def test_insert_update_delete_with_before_and_after_images(
             "DELETE FROM orders WHERE id = 1",
         )
         await rig.settle()
-        events = await rig.events()
+        events = await rig.events("recorder")
+        keyed_events = await rig.events("other")
         assert len(reader_threads()) == 1
     assert not reader_threads()  # the reader thread ended with the component
     insert, update, delete = sorted(events, key=lambda e: int(e["change_id"].split("-")[2].split(".")[0]))
@@ -51,6 +53,7 @@ async def test_insert_update_delete_with_before_and_after_images(
     assert update["operation"] == "UPDATE"
     assert (update["before"]["status"], update["row"]["status"]) == ("new", "paid")
     assert delete["operation"] == "DELETE" and delete["row"] is None and delete["before"]["status"] == "paid"
+    assert sorted(e["primary_key"]["status"] for e in keyed_events) == ["new", "paid", "paid"]  # the rule's key
     gtid = insert["change_id"].rsplit(".", 1)[0]
     assert insert["change_id"] == f"{gtid}.0" and gtid.count("-") == 2  # domain-server-seq . row
 

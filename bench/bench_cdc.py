@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/bench_cdc.py [--changes 50000] [--rounds 3] [--latency-rows 600]
                                         [--insert-rows 3000] [--loop uvloop|asyncio]
+                                        [--modes changelog,binlog] [--rate 0]
+
+`--modes` runs 1 and 2 for each capture mode, side by side in the same run: `changelog` (the
+triggers and the ChangePoller) and `binlog` (BinlogCapture: python-mysql-replication in its reader
+thread, no triggers). `--rate N` paces the latency writer at N commits/s instead of the random
+5-35 ms gaps.
 
 Starts a private MariaDB and Redis (as the tests do; ORCH_TEST_MYSQL_URL / ORCH_TEST_REDIS_URL
 point it at running ones) and measures, with the real ChangePoller, rules and job layer:
@@ -40,7 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncmy  # type: ignore[import-untyped,unused-ignore]
 
 from orchestrator.cdc.admin import CdcAdmin
+from orchestrator.cdc.binlog_capture import BinlogCapture
+from orchestrator.cdc.binlog_position import BinlogPosition, parse_gtid_state
+from orchestrator.cdc.model import CdcKeys
 from orchestrator.cdc.poller import ChangePoller
+from orchestrator.cdc.rules import Rule
 from orchestrator.client import Client, connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
@@ -72,8 +82,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, mode: str = "changelog") -> None:
+        rule = {"name": "paid", "table": "orders", "plugins": ["sink"], "conditions": {"status": "paid"}, "mode": mode}
+        self.settings = settings.model_copy(update={"cdc": settings.cdc.model_copy(update={"rules": [Rule(**rule)]})})
+        self.mode = mode
 
     async def db(self) -> Any:
         p = self.settings.mysql_params()
@@ -102,6 +114,13 @@ class Bench:
             "DROP TABLE IF EXISTS orders", "DROP TABLE IF EXISTS plain", "DROP TABLE IF EXISTS orch_changelog"
         )
         await self.sql(TABLE.format(name="orders"), TABLE.format(name="plain"))
+        if self.mode == "binlog":  # nothing to install; the stream starts at the binlog's current end
+            ((gtid,),) = await self.sql("SELECT @@gtid_binlog_pos")
+            redis = connect_redis(self.settings.redis_url or "")
+            position = BinlogPosition(gtids=parse_gtid_state(str(gtid)))
+            await redis.hset(CdcKeys.state, CdcKeys.BINLOG, position.to_json())  # type: ignore[misc]
+            await redis.aclose()
+            return
         redis = connect_redis(self.settings.redis_url or "")
         try:
             submitter = await Client.for_settings(self.settings, redis).submitter()
@@ -109,7 +128,7 @@ class Bench:
         finally:
             await redis.aclose()
 
-    async def poller(self, interval_s: float) -> tuple[ChangePoller, list[asyncio.Task[None]], Any]:
+    async def poller(self, interval_s: float) -> tuple[ChangePoller | BinlogCapture, list[asyncio.Task[None]], Any]:
         redis = connect_redis(self.settings.redis_url or "")
         registry = build_registry(self.settings, self.settings.venv_dir)
         await registry.load()
@@ -120,9 +139,13 @@ class Bench:
         lease = LeaderLease(redis, "bench", ttl_s=10)
         mysql = self.settings.mysql_params()
         assert mysql is not None
-        poller = ChangePoller(
-            self.settings.cdc, mysql, interval_s=interval_s, submitter=submitter, lease=lease, redis=redis
-        )
+        poller: ChangePoller | BinlogCapture
+        if self.mode == "binlog":
+            poller = BinlogCapture(self.settings, mysql, submitter=submitter, lease=lease, redis=redis)
+        else:
+            poller = ChangePoller(
+                self.settings.cdc, mysql, interval_s=interval_s, submitter=submitter, lease=lease, redis=redis
+            )
         lease_task = asyncio.create_task(lease.run())
         await lease.wait_gained()
         return poller, [lease_task], redis
@@ -134,13 +157,24 @@ class Bench:
         for start in range(0, changes, batch):
             values = ", ".join(f"('paid', {random.randint(1, 999)}.50, 'row {start + i}')" for i in range(batch))
             await self.sql(f"INSERT INTO orders (status, total, note) VALUES {values}")
-        ((backlog,),) = await self.sql("SELECT COUNT(*) FROM orch_changelog")
+        if self.mode == "binlog":
+            ((backlog,),) = await self.sql("SELECT COUNT(*) FROM orders")
+            ((gtid,),) = await self.sql("SELECT @@gtid_binlog_pos")
+            target = int(str(gtid).rsplit("-", 1)[1])
+        else:
+            ((backlog,),) = await self.sql("SELECT COUNT(*) FROM orch_changelog")
         poller, tasks, redis = await self.poller(0.05)
         started = time.perf_counter()
         cpu0 = time.process_time()
         tasks.append(asyncio.create_task(poller.run()))
         while True:  # a benchmark may poll: the poller's own cursor is the finish line
-            if poller.cursor.high >= backlog:
+            if isinstance(poller, BinlogCapture):
+                if poller.last_error:
+                    raise RuntimeError(poller.last_error)
+                done = [g for g in poller.position.gtids.values() if int(g.rsplit("-", 1)[1]) >= target]
+                if done:
+                    break
+            elif poller.cursor.high >= backlog:
                 break
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
@@ -155,11 +189,11 @@ class Bench:
             "changes": backlog,
             "seconds": round(elapsed, 3),
             "per_s": round(backlog / elapsed),
-            "cpu_s": round(cpu, 2),
+            "cpu_s": round(cpu, 2),  # this process (the binlog reader thread included)
         }
 
     # 2.
-    async def latency(self, rows: int, interval_s: float) -> dict[str, Any]:
+    async def latency(self, rows: int, interval_s: float, rate: float = 0) -> dict[str, Any]:
         await self.reset()
         poller, tasks, redis = await self.poller(interval_s)
         tasks.append(asyncio.create_task(poller.run()))
@@ -178,7 +212,7 @@ class Bench:
                     job_id = job.decode()
                     if job_id not in seen:
                         seen.add(job_id)
-                        landed[job_id.split(":")[2]] = at
+                        landed[job_id] = at
 
         watcher = asyncio.create_task(watch())
         committed: dict[str, float] = {}
@@ -186,17 +220,29 @@ class Bench:
         await conn.autocommit(False)
         try:
             await asyncio.sleep(0.5)
+            first = time.perf_counter()
             for i in range(rows):
                 async with conn.cursor() as cur:
                     await cur.execute("INSERT INTO orders (status, total) VALUES ('paid', %s)", (i,))
                 await conn.commit()
-                committed[str(i + 1)] = time.time()  # changelog ids follow the single writer's inserts
-                await asyncio.sleep(random.uniform(0.005, 0.035))
+                committed[str(i)] = time.time()
+                if rate:  # a steady pace: the next commit at its slot (no sleep when behind)
+                    ahead = first + (i + 1) / rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                else:
+                    await asyncio.sleep(random.uniform(0.005, 0.035))
+            achieved = rows / (time.perf_counter() - first)
             deadline = time.monotonic() + 30
             while True:
                 if len(landed) >= rows or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
+            # which row each job is for (the job ids differ by mode): the row's `total` is its index
+            by_row: dict[str, float] = {}
+            for job_id, at in landed.items():
+                context = json.loads(await redis.hget(Keys.job(job_id), "context"))
+                by_row[str(int(context["change_event"]["row"]["total"]))] = at
         finally:
             conn.close()
             watcher.cancel()
@@ -205,9 +251,11 @@ class Bench:
             await asyncio.gather(watcher, *tasks, return_exceptions=True)
             await pubsub.aclose()  # type: ignore[no-untyped-call]
             await redis.aclose()
-        samples = [(landed[k] - committed[k]) * 1000 for k in committed if k in landed]
+        samples = [(by_row[k] - committed[k]) * 1000 for k in committed if k in by_row]
         return {
-            "interval_ms": interval_s * 1000,
+            "mode": self.mode,
+            "writes_per_s": round(achieved),
+            "interval_ms": interval_s * 1000 if self.mode != "binlog" else None,
             "rows": rows,
             "delivered": len(samples),
             "p50_ms": round(percentile(samples, 50), 1),
@@ -257,10 +305,13 @@ class Bench:
 
 
 async def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    bench = Bench(settings)
-    runs = [await bench.throughput(args.changes) for _ in range(args.rounds)]
-    latency = await bench.latency(args.latency_rows, 0.1)
-    overhead = await bench.overhead(args.insert_rows, max(args.rounds, 5))
+    modes = args.modes.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for _ in range(args.rounds):  # the modes take turns, so background noise hits both alike
+        for mode in modes:
+            runs[mode].append(await Bench(settings, mode).throughput(args.changes))
+    latency = {m: await Bench(settings, m).latency(args.latency_rows, 0.1, args.rate) for m in modes}
+    overhead = await Bench(settings).overhead(args.insert_rows, max(args.rounds, 5)) if args.insert_rows else None
     return {
         "machine": {
             "nproc": os.cpu_count(),
@@ -268,7 +319,9 @@ async def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             "loop": args.loop,
             "load_avg": os.getloadavg(),
         },
-        "throughput": {"rounds": runs, "median_per_s": statistics.median(r["per_s"] for r in runs)},
+        "throughput": {
+            m: {"rounds": r, "median_per_s": statistics.median(x["per_s"] for x in r)} for m, r in runs.items()
+        },
         "latency": latency,
         "trigger_overhead": overhead,
     }
@@ -281,6 +334,8 @@ def cli() -> None:
     parser.add_argument("--latency-rows", type=int, default=600)
     parser.add_argument("--insert-rows", type=int, default=3000)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--modes", default="changelog,binlog")
+    parser.add_argument("--rate", type=float, default=0.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cdc-") as tmp:
         base = Path(tmp)
@@ -292,13 +347,11 @@ def cli() -> None:
         plugin.mkdir(parents=True)
         (plugin / "plugin.json").write_text(json.dumps(PLUGIN))
         (plugin / "main.py").write_text("def run(**kw):\n    return {}\n")
-        rule = {"name": "paid", "table": "orders", "plugins": ["sink"], "conditions": {"status": "paid"}}
         settings = Settings(
             redis_url=redis_server.url,
             database_url=mariadb.url,
             plugins_dir=base / "plugins",
             state_dir=base / "state",
-            cdc={"rules": [rule]},
         )
         try:
             if args.loop == "uvloop":

@@ -77,6 +77,7 @@ _.acl_setuser  # the README's `ACL SETUSER` line, pinned by tests/redis/test_red
 # -- fields of the /status TypedDicts (monitor/status.py and each package's status types): set where
 # a status is built, read only as JSON (the /status body, the dashboard, `orchestrator top`, OpenAPI)
 _.published_at
+_.server_checks  # CdcOn/CdcOff (cdc/status.py): `orchestrator cdc status` with binlog rules
 _.index_entries_trimmed
 _.plugin_reload
 _.reconcile

@@ -228,13 +228,20 @@ def redis_ping(host: str, port: int) -> bool:
 # -- MariaDB --
 
 
+_BINLOG_FLAGS = (
+    "--log-bin=mysql-bin", "--binlog-format=ROW", "--server-id=1", "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL", "--log-bin-trust-function-creators=1",
+)  # fmt: skip
+
+
 class MariaDBServer(_ServerProcess):
     """A mariadbd on 127.0.0.1:`port` with binlog on (ROW, FULL image and metadata), user root without password."""
 
     _env_name = MYSQL_ENV
 
-    def __init__(self, dir: Path | None, url: str | None = None) -> None:
+    def __init__(self, dir: Path | None, url: str | None = None, *, binlog: bool = True) -> None:
         self.dir = dir
+        self.binlog = binlog  # False: a server without binary logging (binlog mode's checks refuse it)
         self.external = url is not None
         self._proc: subprocess.Popen[bytes] | None = None
         self.socket: str | None = None
@@ -257,12 +264,12 @@ class MariaDBServer(_ServerProcess):
             self.url = ""
 
     @classmethod
-    def from_env_or_start(cls, tmp_dir: Path) -> MariaDBServer:
+    def from_env_or_start(cls, tmp_dir: Path, *, binlog: bool = True) -> MariaDBServer:
         url = os.environ.get(MYSQL_ENV)
-        if url:
+        if url and binlog:
             server = cls(None, url)
         else:
-            server = cls(tmp_dir)
+            server = cls(tmp_dir, binlog=binlog)
             server._install()
             server.start()
         run_async(server.recreate_db)
@@ -317,8 +324,7 @@ class MariaDBServer(_ServerProcess):
                 f"--pid-file={self.dir / 'mysqld.pid'}", f"--log-error={log}", f"--tmpdir={self.dir / 'tmp'}",
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=48M",
-                "--log-bin=mysql-bin", "--binlog-format=ROW", "--server-id=1", "--binlog-row-image=FULL",
-                "--binlog-row-metadata=FULL", "--log-bin-trust-function-creators=1",
+                *(_BINLOG_FLAGS if self.binlog else ()),
             ], self.dir / "mysqld.out")
             # fmt: on
             if self._wait_ready():

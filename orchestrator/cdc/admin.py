@@ -12,12 +12,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+from asyncmy.errors import MySQLError  # type: ignore[import-untyped,unused-ignore]
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.cdc import changelog as cl
+from orchestrator.cdc.binlog_checks import current_position, is_purged, problems, server_facts
+from orchestrator.cdc.binlog_position import BinlogPosition
 from orchestrator.cdc.changelog import changelog_table
-from orchestrator.cdc.db import Connection, connect, json_value, qualified, quote, table_info
+from orchestrator.cdc.db import Connection, connect, describe_error, json_value, qualified, quote, table_info
 from orchestrator.cdc.delivery import Delivery, Round
 from orchestrator.cdc.gaps import GapCursor
 from orchestrator.cdc.model import CdcKeys, Change, job_id
@@ -88,7 +91,26 @@ class CdcAdmin:
         await self.redis.hset(CdcKeys.rule_enabled, name, "1" if enabled else "0")  # type: ignore[misc]
 
     async def status(self) -> CdcStatus:
-        """The leader's published status when there is one; else what Redis and the config say."""
+        """The leader's published status when there is one; else what Redis and the config say.
+
+        With binlog rules, the server is checked too (`server_checks`: one line per missing setting
+        or privilege, with its fix), whether a leader runs or not.
+        """
+        out = await self._status()
+        if any(r.mode == "binlog" for r in self.rules.values()) and self.settings.mysql_params() is not None:
+            out["server_checks"] = await self.binlog_checks()
+        return out
+
+    async def binlog_checks(self) -> list[str]:
+        """What the server lacks for binlog mode; an unreachable server is one line too."""
+        try:
+            async with self.connection() as conn:
+                facts = await server_facts(conn)
+        except (MySQLError, OSError) as e:
+            return [f"the database cannot be checked: {describe_error(e)}"]
+        return problems(facts, replica_id=self.settings.cdc.binlog_server_id)
+
+    async def _status(self) -> CdcStatus:
         raw = await self.redis.hget(Keys.component_status, "cdc")  # type: ignore[misc]
         live: CdcStatus | None = None
         published = parse_published(raw) if raw else None
@@ -103,6 +125,8 @@ class CdcAdmin:
         for rule in self.rules.values():
             if rule.mode == "changelog":
                 position: int | str | None = cursor.low
+            elif rule.mode == "binlog":
+                position = BinlogPosition.from_json(state.get(CdcKeys.BINLOG)).describe()
             else:
                 position = TsCursor.from_json(state.get(CdcKeys.ts_field(rule.name))).describe()
             rules.append(
@@ -236,6 +260,24 @@ class CdcAdmin:
             "tag": tag,
         }
 
+    async def _binlog_start(self) -> int:
+        """Before a binlog rule's snapshot: the position the snapshot stands at, as an index version.
+
+        A stored position the server purged (or none) moves to the current one first: the stream
+        resumes from there while the snapshot reads the tables (`cdc snapshot` is the way back
+        from a purged position). The version sits above every row of the transactions up to here and
+        below any later one: in the index, a change committed during the snapshot wins over the
+        snapshot's copy of its row, and the snapshot wins over anything older.
+        """
+        async with self.connection() as conn:
+            facts = await server_facts(conn)
+            current = await current_position(conn, facts)
+            raw = await self.redis.hget(CdcKeys.state, CdcKeys.BINLOG)  # type: ignore[misc]
+            stored = BinlogPosition.from_json(raw)
+            if stored.empty or await is_purged(conn, stored):
+                await self.redis.hset(CdcKeys.state, CdcKeys.BINLOG, current.to_json())  # type: ignore[misc]
+        return current.version()
+
     # -- snapshot: every existing row as an INSERT event --
     async def snapshot(self, name: str, where: str | None, *, restart: bool = False) -> dict[str, Any]:
         rule = self.rule(name)
@@ -250,6 +292,7 @@ class CdcAdmin:
         else:
             snap_id, last, enqueued = str(int(time.time())), None, 0
         as_insert = rule.model_copy(update={"operations": ["INSERT"]})
+        seq = await self._binlog_start() if rule.mode == "binlog" else 0
         delivery = Delivery(self.submitter, None)
         rows_read = 0
         async with self.connection() as conn:
@@ -283,7 +326,7 @@ class CdcAdmin:
                     row = {k: json_value(v) for k, v in raw.items()}
                     key_values = {c: row[c] for c in pk}
                     change_id = f"s{snap_id}-" + ",".join(str(v) for v in key_values.values())
-                    change = Change(change_id, 0, table, "INSERT", key_values, row, None, now)
+                    change = Change(change_id, seq, table, "INSERT", key_values, row, None, now)
                     await delivery.add(batch, change, [as_insert])
                 last = tuple(raw[c] for c in pk)
                 rows_read += len(rows)

@@ -17,12 +17,33 @@ if TYPE_CHECKING:
 
 
 def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> list[Component]:
-    """The poller when DATABASE_URL is set and a rule is configured; else a component saying why not."""
+    """The poller (changelog/timestamp rules) and binlog capture (binlog rules) when DATABASE_URL is set
+    and rules are configured; else a component saying why not."""
     mysql = section.mysql_params()
     if mysql is None:
         return [CaptureOff("no DATABASE_URL set")]
     if not section.cdc.all_rules():
         return [CaptureOff("no [[cdc.rules]] configured")]
+    components: list[Component] = []
+    rules = section.cdc.all_rules()
+    binlog = [r for r in rules if r.mode == "binlog"]
+    if binlog:
+        from orchestrator.cdc.binlog_capture import BinlogCapture
+
+        try:
+            capture = BinlogCapture(
+                section,
+                mysql,
+                submitter=shared.submitter,
+                lease=lease,
+                redis=shared.redis,
+                name="cdc" if len(binlog) == len(rules) else "cdc-binlog",
+            )
+        except ValueError as e:  # a table that names no database, and DATABASE_URL has none
+            return [CaptureOff(str(e))]
+        components.append(capture)
+    if len(binlog) == len(rules):
+        return components
     from orchestrator.cdc.poller import ChangePoller
 
     try:
@@ -36,4 +57,4 @@ def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> l
         )
     except ValueError as e:  # e.g. no database to put the changelog in
         return [CaptureOff(str(e))]
-    return [poller]
+    return [poller, *components]

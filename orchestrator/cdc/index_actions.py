@@ -58,6 +58,10 @@ class IndexSpec(BaseModel):
             "index": self.name,
             "id": self.doc_id(change),
         }
+        if change.seq > 0:
+            # the change's place in its source (changelog id, binlog GTID/offset): the sink writes
+            # it as an external version, so an older state never replaces a newer one
+            out["version"] = change.seq
         if change.operation == "DELETE" or change.row is None:
             out["op"] = "delete"
         else:

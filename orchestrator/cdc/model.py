@@ -58,7 +58,7 @@ def job_id(rule: str, change_id: str, plugin: str) -> str:
 class CdcKeys:
     """Redis keys of change capture (the job layer's keys are jobs.model.Keys)."""
 
-    # hash: `changelog` -> the gap cursor (JSON), `ts:<rule>` -> a timestamp cursor (JSON),
+    # hash: `changelog` -> the gap cursor (JSON), `binlog` -> the binlog position (JSON), `ts:<rule>` -> a timestamp cursor (JSON),
     # `delivered:<rule>` -> jobs enqueued so far. Written only together with the jobs it accounts for.
     state = "orch:cdc:state"
     rule_enabled = "orch:cdc:rule-enabled"  # rule -> "1"/"0": `cdc enable|disable`, seen by the leader
@@ -68,6 +68,7 @@ class CdcKeys:
         return f"orch:cdc:snapshot:{rule}"
 
     CHANGELOG = "changelog"
+    BINLOG = "binlog"  # binlog mode's position (cdc/binlog_position.py), one for all its rules
 
     @staticmethod
     def ts_field(rule: str) -> str:

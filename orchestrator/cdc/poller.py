@@ -93,6 +93,8 @@ class ChangePoller(BaseComponent):
         self.probe = TrxProbe()
         self.states: list[RuleState] = []
         for rule in settings.all_rules():
+            if rule.mode == "binlog":
+                continue  # cdc/binlog_capture.py
             try:
                 table = rule.qualified_table(mysql.db)
                 error = None

@@ -29,7 +29,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from orchestrator.cdc.index_actions import IndexSpec
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
-Mode = Literal["changelog", "timestamp"]
+Mode = Literal["changelog", "timestamp", "binlog"]
 OPERATIONS: tuple[Operation, ...] = ("INSERT", "UPDATE", "DELETE")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
@@ -186,7 +186,8 @@ class Rule(BaseModel):
         conditions: every one must hold (see Condition).
         plugins: the plugins to run for each matching change (one job each).
         params: job parameters given to every plugin of the rule.
-        mode: `changelog` (triggers fill a changelog table) or `timestamp` (no triggers).
+        mode: `changelog` (triggers fill a changelog table), `timestamp` (no triggers), or `binlog`
+            (read the binlog as a replica: nothing installed; default: `[cdc] mode`).
         timestamp_column / created_column: timestamp mode's cursor column, and optionally a
             creation-time column that tells an INSERT (equal values) from an UPDATE.
         primary_key: the key columns (default: read from the table's PRIMARY KEY).
@@ -303,6 +304,11 @@ class CdcSettings(BaseModel):
         timestamp_margin_s: timestamp mode reads this far behind the oldest open transaction
             (covers a statement's start preceding its transaction's start).
         reconnect_max_s: the longest wait between reconnect attempts.
+        mode: the mode of every rule that names none (`changelog` when unset).
+        binlog_server_id: binlog mode's replica id (unique among the server's replicas).
+        on_purged: binlog mode, when the stored position was purged from the server: `error` (the
+            rules report it; `orchestrator cdc snapshot RULE` is the way back) or `snapshot`
+            (resume from the server's current position and snapshot the tables).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -315,6 +321,9 @@ class CdcSettings(BaseModel):
     hole_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     timestamp_margin_s: Annotated[float, Field(ge=0.2)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    mode: Mode | None = None
+    binlog_server_id: Annotated[int, Field(ge=1, le=4294967295)] = 1_904_000_001
+    on_purged: Literal["error", "snapshot"] = "error"
 
     @model_validator(mode="after")
     def _unique_names(self) -> CdcSettings:
@@ -334,7 +343,11 @@ class CdcSettings(BaseModel):
                 plugins=spec.triggers,
                 conditions=parse_conditions(spec.conditions),
                 operations=spec.operations,  # type: ignore[arg-type]
+                mode=self.mode or "changelog",
             )
             for table, spec in self.monitored_tables.items()
         ]
-        return [*self.rules, *seeded]
+        rules = self.rules
+        if self.mode is not None:
+            rules = [r if "mode" in r.model_fields_set else r.model_copy(update={"mode": self.mode}) for r in rules]
+        return [*rules, *seeded]

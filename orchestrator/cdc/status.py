@@ -48,13 +48,33 @@ class ChangelogStatus(TypedDict):
     """Holes given up on: their transactions ended without the id appearing."""
 
 
+class BinlogStatus(TypedDict):
+    """`/status` `cdc.binlog` in binlog mode."""
+
+    position: str | None
+    """MariaDB GTID state (`domain-server-seq,...`) or `file:offset`: after the last transaction delivered."""
+    server: str
+    """The server's version."""
+    problems: list[str]
+    """Missing server settings or privileges, each with the statement that fixes it (empty: none)."""
+    purged: bool
+    """The stored position is no longer in the server's binlogs (`cdc snapshot` is the way back)."""
+    transactions: int
+    """Transactions read since this leader started."""
+
+
 class CdcOn(TypedDict):
-    """`/status` `cdc` while the leader's poller runs."""
+    """`/status` `cdc` while the leader's poller (or binlog capture) runs."""
 
     enabled: Literal[True]
     connected: bool
     interval_s: float
-    changelog: ChangelogStatus
+    changelog: NotRequired[ChangelogStatus]
+    """Changelog mode only."""
+    binlog: NotRequired[BinlogStatus]
+    """Binlog mode only."""
+    server_checks: NotRequired[list[str]]
+    """`orchestrator cdc status` with binlog rules: what the server lacks for them (empty: nothing)."""
     last_error: str | None
     rounds: int
     rules: list[RuleStatus]
@@ -70,6 +90,8 @@ class CdcOff(TypedDict):
     enabled: Literal[False]
     reason: str
     rules: list[RuleStatus]
+    server_checks: NotRequired[list[str]]
+    """`orchestrator cdc status` with binlog rules: what the server lacks for them (empty: nothing)."""
 
 
 CdcStatus = CdcOn | CdcOff

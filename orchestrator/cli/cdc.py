@@ -124,11 +124,14 @@ def _rules(rules: list[dict[str, Any]], args: argparse.Namespace, out: Output) -
 def _status(cdc: CdcStatus, args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.json(cdc)
-        return OK
+        return FAILED if cdc.get("server_checks") else OK
     if not cdc["enabled"]:
         out.line(f"change capture is not running: {cdc['reason']}")
     elif cdc["last_error"]:
         out.line(f"change capture: {cdc['last_error']}")
+    checks = cdc.get("server_checks") or []
+    for line in checks:
+        out.line(f"binlog: {line}")
     for rule in cdc["rules"]:
         lag = f"{rule['lag_s']:.3f}s" if rule["lag_s"] is not None else "-"
         out.line(
@@ -136,7 +139,7 @@ def _status(cdc: CdcStatus, args: argparse.Namespace, out: Output) -> int:
             f"position={rule['position']} lag={lag} delivered={rule['delivered']}"
             + (f" error: {rule['last_error']}" if rule["last_error"] else "")
         )
-    return OK
+    return FAILED if checks else OK
 
 
 def _steps(steps: list[dict[str, Any]], args: argparse.Namespace, out: Output) -> int:

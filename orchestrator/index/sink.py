@@ -5,7 +5,9 @@ its position (cdc/index_actions.py). This component reads the streams in order, 
 `es_bulk_max_actions` actions in one `_bulk` request (waiting at most `es_bulk_max_wait_s` for a
 batch to fill), and deletes stream entries only once the request that carried them was accepted.
 So a crash, a lost lease or an Elasticsearch outage loses nothing: the next leader reads the
-stream again from its start (an action sent twice is an idempotent upsert or delete).
+stream again from its start. Actions carry their change's position as an external version
+(`version_type=external`), so one sent twice, or late, never puts an older state over a newer one:
+Elasticsearch answers 409 and that counts as done.
 
 Retries: a refused request (429, 5xx) or a connection error is retried with exponential backoff,
 the same actions again; an item refused with 429 or 5xx inside an accepted request is retried too.
@@ -47,13 +49,21 @@ class _Pending:
 
 
 def bulk_body(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The `_bulk` body (action line, then the document for an upsert)."""
+    """The `_bulk` body (action line, then the document for an upsert).
+
+    An action with a `version` (its change's position) is written with `version_type=external`:
+    Elasticsearch applies it only above the document's current version, so a replayed, retried or
+    late (a deposed leader's) older state never replaces a newer one.
+    """
     body: list[dict[str, Any]] = []
     for a in actions:
+        meta: dict[str, Any] = {"_index": a["index"], "_id": a["id"]}
+        if a.get("version"):
+            meta.update(version=a["version"], version_type="external")
         if a["op"] == "delete":
-            body.append({"delete": {"_index": a["index"], "_id": a["id"]}})
+            body.append({"delete": meta})
         else:
-            body.append({"index": {"_index": a["index"], "_id": a["id"]}})
+            body.append({"index": meta})
             body.append(a.get("doc") or {})
     return body
 
@@ -201,7 +211,9 @@ class IndexSink(BaseComponent):
             # an answer with fewer items than sent: the missing ones go again
             result = next(iter(items[i].values())) if i < len(items) else {"status": 503}
             status = int(result.get("status", 500))
-            if status < 300 or (p.action["op"] == "delete" and status == 404) or key in written_later:
+            # 409 on a versioned action: the index already holds this change or a newer one: done
+            newer_there = status == 409 and bool(p.action.get("version"))
+            if status < 300 or (p.action["op"] == "delete" and status == 404) or newer_there or key in written_later:
                 done.append(p)
                 written_later.add(key)
             elif status == 429 or status >= 500:

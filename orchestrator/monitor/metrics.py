@@ -250,6 +250,13 @@ def _cdc_families(cdc: CdcStatus | None) -> Iterator[Metric]:
         lag.add_metric([rule["name"]], rule["lag_s"] or 0)
         errors.add_metric([rule["name"]], 1 if rule["last_error"] else 0)
     yield from (delivered, lag, errors)
+    binlog = cdc.get("binlog") if cdc is not None and cdc["enabled"] else None
+    if binlog is not None:
+        yield GaugeMetricFamily(
+            "orchestrator_cdc_binlog_purged",
+            "1 when binlog capture's stored position was purged from the server (`cdc snapshot` is the way back)",
+            value=1 if binlog["purged"] else 0,
+        )
 
 
 def _index_families(index: IndexStatus | None, es: ElasticsearchStatus | None) -> Iterator[Metric]:

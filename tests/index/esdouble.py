@@ -7,6 +7,12 @@ index/get/delete of one document, index create (with its mappings) and exists. C
 tests: answer the next whole requests with given statuses (`fail_next`), refuse documents for
 which `reject` says so with a 400 mapping error, answer single items with given statuses
 (`item_status`), and go down and up again on the same port.
+
+Versions as Elasticsearch keeps them: every document has one (1 when created, +1 per internal
+write); a bulk item with `version_type: external` is applied only when its `version` is above the
+document's current one, else answered 409 `version_conflict_engine_exception` and nothing changes.
+A delete keeps its version as a tombstone (ES keeps it for `index.gc_deletes`, 60 s by default; the
+double keeps it for good), so an older index action cannot bring a deleted document back.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 class EsDouble:
     def __init__(self) -> None:
         self.indices: dict[str, dict[str, dict[str, Any]]] = {}  # index -> id -> source
+        self.versions: dict[str, dict[str, int]] = {}  # index -> id -> version (deleted ones too)
+        self.conflicts = 0  # bulk items refused with 409
         self.mappings: dict[str, Any] = {}
         self.fail_next: list[int] = []  # statuses for the next whole requests (e.g. 429, 503)
         self.reject: Callable[[str, dict[str, Any]], str | None] = lambda index, doc: None
@@ -110,8 +118,17 @@ class EsDouble:
                     }
                 )
                 continue
+            conflict = self._version_conflict(index, doc_id, meta)
+            if conflict is not None:
+                i += 0 if op == "delete" else 1
+                errors = True
+                self.conflicts += 1
+                items.append({op: conflict})
+                continue
+            version = self._next_version(index, doc_id, meta)
             if op == "delete":
                 found = self.indices.get(index, {}).pop(doc_id, None) is not None
+                self.versions.setdefault(index, {})[doc_id] = version
                 items.append(
                     {
                         op: {
@@ -142,11 +159,13 @@ class EsDouble:
             docs = self.indices.setdefault(index, {})
             created = doc_id not in docs
             docs[doc_id] = doc
+            self.versions.setdefault(index, {})[doc_id] = version
             items.append(
                 {
                     op: {
                         "_index": index,
                         "_id": doc_id,
+                        "_version": version,
                         "status": 201 if created else 200,
                         "result": "created" if created else "updated",
                     }
@@ -154,6 +173,26 @@ class EsDouble:
             )
         self.bulk_items += len(items)
         return _json({"took": 1, "errors": errors, "items": items})
+
+    def _version_conflict(self, index: str, doc_id: str, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """The 409 item ES answers when an external version is not above the current one."""
+        if meta.get("version_type") != "external":
+            return None
+        current = self.versions.get(index, {}).get(doc_id)
+        if current is None or int(meta["version"]) > current:
+            return None
+        reason = f"[{doc_id}]: version conflict, current version [{current}] is higher or equal to the one provided [{meta['version']}]"
+        return {
+            "_index": index,
+            "_id": doc_id,
+            "status": 409,
+            "error": {"type": "version_conflict_engine_exception", "reason": reason},
+        }
+
+    def _next_version(self, index: str, doc_id: str, meta: dict[str, Any]) -> int:
+        if meta.get("version_type") == "external":
+            return int(meta["version"])
+        return self.versions.get(index, {}).get(doc_id, 0) + 1
 
     async def _doc(self, request: web.Request) -> web.Response:
         index, doc_id = request.match_info["index"], request.match_info["id"]

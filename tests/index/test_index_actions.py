@@ -22,15 +22,18 @@ def test_fields_rename_and_id_shape_the_document() -> None:
     action = rule.index.action("r", change("UPDATE", {"id": 3, "code": "x9", "name": "Ann", "secret": "s"}))
     assert action == {
         "rule": "r", "change_id": "7", "changed_at": 1.5, "index": "t", "id": "x9", "op": "index",
-        "doc": {"code": "x9", "n": "Ann"},
+        "doc": {"code": "x9", "n": "Ann"}, "version": 7,
     }  # fmt: skip
     delete = rule.index.action("r", change("DELETE", None, {"id": 3, "code": "x9"}))
     assert delete["op"] == "delete" and delete["id"] == "x9" and "doc" not in delete
+    # the change's position is the document's external version: an older one never wins
     assert bulk_body([action, delete]) == [
-        {"index": {"_index": "t", "_id": "x9"}},
+        {"index": {"_index": "t", "_id": "x9", "version": 7, "version_type": "external"}},
         {"code": "x9", "n": "Ann"},
-        {"delete": {"_index": "t", "_id": "x9"}},
+        {"delete": {"_index": "t", "_id": "x9", "version": 7, "version_type": "external"}},
     ]
+    unversioned = Change("t1-3", 0, "db.t", "UPDATE", {"id": 3}, {"id": 3, "code": "x9"}, None, 1.5)
+    assert "version" not in rule.index.action("r", unversioned)  # timestamp mode: no position to order by
 
 
 def test_without_fields_every_column_and_the_primary_key_as_id() -> None:

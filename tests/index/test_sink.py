@@ -192,3 +192,41 @@ async def test_a_snapshot_fills_the_index_with_the_existing_rows(
     async with sink_running(settings) as sink:
         await wait_for(lambda: sink.indexed >= 3, timeout_s=20)
     assert sorted(double.docs("teachers")) == ["1", "2", "3"]
+
+
+async def test_external_versions_from_the_binlog_an_older_state_never_replaces_a_newer_one(
+    tmp_path: Path, redis_url: str, mysql_url: str, double: EsDouble
+) -> None:
+    from orchestrator.cdc.index_actions import encode_action
+    from tests.cdc.binlog_helpers import binlog_capture
+
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [{**RULE, "mode": "binlog"}])
+    settings = settings.model_copy(update={"es_hosts": [double.url]})
+    await sql(settings, TEACHERS)
+    async with binlog_capture(settings) as rig, sink_running(settings) as sink:
+        await sql(
+            settings,
+            "INSERT INTO teachers (name, age) VALUES ('Ann', '40')",
+            "UPDATE teachers SET name = 'Bea' WHERE id = 1",
+        )
+        await rig.settle()
+        await wait_for(lambda: double.docs("teachers").get("1", {}).get("full_name") == "Bea")
+        newest = double.versions["teachers"]["1"]
+        # a late or replayed action one version older (a deposed leader's bulk, a retried batch)
+        stale = {"rule": "teachers", "change_id": "x", "changed_at": 0, "index": "teachers", "id": "1",
+                 "op": "index", "doc": {"id": 1, "full_name": "Ann", "age": "40"}, "version": newest - 1}  # fmt: skip
+        redis = connect_redis(redis_url)
+        try:
+            await redis.xadd(index_stream("teachers"), {"d": encode_action(stale)})
+            sink.poke()
+            await wait_for(lambda: double.conflicts == 1)
+
+            async def drained() -> bool:
+                return bool(await redis.xlen(index_stream("teachers")) == 0)
+
+            await wait_for(drained)  # the 409 counts as done
+        finally:
+            await redis.aclose()
+        failed = sink.failed
+    assert double.docs("teachers")["1"]["full_name"] == "Bea" and double.versions["teachers"]["1"] == newest
+    assert failed == 0

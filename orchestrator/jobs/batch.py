@@ -62,12 +62,15 @@ async def submit_batch(submitter: Submitter, entries: list[dict[str, Any]], *, s
     if problems:
         raise BatchError(problems)
     job_ids = [p.record.job_id for p in prepared]
-    redis = submitter.store.redis
-    await redis.hset(  # type: ignore[misc]
-        Keys.batch(batch_id), mapping={"job_ids": json.dumps(job_ids), "created_at": str(now())}
-    )
-    await redis.pexpire(Keys.batch(batch_id), submitter.store.ttl_ms)
     created = [await submitter.write(p) for p in prepared]
+    # No TTL while a job of it may wait: housekeeping starts the TTL once every job ended
+    # (JobStore.close_ended_batches), so a batch lives as long as its jobs. Written after the jobs:
+    # an open batch whose record of a job is missing means that job ended and expired.
+    created_at = now()
+    async with submitter.store.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(Keys.batch(batch_id), mapping={"job_ids": json.dumps(job_ids), "created_at": str(created_at)})
+        pipe.zadd(Keys.open_batches, {batch_id: created_at})
+        await pipe.execute()
     return {"batch_id": batch_id, "job_ids": job_ids, "created": sum(created)}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.errors import ManifestError, NotFoundError, PluginEnvError
+from orchestrator.logs import mask_secrets
 from orchestrator.plugins.envs import PythonCmd, VenvManager
 from orchestrator.plugins.manifest import MANIFEST_FILE, Manifest, load_manifest
 
@@ -50,14 +51,14 @@ class PluginInfo:
             "version": m.version if m else None,
             "enabled": self.enabled,
             "state": self.state,
-            "reason": self.reason,
+            "reason": mask_secrets(self.reason) if self.reason else None,
             "tags": list(m.tags) if m else [],
             "queue": m.queue if m else None,
             "parameters": {k: v.model_dump(mode="json") for k, v in m.parameters.items()} if m else {},
             "description": m.description if m else "",
             "author": m.author if m else "",
             "entry_point": m.entry_point if m else None,
-            "dependencies": list(m.dependencies) if m else [],
+            "dependencies": [mask_secrets(d) for d in m.dependencies] if m else [],
             "python_version": m.python_version if m else None,
             "isolation": m.isolation if m else None,
             "pool": m.pool.model_dump(mode="json") if m and m.isolation == "pooled" else None,

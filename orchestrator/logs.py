@@ -52,7 +52,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
 # Query parameters that carry a credential (redis-py honours `?password=`; index URLs carry tokens):
 # `password`/`username` and any key naming a password, token or secret, in any case.
 # The value runs to the next '&': a '#' in it is part of the secret as a user means it.
-_SECRET_PARAM = re.compile(r"([?&](?:[^=&#]*(?:password|passwd|token|secret)[^=&#]*|username)=)([^&]*)", re.I)
+_SECRET_PARAM = re.compile(r"([?&](?:[^=&#]*(?:password|passwd|token|secret)[^=&#]*|username)=)([^&]*)", re.IGNORECASE)
 # A URL inside free text (a requirement line, an error message): scheme://, then up to whitespace or a quote.
 _URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
 

@@ -98,10 +98,11 @@ async def test_a_hash_in_the_redis_password_is_one_line_without_the_password(tmp
     settings = make_settings(tmp_path, url)
     out = await cli(settings, "jobs", "stats")
     assert out.rc == 2
-    assert out.out == "" and out.err.strip().splitlines() == [
+    expected = (
         "error: redis_url: redis://:***@127.0.0.1:6379/0 cannot be parsed: a '#', '?', '/' or '@' in the password "
         "must be percent-encoded (%23, %3F, %2F, %40)"
-    ]
+    )
+    assert out.out == "" and out.err.strip().splitlines() == [expected]
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,9 @@ _UV_ENV_DROP = frozenset({"UV_PROJECT_ENVIRONMENT", "UV_PYTHON"})
 def build_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of a uv build: the allowlisted names of `environ`, nothing else."""
     env = {
-        k: v for k, v in environ.items() if (k in _UV_ENV_KEEP or k.startswith(_UV_ENV_PREFIXES)) and k not in _UV_ENV_DROP
+        k: v
+        for k, v in environ.items()
+        if (k in _UV_ENV_KEEP or k.startswith(_UV_ENV_PREFIXES)) and k not in _UV_ENV_DROP
     }
     env["UV_PYTHON_DOWNLOADS"] = "never"  # use base_python, never fetch another interpreter
     env["NO_COLOR"] = "1"

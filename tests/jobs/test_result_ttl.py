@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.client import Client, connect_redis
-from orchestrator.jobs.model import Keys, JobRecord, now
+from orchestrator.jobs.model import JobRecord, Keys, now
 from orchestrator.jobs.store import JobStore
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
 

@@ -6,6 +6,7 @@ no part of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -55,6 +56,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
     }
     run = RunProcess(settings, tmp_path / "run.log", **env)
     await run.start()
+    config_printed = asyncio.create_task(cli(settings, "config", **env))  # meanwhile: the CLI starts slowly
     try:
         auth = {"Authorization": f"Bearer {SECRETS['token']}"}
         async with aiohttp.ClientSession(headers=auth) as http:
@@ -72,7 +74,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
             async with http.get(f"http://127.0.0.1:{http_port}/status") as r:
                 status = await r.text()
         assert json.loads(status)["redis"]["url"] == f"redis://127.0.0.1:{server.port}/0?password=***"
-        config = await cli(settings, "config", **env)
+        config = await config_printed
         assert config.rc == 0, config.err
         assert await run.signal_and_wait(signal.SIGTERM) == 0, run.log()
         texts = {
@@ -85,6 +87,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
         leaks = [(where, name) for where, text in texts.items() for name, s in SECRETS.items() if s in text]
         assert leaks == [], leaks
     finally:
+        await asyncio.gather(config_printed, return_exceptions=True)
         if run.proc is not None and run.proc.returncode is None:
             await run.kill9()
         server.stop()

@@ -1,6 +1,6 @@
 """No secret is printed: a real `orchestrator run` with planted secrets in every place one may hide
 (a Redis password as a URL query parameter, DATABASE_URL, ES_HOSTS and ES_PASSWORD, the API token,
-a plugin dependency's index credentials), then its whole output, `orchestrator config`, /status and
+index credentials in a plugin's dependencies, one of them refused as an option), then its whole output, `orchestrator config`, /status and
 /api/plugins are searched for each of them. And a '#' in a Redis password is one line that shows
 no part of it."""
 
@@ -29,6 +29,7 @@ SECRETS = {
     "es": "espw-s3cret",
     "token": "apitok-s3cret",
     "index": "idxtok-s3cret",
+    "option": "opttok-s3cret",
 }
 
 
@@ -43,6 +44,12 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
         tmp_path / "plugins",
         "withdeps",
         dependencies=[f"idna @ http://build:{SECRETS['index']}@127.0.0.1:{refused}/idna-3.7-py3-none-any.whl"],
+    )
+    # refused as an option, and its reason quotes it
+    make_plugin(
+        tmp_path / "plugins",
+        "optdeps",
+        dependencies=[f"--extra-index-url http://u:{SECRETS['option']}@idx.local/simple"],
     )
     http_port = free_port()
     url = f"redis://127.0.0.1:{server.port}/0?password={REDIS_SECRET}"
@@ -84,6 +91,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
             "/api/plugins": json.dumps(listed),
         }
         assert "idna @ http://build:***@127.0.0.1" in texts["/api/plugins"]
+        assert "--extra-index-url http://u:***@idx.local/simple" in texts["run output"]
         leaks = [(where, name) for where, text in texts.items() for name, s in SECRETS.items() if s in text]
         assert leaks == [], leaks
     finally:

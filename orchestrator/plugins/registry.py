@@ -51,7 +51,7 @@ class PluginInfo:
             "version": m.version if m else None,
             "enabled": self.enabled,
             "state": self.state,
-            "reason": mask_secrets(self.reason) if self.reason else None,
+            "reason": self.reason,
             "tags": list(m.tags) if m else [],
             "queue": m.queue if m else None,
             "parameters": {k: v.model_dump(mode="json") for k, v in m.parameters.items()} if m else {},
@@ -140,7 +140,7 @@ class PluginRegistry:
         try:
             python = await self.envs.ensure(info.path, info.manifest, on_progress=on_progress)
         except PluginEnvError as e:
-            self._update(info, state="not-ready", reason=str(e), python=None)
+            self._update(info, state="not-ready", reason=mask_secrets(str(e)), python=None)
             raise
         return self._update(info, state="ready", reason=None, python=python)
 
@@ -204,7 +204,8 @@ class PluginRegistry:
             manifest, warnings = load_manifest(folder)
             reqs = self.envs.requirements_for(folder, manifest)
         except (ManifestError, PluginEnvError) as e:
-            return PluginInfo(folder.name, folder, None, "invalid", str(e), [], None, False)
+            # the reason may quote a requirement line, index credentials included: it is shown everywhere
+            return PluginInfo(folder.name, folder, None, "invalid", mask_secrets(str(e)), [], None, False)
         if manifest.name != folder.name:
             warnings.append(f"folder {folder.name!r} holds plugin {manifest.name!r}; the manifest name is used")
         key = self.envs.env_key(reqs)

@@ -32,5 +32,8 @@ def make_undumpable() -> bool:
 def protect_state_dir(state_dir: Path) -> None:
     """0711: other users (a `plugin_user`) may pass through to the virtualenvs inside, never list
     it; what is secret inside has its own 0700/0600 (the embedded Redis's data, socket, password)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o711)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o711)
+    except OSError as e:  # e.g. a mounted folder of another owner: what needs it says so later
+        logger.warning("trust: cannot make %s 0711 (%s)", state_dir, e.strerror)

@@ -16,9 +16,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from orchestrator.cdc.settings import DatabaseSettings
@@ -73,6 +74,16 @@ class Settings(
         if self._config_path is None:  # no file: nothing can have changed (the environment is fixed)
             return self.throttles()
         return load_settings(self._config_path).throttles()
+
+    @model_validator(mode="after")
+    def _sentinel_confirms_triggers(self) -> Self:
+        # A user who configures Sentinel has asked for high availability: by default a trigger
+        # returns only once a replica holds the job, so a failover loses no acknowledged job.
+        # An explicit 0 (the fast, lossy choice) stays 0.
+        sentinel = bool(self.redis_url) and urlsplit(self.redis_url or "").scheme.endswith("+sentinel")
+        if sentinel and "redis_wait_replicas" not in self.model_fields_set:
+            self.redis_wait_replicas = 1
+        return self
 
     def __repr_args__(self) -> Any:
         # repr() must not leak secrets either (a Redis URL may carry a password)

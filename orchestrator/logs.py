@@ -1,10 +1,12 @@
 """Logging set-up, done once from the CLI (rich on a terminal, JSON lines otherwise), and what may be printed:
-`mask_url` is how every URL with a password is shown in logs, errors, `config` and `/status`."""
+`mask_url` is how every URL with a credential is shown in logs, errors, `config` and `/status`;
+`mask_secrets` masks the URLs inside a longer text."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -47,13 +49,35 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     logging.getLogger("arq").setLevel(max(logging.WARNING, root.level))
 
 
+# Query parameters that carry a credential (redis-py honours `?password=`; index URLs carry tokens):
+# `password`/`username` and any key naming a password, token or secret, in any case.
+# The value runs to the next '&': a '#' in it is part of the secret as a user means it.
+_SECRET_PARAM = re.compile(r"([?&](?:[^=&#]*(?:password|passwd|token|secret)[^=&#]*|username)=)([^&]*)", re.IGNORECASE)
+# A URL inside free text (a requirement line, an error message): scheme://, then up to whitespace or a quote.
+_URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+
+
 def mask_url(url: str) -> str:
-    """`mysql://u:secret@h/db` -> `mysql://u:***@h/db`; URLs without a password are returned as-is."""
-    # Split by hand: urlsplit stops the host part at an unencoded '#', '/' or '?' in the password.
+    """The URL with its credentials masked: the password of the user part (`mysql://u:secret@h/db`
+    -> `mysql://u:***@h/db`) and the value of every credential query parameter (`?password=`,
+    `?username=`, `?api_token=`, `?client_secret=`... -> `=***`). Anything else is returned as is."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    userinfo, _, host = rest.rpartition("@")
+    rest = _SECRET_PARAM.sub(r"\1***", rest)
+    # Split by hand: urlsplit stops the user part at an unencoded '#', '/' or '?' in the password.
+    # The user part ends at the last '@' before the query, or (a '?' in the password) the last one.
+    before_query = rest.split("?", 1)[0]
+    at = before_query.rfind("@") if "@" in before_query else rest.rfind("@")
+    if at < 0:
+        return f"{scheme}://{rest}"
+    userinfo, host = rest[:at], rest[at + 1 :]
     if ":" not in userinfo:
-        return url
+        return f"{scheme}://{rest}"
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every URL in it masked (mask_url): for requirement strings (`--extra-index-url
+    https://user:token@host/simple`), error messages and anything else that may quote a URL."""
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from orchestrator.redis.embedded import EmbeddedRedis
 
@@ -51,6 +53,16 @@ def is_alive(pid: int) -> bool:
         return False
 
 
+def _on_a_command_line(text: str) -> bool:
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in path.read_bytes():
+                return True
+        except OSError:  # a process that exited meanwhile
+            pass
+    return False
+
+
 def client_for(server: EmbeddedRedis) -> aioredis.Redis:
     return aioredis.Redis.from_url(server.url, decode_responses=True)
 
@@ -59,9 +71,20 @@ async def test_starts_on_a_unix_socket_with_aof_and_no_tcp(state_dir: Path) -> N
     server = EmbeddedRedis(state_dir)
     assert await server.ensure() is True
     assert server.started_here is True
-    assert server.url == f"unix://{server.socket_path}"
+    password = (server.data_dir / "password").read_text().strip()
+    assert server.url == f"unix://{server.socket_path}?password={password}"
     assert server.socket_path.is_socket()
     assert await server.ping() is True
+    # only this user: a 0700 directory around the socket, a 0600 password, and NOAUTH without it
+    assert stat.S_IMODE(server.socket_path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((server.data_dir / "password").stat().st_mode) == 0o600
+    anonymous = aioredis.Redis.from_url(f"unix://{server.socket_path}")
+    try:
+        with pytest.raises(RedisError, match="Authentication required"):
+            await anonymous.dbsize()
+    finally:
+        await anonymous.aclose()
+    assert not await asyncio.to_thread(_on_a_command_line, password)  # `ps` shows it nobody
     client = client_for(server)
     try:
         assert await client.config_get("appendonly") == {"appendonly": "yes"}
@@ -99,6 +122,7 @@ import asyncio, os, signal, sys
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from orchestrator.redis.embedded import EmbeddedRedis
 

@@ -29,10 +29,13 @@ from orchestrator.cli.render import (
 from orchestrator.client import Client
 from orchestrator.config import format_validation_error
 from orchestrator.errors import JobError, NotFoundError
+from orchestrator.trust import make_undumpable, protect_state_dir
 
 
 # -- run / health / config --
 async def run(args: argparse.Namespace, cmd: Command) -> int:
+    make_undumpable()  # before any plugin starts: none may read our environment or ptrace us
+    await asyncio.to_thread(protect_state_dir, cmd.settings.state_dir)
     out = cmd.out
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     app = Orchestrator(cmd.settings, role=args.role, queues=queues)

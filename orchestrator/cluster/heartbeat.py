@@ -155,7 +155,8 @@ class Heartbeat(BaseComponent):
 
 
 class Housekeeping(BaseComponent):
-    """Leader-only chores: drop index entries whose job records have expired.
+    """Leader-only chores: drop index entries whose job records have expired, start the TTL of
+    batches whose jobs all ended.
 
     Args:
         store: the job records.
@@ -175,6 +176,7 @@ class Housekeeping(BaseComponent):
         while True:
             try:
                 self.trimmed += await self.store.trim_indexes()
+                await self.store.close_ended_batches()
                 self.last_run_at = now()
             except (RedisError, OSError) as e:
                 logger.warning("housekeeping.failed error=%s", e)

@@ -65,11 +65,14 @@ async def submit_batch(submitter: Submitter, entries: list[dict[str, Any]], *, s
     # one script for the whole batch: past a plugin's max_queued it is refused whole (QueueFull),
     # before the batch's own hash is written
     outcomes = await submitter.write_many(prepared, backlog="refuse")
-    redis = submitter.store.redis
-    await redis.hset(  # type: ignore[misc]
-        Keys.batch(batch_id), mapping={"job_ids": json.dumps(job_ids), "created_at": str(now())}
-    )
-    await redis.pexpire(Keys.batch(batch_id), submitter.store.ttl_ms)
+    # No TTL while a job of it may wait: housekeeping starts the TTL once every job ended
+    # (JobStore.close_ended_batches), so a batch lives as long as its jobs. Written after the jobs:
+    # an open batch whose record of a job is missing means that job ended and expired.
+    created_at = now()
+    async with submitter.store.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(Keys.batch(batch_id), mapping={"job_ids": json.dumps(job_ids), "created_at": str(created_at)})
+        pipe.zadd(Keys.open_batches, {batch_id: created_at})
+        await pipe.execute()
     return {"batch_id": batch_id, "job_ids": job_ids, "created": sum(1 for o in outcomes if o == 1)}
 
 

@@ -107,6 +107,9 @@ class Keys:
     def batch(batch_id: str) -> str:
         return f"orch:batch:{batch_id}"
 
+    # zset: batches with a job that has not ended (their hash has no TTL yet; JobStore.close_ended_batches)
+    open_batches = "orch:batches:open"
+
     # pub/sub
     @staticmethod
     def wake_channel(queue: str) -> str:

@@ -63,6 +63,9 @@ _DELETE = lua.script("orchestrator.jobs", "delete.lua")
 _SWEEP_THROTTLES = lua.script("orchestrator.jobs", "throttle_sweep.lua", lua_functions())
 # A plugin/key with nothing running, held or waiting is forgotten after this long idle (its rate state too).
 _THROTTLE_IDLE_MS = 3_600_000
+_TRIM = lua.script("orchestrator.jobs", "trim.lua")
+# Index entries checked per trim script call.
+_TRIM_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class JobStore:
         self._finish = redis.register_script(_FINISH)
         self._delete = redis.register_script(_DELETE)
         self._sweep_throttles = redis.register_script(_SWEEP_THROTTLES)
+        self._trim = redis.register_script(_TRIM)
         # queue -> this process's push channel, for the queues whose worker offers slots to pushes
         # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
         self.offering: dict[str, str] = {}
@@ -139,7 +143,7 @@ class JobStore:
         pairs = [x for kv in (checkpoint.fields.items() if checkpoint else ()) for x in kv]
         # the checkpoint's key goes with its fields: the script reads it only when there are some
         keys = [Keys.leader, Keys.plugin_enabled, Keys.all_jobs] + ([checkpoint.key] if checkpoint and pairs else [])
-        args: list[Any] = [no_fence_arg(fence), self.ttl_ms, len(items), len(pairs) // 2]
+        args: list[Any] = [no_fence_arg(fence), len(items), len(pairs) // 2]
         args += _backlog_section(items, backlog)
         args += pairs
         streams = [(k, v) for k, v in (checkpoint.streams.items() if checkpoint else ()) if v]
@@ -274,6 +278,7 @@ class JobStore:
             job_key_prefix + job_id,
             Keys.queue(record.queue),
             Keys.offers(record.queue),
+            Keys.log(job_id),
         ]
         return bool(await self._finish(keys=keys, args=args))
 
@@ -308,6 +313,7 @@ class JobStore:
             Keys.state("deferred"),
             Keys.state("cancelled"),
             abort_jobs_ss,
+            Keys.log(job_id),
         ]
         args: list[Any] = [job_id, now(), self.ttl_ms, Keys.done_channel(job_id), Keys.cancel_channel]
         result = await self._cancel(keys=keys, args=args)
@@ -415,15 +421,44 @@ class JobStore:
         return {"states": states, "queues": out_queues}
 
     async def trim_indexes(self) -> int:
-        """Drop index entries whose records have expired (older than the result TTL)."""
+        """Drop index entries whose records have expired (lua/trim.lua).
+
+        Entries older than the result TTL are only candidates: a record expires a TTL after its
+        job *ended*, and a job that waited longer than that (deferred, in a backlog) is alive.
+        """
         cutoff = now() - self.ttl_ms / 1000
         removed = 0
         keys = [Keys.state(s) for s in STATES] + [Keys.all_jobs]
         async for key in self.redis.scan_iter(match=Keys.plugin_jobs("*"), count=200):
             keys.append(key.decode() if isinstance(key, bytes) else key)
         for key in keys:
-            removed += await self.redis.zremrangebyscore(key, "-inf", cutoff)
+            offset = 0
+            while True:
+                ids = [i.decode() for i in await self.redis.zrangebyscore(
+                    key, "-inf", cutoff, start=offset, num=_TRIM_BATCH
+                )]  # fmt: skip
+                if not ids:
+                    break
+                dropped = int(await self._trim(keys=[key, *map(Keys.job, ids)], args=[cutoff, *ids]))
+                removed += dropped
+                offset += len(ids) - dropped  # the kept ones stay ahead of the next page
+                if len(ids) < _TRIM_BATCH:
+                    break
         return removed
+
+    async def close_ended_batches(self) -> int:
+        """Start the result TTL of every open batch whose jobs all ended (or are gone); how many."""
+        closed = 0
+        for raw in await self.redis.zrange(Keys.open_batches, 0, -1):
+            batch_id = raw.decode()
+            job_ids = await self.redis.hget(Keys.batch(batch_id), "job_ids")  # type: ignore[misc]
+            if job_ids is not None:
+                states = await self.states_of(json.loads(job_ids))
+                if any(s is not None and s not in TERMINAL for s in states):
+                    continue
+                await self.redis.pexpire(Keys.batch(batch_id), self.ttl_ms)
+            closed += await self.redis.zrem(Keys.open_batches, batch_id)
+        return closed
 
     async def read_log(self, job_id: str, after: str = "-", count: int = 1000) -> list[tuple[str, str, str]]:
         """(entry id, stream, line) after the given stream id."""

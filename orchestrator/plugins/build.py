@@ -16,6 +16,7 @@ from orchestrator.plugins.envs import VenvManager
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
 from orchestrator.plugins.settings import PluginSettings
+from orchestrator.plugins.user import resolve_plugin_user
 
 
 def build_registry(section: PluginSettings, venv_dir: Path) -> PluginRegistry:
@@ -33,12 +34,17 @@ async def plugin_env_source() -> dict[str, str]:
 
 
 async def build_launcher(section: PluginSettings, *, prestart: bool | None = None) -> Launcher:
-    """The plugin launcher as `run` wires it (a one-off `plugins test` passes prestart=False)."""
+    """The plugin launcher as `run` wires it (a one-off `plugins test` passes prestart=False).
+
+    Raises:
+        ConfigError: `plugin_user` names no user, or this process may not switch to it.
+    """
     return Launcher(
         kill_grace_s=section.kill_grace_s,
         env_source=await plugin_env_source(),
         prestart=section.plugin_prestart if prestart is None else prestart,
         spare_idle_s=section.plugin_spare_idle_s,
+        user=resolve_plugin_user(section.plugin_user) if section.plugin_user else None,
     )
 
 

@@ -20,10 +20,11 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from orchestrator.errors import PluginEnvError
+from orchestrator.logs import mask_secrets
 from orchestrator.plugins.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,30 @@ READY_MARKER = ".orchestrator-ready"
 REQUIREMENTS_RECORD = ".orchestrator-requirements.txt"
 _STDERR_TAIL_LINES = 40
 _STDERR_TAIL_CHARS = 4000
-# Variables that would make uv target or configure another environment than the one we name.
-_UV_ENV_DROP = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME", "PYTHONPATH", "UV_PYTHON")
+# What a build sees of our environment: uv and pip settings (index URLs and their credentials are
+# meant for the build), proxies, CA bundles, and the basics. Never the rest: a dependency's build
+# backend runs arbitrary code, and the orchestrator's environment holds DATABASE_URL, ES_PASSWORD,
+# ORCH_API_TOKEN... (README "Trust boundary").
+_UV_ENV_KEEP = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "XDG_CACHE_HOME",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC",
+})  # fmt: skip
+_UV_ENV_PREFIXES = ("UV_", "PIP_")
+# Of those, the ones that would make uv target or configure another environment than the one we name.
+_UV_ENV_DROP = frozenset({"UV_PROJECT_ENVIRONMENT", "UV_PYTHON"})
+
+
+def build_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a uv build: the allowlisted names of `environ`, nothing else."""
+    env = {
+        k: v
+        for k, v in environ.items()
+        if (k in _UV_ENV_KEEP or k.startswith(_UV_ENV_PREFIXES)) and k not in _UV_ENV_DROP
+    }
+    env["UV_PYTHON_DOWNLOADS"] = "never"  # use base_python, never fetch another interpreter
+    env["NO_COLOR"] = "1"
+    return env
 
 
 def _resolve_python(base_python: str | None) -> Path:
@@ -179,8 +202,9 @@ class VenvManager:
         staging = self.venv_dir / f".build-{key}-{os.getpid()}-{secrets.token_hex(4)}"
         self.builds += 1
         started = time.monotonic()
-        progress(f"building virtualenv {key} for {plugin}: {', '.join(reqs)}")
-        logger.info("plugins.venv_build_started plugin=%s key=%s requirements=%s", plugin, key, reqs)
+        shown = [mask_secrets(r) for r in reqs]  # an index URL may carry credentials
+        progress(f"building virtualenv {key} for {plugin}: {', '.join(shown)}")
+        logger.info("plugins.venv_build_started plugin=%s key=%s requirements=%s", plugin, key, shown)
         await asyncio.to_thread(self._remove_leftovers, key)
         try:
             async with asyncio.timeout(self.build_timeout_s):
@@ -240,9 +264,7 @@ class VenvManager:
             raise PluginEnvError(f"the virtualenv at {venv} does not run after being moved into place: {detail}")
 
     async def _uv(self, args: list[str], target: str, *, progress: ProgressFn, what: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _UV_ENV_DROP}
-        env["UV_PYTHON_DOWNLOADS"] = "never"  # use base_python, never fetch another interpreter
-        env["NO_COLOR"] = "1"
+        env = build_env(os.environ)
         proc = await asyncio.create_subprocess_exec(
             _uv_bin(),
             *args,
@@ -256,7 +278,7 @@ class VenvManager:
         try:
             assert proc.stdout is not None
             async for raw in proc.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip()
+                line = mask_secrets(raw.decode("utf-8", errors="replace").rstrip())
                 if line:
                     tail.append(line)
                     progress(line)

@@ -32,6 +32,7 @@ from orchestrator.plugins.output import LogCapture, RunResult
 from orchestrator.plugins.pool import ChildPool
 from orchestrator.plugins.process import SpareKey, Spares, run_oneshot, spawn_oneshot
 from orchestrator.plugins.registry import PluginInfo
+from orchestrator.plugins.user import PluginUser
 
 __all__ = ["BASE_ENV", "SHIM_PATH", "Launcher", "OutputFn", "RunResult"]
 
@@ -62,6 +63,7 @@ class Launcher:
         prestart: in "process" mode, keep one started child waiting for the next run of each plugin
             that ran within `spare_idle_s` (a run then skips interpreter start-up).
         spare_idle_s: a prestarted child unused this long is stopped.
+        user: run children as this user (`plugin_user`), with its HOME; default: ours.
     """
 
     def __init__(
@@ -74,7 +76,9 @@ class Launcher:
         env_source: Mapping[str, str] | None = None,
         prestart: bool = False,
         spare_idle_s: float = 60.0,
+        user: PluginUser | None = None,
     ) -> None:
+        self.user = user
         self.kill_grace_s = kill_grace_s
         self.log_cap_bytes = log_cap_bytes
         self.max_line_bytes = max_line_bytes
@@ -157,6 +161,10 @@ class Launcher:
         env = self._child_env(plugin, context, interpreter)
         capture = LogCapture(self.log_cap_bytes, self.max_line_bytes, on_output)
         cmd = [str(interpreter), *flags, shim]
+        if self.user is not None:
+            # -S: not one .pth file of the plugin's dependencies runs before the switch (shim.py)
+            site = "-S" not in flags
+            cmd = [str(interpreter), *flags, *(["-S"] if site else []), shim, "--user", self.user.shim_arg(site=site)]
         if manifest.isolation == "pooled":
             request["env"] = env  # the child was started with the plugin's env; the job's own goes here
             request["rss"] = manifest.pool.max_memory_mb is not None
@@ -218,6 +226,8 @@ class Launcher:
             # as if activated: console scripts of the plugin's dependencies are found by name
             env["PATH"] = os.pathsep.join(filter(None, [str(plugin.venv / "bin"), env.get("PATH")]))
             env["VIRTUAL_ENV"] = str(plugin.venv)
+        if self.user is not None:
+            env.update(HOME=self.user.home, USER=self.user.name, LOGNAME=self.user.name)
         env.update(ORCH_PLUGIN=plugin.name, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         if context.get("job_id") is not None:
             env["ORCH_JOB_ID"] = str(context["job_id"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.errors import ManifestError, NotFoundError, PluginEnvError
+from orchestrator.logs import mask_secrets
 from orchestrator.plugins.envs import PythonCmd, VenvManager
 from orchestrator.plugins.manifest import MANIFEST_FILE, Manifest, load_manifest
 
@@ -57,7 +58,7 @@ class PluginInfo:
             "description": m.description if m else "",
             "author": m.author if m else "",
             "entry_point": m.entry_point if m else None,
-            "dependencies": list(m.dependencies) if m else [],
+            "dependencies": [mask_secrets(d) for d in m.dependencies] if m else [],
             "python_version": m.python_version if m else None,
             "isolation": m.isolation if m else None,
             "pool": m.pool.model_dump(mode="json") if m and m.isolation == "pooled" else None,
@@ -139,7 +140,7 @@ class PluginRegistry:
         try:
             python = await self.envs.ensure(info.path, info.manifest, on_progress=on_progress)
         except PluginEnvError as e:
-            self._update(info, state="not-ready", reason=str(e), python=None)
+            self._update(info, state="not-ready", reason=mask_secrets(str(e)), python=None)
             raise
         return self._update(info, state="ready", reason=None, python=python)
 
@@ -203,7 +204,8 @@ class PluginRegistry:
             manifest, warnings = load_manifest(folder)
             reqs = self.envs.requirements_for(folder, manifest)
         except (ManifestError, PluginEnvError) as e:
-            return PluginInfo(folder.name, folder, None, "invalid", str(e), [], None, False)
+            # the reason may quote a requirement line, index credentials included: it is shown everywhere
+            return PluginInfo(folder.name, folder, None, "invalid", mask_secrets(str(e)), [], None, False)
         if manifest.name != folder.name:
             warnings.append(f"folder {folder.name!r} holds plugin {manifest.name!r}; the manifest name is used")
         key = self.envs.env_key(reqs)

@@ -33,6 +33,9 @@ class PluginSettings(BaseModel):
         default=15.0, validation_alias="ORCH_PLUGIN_SPARE_IDLE_S"
     )
     plugins_watch: bool = Field(default=False, validation_alias="ORCH_PLUGINS_WATCH")  # reload when plugin files change
+    # Run plugin children as this user (name or uid), with its HOME: they cannot read the state
+    # directory, the embedded Redis or our environment. Needs root (plugins/user.py). Unset: our user.
+    plugin_user: str | None = Field(default=None, validation_alias="ORCH_PLUGIN_USER")
     # [plugins.NAME.throttle] and the like (ORCH_PLUGINS as JSON): config over each manifest's own
     plugins: dict[str, PluginConfig] = Field(default_factory=dict, validation_alias="ORCH_PLUGINS")
 

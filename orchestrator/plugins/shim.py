@@ -1,4 +1,4 @@
-"""Runs plugin calls inside the plugin's own interpreter: `python -I [-S] shim.py RESULT_FD [--cwd DIR] [--pooled ...]`.
+"""Runs plugin calls inside the plugin's own interpreter: `python -I [-S] shim.py [--user UID:GID:SITE] RESULT_FD [--cwd DIR] [--pooled ...]`.
 
 Stdlib only and no orchestrator imports: this file is executed by path in the plugin's venv
 (the launcher runs its cached bytecode when the interpreter matches, to skip compiling it).
@@ -289,14 +289,49 @@ def _close_other_fds(keep: "list[int]") -> None:
     os.closerange(low, 1 << 20)  # Linux: one close_range(2) call
 
 
+def _become(user: str) -> None:
+    """`--user UID:GID:SITE` (plugin_user): become that user for good, before anything of the plugin
+    is read. The interpreter was started with -S, so no .pth file of the plugin's dependencies ran
+    with our rights; SITE=1 (a virtualenv) then adds its site-packages as the new user."""
+    uid, gid, site = (int(x) for x in user.split(":"))
+    was_root = os.geteuid() == 0
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if not was_root:  # capabilities given as ambient ones (no root): they must not stay with the plugin
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+        libc.capset(header, (ctypes.c_uint32 * 6)())  # empty effective, permitted, inheritable
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:  # pragma: no cover - the switch did not hold: never run the plugin like that
+        _write_all(2, b"shim: could not give up the orchestrator's user\n")
+        os._exit(70)
+    if site:
+        import site as _site
+
+        _site.main()
+
+
 def main() -> None:
-    result_fd = int(sys.argv[1])
-    args = sys.argv[2:]
+    args = sys.argv[1:]
+    user = None
+    if args[:1] == ["--user"]:
+        user, args = args[1], args[2:]
+    result_fd = int(args[0])
+    args = args[1:]
     if args[:1] == ["--cwd"]:  # started by posix_spawn, which has no chdir of its own (spawn.py)
         os.chdir(args[1])
         args = args[2:]
         # nor a close_fds: descriptors the parent left inheritable (a library's, a test runner's) go here
         _close_other_fds([result_fd, int(args[1])] if args[:1] == ["--pooled"] else [result_fd])
+    if user is not None:
+        _become(user)
     os.set_inheritable(result_fd, False)  # children started with os.system/fork must not hold it open
     parent_pid = os.getppid()
     # Done before the request arrives: a prestarted child has it behind it when its job comes.

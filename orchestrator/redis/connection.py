@@ -177,7 +177,16 @@ def connect(url: str, options: RedisOptions | None = None) -> ArqRedis:
         pool = redis.connection_pool
         pool.connection_class = with_hiredis_packing(pool.connection_class)
         return cast(ArqRedis, redis)
-    pool = BlockingConnectionPool.from_url(url, **common, **tls)
+    try:
+        pool = BlockingConnectionPool.from_url(url, **common, **tls)
+    except ValueError:
+        # redis-py's parser cut the URL at an unencoded '#', '?' or '/' in the password, and its
+        # message quotes what it took for the port: the start of the password. Never shown.
+        msg = (
+            f"redis_url: {mask_url(url)} cannot be parsed: a '#', '?', '/' or '@' in the password must be "
+            "percent-encoded (%23, %3F, %2F, %40)"
+        )
+        raise ConfigError(msg) from None
     pool.connection_class = with_hiredis_packing(pool.connection_class)
     return cast(ArqRedis, ArqRedis.from_pool(pool))
 

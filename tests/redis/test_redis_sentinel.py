@@ -1,10 +1,11 @@
 """Sentinel failover with jobs in flight, against real redis-server and sentinel processes.
 
 A primary, one replica and two sentinels; a real `orchestrator run` connected through
-`redis+sentinel://`; a producer that triggers through the same URL with `wait_replicas=1` (a
-trigger returns only once the replica holds the job). `SENTINEL FAILOVER` in the middle: the
-process never exits, /health shows redis failing and then ok, and every acknowledged job ends
-`succeeded` with none left running."""
+`redis+sentinel://`; a producer that triggers through the same URL with the default settings
+(with Sentinel, `redis_wait_replicas` is 1: a trigger returns only once the replica holds the
+job). `SENTINEL FAILOVER` in the middle: the process never exits, /health shows redis failing and
+then ok, and every acknowledged job ends `succeeded` with none left running. And a trigger that no
+replica confirms fails with one line, and its retry under the same id enqueues nothing twice."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from orchestrator.client import Client, connect_redis
+from orchestrator.client import Client, Triggered, connect_redis
+from orchestrator.jobs.model import Keys
+from orchestrator.plugins.build import build_registry
+from orchestrator.redis.connection import NotReplicated
 from tests.jobs.helpers import RunProcess, make_plugin, make_settings, wait_for
 from tests.redis.load import Producer, settle
 from tests.redis.servers import RedisProc, cli
@@ -100,9 +104,8 @@ async def test_failover_with_jobs_in_flight_loses_no_acknowledged_job(
                 seen.append(state)
             await asyncio.sleep(0.05)
 
-    client = Client(
-        connect_redis(sentinel_setup.url), owns_redis=True, queues={"default": 4}, wait_replicas=1, wait_timeout_s=0.5
-    )
+    assert settings.redis_wait_replicas == 1  # the default with redis+sentinel://
+    client = Client.for_settings(settings, connect_redis(sentinel_setup.url))
     try:
         async with client, aiohttp.ClientSession() as http:
             await wait_for(client.queues, timeout_s=30)
@@ -136,5 +139,41 @@ async def test_failover_with_jobs_in_flight_loses_no_acknowledged_job(
         assert status["redis"]["sentinel"]["last_failover"]["to"] == f"127.0.0.1:{sentinel_setup.replica.port}"
         assert await run.signal_and_wait(signal.SIGTERM) == 0, run.log()
     finally:
+        await client.redis.aclose()
         if run.proc.returncode is None:
             await run.kill9()
+
+
+async def test_unconfirmed_trigger_fails_in_one_line_and_its_retry_enqueues_once(tmp_path: Path) -> None:
+    """A primary with no replica yet: the trigger is written but not confirmed (NotReplicated, one
+    line); retried under the same id once a replica is there, it is confirmed and not enqueued again."""
+    primary = RedisProc(tmp_path / "primary").start()
+    replica = RedisProc(tmp_path / "replica", ["--replicaof", "127.0.0.1", str(primary.port)])
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, primary.url, redis_wait_replicas=1, redis_wait_timeout_s=0.2)
+    registry = build_registry(settings, settings.venv_dir)
+    await registry.load()
+    client = Client.for_settings(settings, connect_redis(primary.url), registry)
+    try:
+        with pytest.raises(NotReplicated) as raised:
+            await client.trigger("probe", job_id="order-1")
+        assert str(raised.value) == (
+            "redis: the write reached 0 of the 1 replica(s) redis_wait_replicas asks for within 0.2 s: "
+            "a failover may lose it (retry with the same job id)"
+        )
+        replica.start()
+        retried = await wait_for(lambda: _trigger_confirmed(client, "order-1"), timeout_s=30, interval_s=0.2)
+        assert retried.created is False  # the first write stood: nothing enqueued twice
+        assert await client.redis.zcard(Keys.all_jobs) == 1
+        assert cli(replica.port, "EXISTS", Keys.job("order-1")) == "1"
+    finally:
+        await client.redis.aclose()
+        replica.stop()
+        primary.stop()
+
+
+async def _trigger_confirmed(client: Client, job_id: str) -> Triggered | None:
+    try:
+        return await client.trigger("probe", job_id=job_id)
+    except NotReplicated:
+        return None

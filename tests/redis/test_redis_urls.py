@@ -45,3 +45,18 @@ def test_cert_without_key_is_a_setting_error(tmp_path: Path) -> None:
     cert.write_text("x")
     with pytest.raises(ConfigError, match="redis_cert_file and redis_key_file"):
         connect("rediss://h:1/0", RedisOptions(cert_file=cert))
+
+
+@pytest.mark.parametrize(
+    ("url", "given", "expected"),
+    [
+        ("redis+sentinel://s1:26379/main", None, 1),  # Sentinel asks for high availability
+        ("rediss+sentinel://s1:26379/main", None, 1),
+        ("redis+sentinel://s1:26379/main", 0, 0),  # the fast, lossy choice, when asked for
+        ("redis://cache:6379/0", None, 0),
+        (None, None, 0),  # the embedded Redis has no replica
+    ],
+)
+def test_redis_wait_replicas_defaults_to_one_with_sentinel(url: str | None, given: int | None, expected: int) -> None:
+    extra = {} if given is None else {"redis_wait_replicas": given}
+    assert Settings(redis_url=url, **extra).redis_wait_replicas == expected

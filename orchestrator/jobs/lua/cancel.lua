@@ -7,13 +7,14 @@
 -- KEYS[6]  state:deferred zset
 -- KEYS[7]  state:cancelled zset
 -- KEYS[8]  arq's abort zset: the running job's worker stops it
+-- KEYS[9]  log stream (an earlier attempt's): the result TTL from now
 -- ARGV[1]  job id
 -- ARGV[2]  now (s)
 -- ARGV[3]  ttl ms of the final record
 -- ARGV[4]  the job's done channel
 -- ARGV[5]  the cancel channel
 -- Returns  'cancelled' (it was waiting), 'cancelling' (it runs), its final state, or 'missing'
-local rec, job, queue, progress, queued, deferred, cancelled, abort = unpack(KEYS, 1, 8)
+local rec, job, queue, progress, queued, deferred, cancelled, abort, log = unpack(KEYS, 1, 9)
 local id, now, ttl, done_channel, cancel_channel = unpack(ARGV, 1, 5)
 local st = redis.call('HGET', rec, 'state')
 if not st then return 'missing' end
@@ -23,6 +24,7 @@ if redis.call('EXISTS', progress) == 0 then
   redis.call('DEL', job)
   redis.call('HSET', rec, 'state', 'cancelled', 'finished_at', now, 'error', 'cancelled before it started')
   redis.call('PEXPIRE', rec, ttl)
+  redis.call('PEXPIRE', log, ttl)
   redis.call('ZREM', queued, id)
   redis.call('ZREM', deferred, id)
   redis.call('ZADD', cancelled, now, id)

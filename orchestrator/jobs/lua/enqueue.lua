@@ -11,9 +11,8 @@
 -- KEYS[..]  per job, 5: record hash, arq job, queue zset, state zset, plugin-jobs zset
 -- KEYS[..]  push only, 3: offers hash, state:running zset, the job's arq in-progress key
 -- ARGV[1]   fence token, or '' for a write that is not leader-only
--- ARGV[2]   ttl ms of the record and arq job
--- ARGV[3]   N, how many jobs
--- ARGV[4]   C, how many checkpoint fields
+-- ARGV[2]   N, how many jobs
+-- ARGV[3]   C, how many checkpoint fields
 -- ARGV[..]  the backlog section (throttle.lua throttle_backlog): mode, now (s), G, per group plugin, key, N, ids
 -- ARGV[..]  C field, value pairs: the checkpoint
 -- ARGV[..]  S (stream keys), E (entries), then E stream slot (1..S), payload pairs
@@ -21,6 +20,9 @@
 -- ARGV[..]  push only, 5: 'push', now (ms), now (s), in-progress ttl ms, claim nonce
 -- Returns   one outcome per job: 1 (enqueued), 0 (id exists: nothing written), -1 (plugin disabled);
 --           or, when a group would pass its max_queued, {'full', plugin, key, cap, waiting} (nothing written)
+--
+-- The record and the arq job are written without a TTL: a job that waits (deferred, retried, in a
+-- backlog) is never dropped. The result TTL starts when it ends (finish.lua, cancel.lua).
 --
 -- Push (one job, no checkpoint): a job due now and first in its queue goes straight to a worker
 -- that offered free slots (Keys.offers): claimed here as claim.lua would, and published on that
@@ -32,7 +34,7 @@
 -- CLAIM_ATTEMPT_AT, CLAIMED_OFFSET_MS and PUSH_INSTANCE (reads the instance out of a push channel),
 -- throttle.lua's functions (a throttled plugin's job is never pushed: its claim checks the limits).
 local leader, enabled, all_jobs = take_keys(3)
-local fence, ttl, n, c = take_args(4)
+local fence, n, c = take_args(3)
 local refused = fence_check(leader, fence)
 if refused then return refused end
 -- max_queued (throttle.lua): checked for the whole call before anything is written
@@ -59,8 +61,7 @@ for i = 1, n do
     out[i] = -1
   else
     redis.call('HSET', rec, unpack(ARGV, fields_first, fields_last))
-    redis.call('PEXPIRE', rec, ttl)
-    redis.call('SET', job, payload, 'PX', ttl)
+    redis.call('SET', job, payload)
     redis.call('ZADD', queue, score, id)
     redis.call('ZADD', state, index_score, id)
     redis.call('ZADD', plugin_jobs, index_score, id)

@@ -7,6 +7,7 @@
 -- KEYS[5]    arq job
 -- KEYS[6]    queue zset
 -- KEYS[7]    offers hash of the queue
+-- KEYS[8]    log stream: kept while the job waits again, the result TTL from a final state
 -- ARGV[1]    job id
 -- ARGV[2]    now (s): the score in the new state's zset
 -- ARGV[3]    ttl ms of a final record
@@ -23,7 +24,7 @@
 -- enqueue: an idle worker learns when it is due instead of at its next idle tick. A worker that
 -- offers slots for pushes passes its channel: the slot this job held goes back into its offer.
 -- Declared before this body: CLAIMED_OFFSET_MS, throttle.lua's functions.
-local rec, running, new_state, progress, job, queue, offers = unpack(KEYS, 1, 7)
+local rec, running, new_state, progress, job, queue, offers, log = unpack(KEYS, 1, 8)
 local id, now, ttl, mode, retry_score, done_channel, claim, wake, channel = unpack(ARGV, 1, 9)
 if redis.call('HGET', rec, 'claim') ~= claim then return 0 end
 redis.call('HDEL', rec, 'claim')
@@ -35,6 +36,7 @@ redis.call('ZADD', new_state, now, id)
 redis.call('DEL', progress)
 if mode == 'final' then
   redis.call('PEXPIRE', rec, ttl)
+  redis.call('PEXPIRE', log, ttl)
   redis.call('DEL', job)
   redis.call('ZREM', queue, id)
   -- the record rides along: a waiter needs no second read
@@ -43,9 +45,11 @@ if mode == 'final' then
   local notify = redis.call('HGET', rec, 'notify')
   if notify then redis.call('PUBLISH', notify, record) end
 elseif mode == 'retry' then
+  redis.call('PERSIST', log)  -- it lives as long as the job, however long the job waits
   redis.call('ZADD', queue, 'XX', retry_score, id)
   redis.call('PUBLISH', wake, id)
 else
+  redis.call('PERSIST', log)
   redis.call('ZINCRBY', queue, -CLAIMED_OFFSET_MS, id)
   redis.call('PUBLISH', wake, id)
 end

@@ -30,6 +30,9 @@ PREFIX = "orch:throttle:"
 BacklogMode = Literal["refuse", "count"]
 # Held jobs one release moves back at most (the sweep moves the rest, e.g. after a limit is removed).
 _RELEASE_MAX = 100
+# How late a rate's waiting job may be claimed and still keep the schedule (lua/throttle.lua): the
+# starts a busy machine woke late for are caught up within this much.
+_CATCH_UP_MS = 1000
 _LIMIT_FIELDS = ("concurrency", "rate", "key", "max_queued")
 
 
@@ -44,7 +47,7 @@ def lua_functions() -> str:
         "throttle.lua",
         constants={
             "T_PREFIX": PREFIX, "JOB_PREFIX": "orch:job:", "QUEUE_PREFIX": "orch:queue:", "WAKE_PREFIX": "orch:wake:",
-            "RELEASE_MAX": _RELEASE_MAX,
+            "RELEASE_MAX": _RELEASE_MAX, "THROTTLE_CATCH_UP_MS": _CATCH_UP_MS,
         },
     )  # fmt: skip
 

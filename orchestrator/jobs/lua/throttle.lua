@@ -15,7 +15,7 @@
 --                       its queue, scored at tat: the queue's own due-time wake-up brings it back)
 --   keys                zset: every <plugin>:<key> seen (for /status and /metrics), scored by last use
 --   counters            hash: throttled:<plugin>, refused:<plugin>, over_cap:<plugin>
--- Declared before this body: T_PREFIX, JOB_PREFIX, QUEUE_PREFIX, WAKE_PREFIX, RELEASE_MAX.
+-- Declared before this body: T_PREFIX, JOB_PREFIX, QUEUE_PREFIX, WAKE_PREFIX, RELEASE_MAX, THROTTLE_CATCH_UP_MS.
 
 local function throttle_limits(plugin)
   local l = redis.call('HMGET', T_PREFIX .. 'limits:' .. plugin, 'concurrency', 'interval_ms', 'rate')
@@ -93,11 +93,16 @@ local function throttle_held(queue, id, score, rec, progress, now_ms)
     redis.call('ZADD', run, now_ms, id)
     redis.call('HDEL', rec, 'waiting')
     if interval then
-      -- half an interval of credit: a start its worker woke late for does not push every later one back
-      -- (the queue's due time is met within milliseconds, not exactly), at the price of two starts
-      -- half an interval apart after an idle spell
-      redis.call('HSET', gcra, 'tat', math.max(tat, now_ms - interval / 2) + interval)
-      if redis.call('HGET', gcra, 'scout') == id then redis.call('HDEL', gcra, 'scout') end
+      -- The scout waited for its slot at `tat`: a worker that claims it late (a busy machine wakes
+      -- it tens of milliseconds after its due time) keeps the schedule, so the starts it missed
+      -- are caught up and a backlog runs at the rate, not below it (up to CATCH_UP_MS of lateness;
+      -- past that the instances were away and the schedule restarts). Any other start (after an
+      -- idle spell) gets half an interval of credit, at the price of two starts half an interval
+      -- apart then.
+      local scout = redis.call('HGET', gcra, 'scout') == id
+      local base = scout and math.max(tat, now_ms - THROTTLE_CATCH_UP_MS) or math.max(tat, now_ms - interval / 2)
+      redis.call('HSET', gcra, 'tat', base + interval)
+      if scout then redis.call('HDEL', gcra, 'scout') end
     end
     throttle_release(plugin, key)  -- room left: the next held one comes back (or becomes the scout)
     return false

@@ -37,7 +37,7 @@ _IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
 
 def check_table_name(value: str) -> str:
     parts = value.split(".")
-    if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+    if len(parts) > 2 or not all(_IDENT.fullmatch(p) for p in parts):
         msg = f"table {value!r}: expected db.table (letters, digits, '_' and '$')"
         raise ValueError(msg)
     return value
@@ -213,7 +213,7 @@ class Rule(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value) or ":" in value:
+        if not _NAME.fullmatch(value) or ":" in value:
             msg = f"rule name {value!r}: use 1-64 letters, digits, '_', '-' or '.'"
             raise ValueError(msg)
         return value
@@ -238,7 +238,7 @@ class Rule(BaseModel):
     @field_validator("timestamp_column", "created_column")
     @classmethod
     def _check_column(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENT.match(value):
+        if value is not None and not _IDENT.fullmatch(value):
             msg = f"column {value!r}: letters, digits, '_' and '$' only"
             raise ValueError(msg)
         return value

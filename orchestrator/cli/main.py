@@ -43,7 +43,7 @@ _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 def parse_duration(text: str) -> float:
     """`30s`, `5m`, `1.5h`, `250ms` or plain seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         msg = f"bad duration {text!r}: use e.g. 30s, 5m, 2h"
         raise argparse.ArgumentTypeError(msg)

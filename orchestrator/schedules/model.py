@@ -54,7 +54,7 @@ def parse_every(text: str | float, what: str = "every") -> float:
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = _EVERY.match(str(text))
+        match = _EVERY.fullmatch(str(text))
         if not match:
             msg = f"{what} {text!r}: use e.g. 30s, 5m, 1h or 1d"
             raise ValueError(msg)
@@ -140,7 +140,7 @@ class ScheduleSpec(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not ID_PATTERN.match(value):
+        if not ID_PATTERN.fullmatch(value):
             msg = f"schedule id {value!r}: use 1-100 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
             raise ValueError(msg)
         return value

@@ -26,6 +26,7 @@ from orchestrator.cli.context import Command, Handler, run_command
 from orchestrator.cli.render import Output
 from orchestrator.config import load_settings
 from orchestrator.errors import (
+    ChangeFeedError,
     ConfigError,
     ConflictError,
     JobError,
@@ -226,7 +227,7 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
     """Map the error tree to exit codes in one place."""
     try:
         return await _unwrap_groups(coro)
-    except StartupError as e:
+    except (StartupError, ChangeFeedError) as e:
         out.error(str(e))
         return EXIT_FAILED
     except (ConfigError, JobError, PluginError) as e:

@@ -191,7 +191,7 @@ class ScheduleSpec(BaseModel):
     def trigger(self) -> str:
         if self.cron is not None:
             return f"cron {self.cron}" + (f" ({self.timezone})" if self.timezone != "UTC" else "")
-        assert self.every is not None
+        assert self.every is not None  # noqa: S101  the validator requires cron or every
         return f"every {format_every(self.every)}"
 
     def next_after(self, t: float) -> float:
@@ -222,7 +222,7 @@ class ScheduleSpec(BaseModel):
 
         tz = ZoneInfo(self.timezone)
         start = datetime.fromtimestamp(t, tz).replace(tzinfo=None)
-        assert self.cron is not None
+        assert self.cron is not None  # noqa: S101  only cron schedules reach this
         walls = croniter(self.cron, start)
         last = t
         misses = 0

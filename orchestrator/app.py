@@ -181,7 +181,7 @@ class Orchestrator:
         ]
 
     async def _supervise(self, components: list[Component]) -> None:
-        assert self.supervisor is not None
+        assert self.supervisor is not None  # noqa: S101  set by run() before it supervises
         supervisor, identity = self.supervisor, self.identity
         await supervisor.start()
         logger.info(

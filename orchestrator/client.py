@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 
 from orchestrator.cluster.heartbeat import read_instances
 from orchestrator.cluster.lease import read_leader
-from orchestrator.errors import ConflictError, JobError, NotFoundError
+from orchestrator.errors import ConflictError, JobError, NotFoundError, PluginError
 from orchestrator.jobs import throttle as throttles
 from orchestrator.jobs import views
 from orchestrator.jobs.batch import batch_status, parse_batch, submit_batch
@@ -33,6 +33,7 @@ from orchestrator.jobs.results import ResultListener, record_from_message
 from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, JobRequest, PluginCatalog, RedisCatalog, Submitter
 from orchestrator.jobs.views import JobRows
+from orchestrator.plugins.manifest import is_plugin_name
 from orchestrator.plugins.throttle import Throttle
 from orchestrator.redis.connection import RedisOptions, confirm_replicated
 from orchestrator.redis.connection import connect as _connect
@@ -345,7 +346,13 @@ class Client:
         return {k.decode(): v == b"1" for k, v in raw.items()}
 
     async def reload_plugins(self, name: str | None = None) -> None:
-        """Ask every running instance to re-read its plugins folder (or one plugin of it)."""
+        """Ask every running instance to re-read its plugins folder (or one plugin of it).
+
+        Raises:
+            PluginError: `name` is not a plugin name (it is never taken as a path).
+        """
+        if name is not None and not is_plugin_name(name):
+            raise PluginError(f"bad plugin name {name!r}: letters, digits, '_' and '-', starting with a letter or '_'")
         await self.redis.publish(Keys.reload_channel, name or "")
 
     async def set_enabled(self, plugin: str, enabled: bool) -> None:

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from orchestrator.cdc.settings import DatabaseSettings
 from orchestrator.cluster.settings import ClusterSettings
+from orchestrator.config_keys import unknown_keys
 from orchestrator.errors import ConfigError
 from orchestrator.index.settings import IndexSettings
 from orchestrator.jobs.settings import JobSettings
@@ -151,6 +152,9 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     path = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if path is not None:
         data = _read_toml(path)
+        if unknown := list(unknown_keys(data, Settings)):
+            msg = f"config file {path}: " + "; ".join(unknown)
+            raise ConfigError(msg)
     data.update(overrides)
     try:
         settings = Settings(**data)

@@ -114,7 +114,7 @@ class Supervisor:
                 await stop.wait()
                 await self._drain(drain_timeout_s)
                 for slot in self.slots:
-                    assert slot.task is not None
+                    assert slot.task is not None  # noqa: S101  every slot has its task once started
                     slot.task.cancel()
         finally:
             await self._close(self._started)

@@ -317,3 +317,71 @@ def test_every_setting_is_read_from_its_environment_name(monkeypatch: pytest.Mon
         Path("/srv/plugins"),
         Path("/srv/state/venvs"),
     )
+
+
+# -- unknown keys in the file (the environment is exempt: it holds unrelated names) --
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("shutdown_grase_s = 5\n", "unknown key 'shutdown_grase_s' (did you mean 'shutdown_grace_s'?)"),
+        ("[plugins.x.throttle]\nrate = 1\n", "unknown section 'plugins' (did you mean 'plugins_dir'?)"),
+        ("[queues.bulk]\nconcurency = 2\n", "unknown key 'queues.bulk.concurency' (did you mean 'queues.bulk.concurrency'?)"),
+        ('[[schedules]]\nid = "a"\nplugn = "p"\nevery = "1h"\n', "unknown key 'schedules[0].plugn' (did you mean 'schedules[0].plugin'?)"),
+        ('[cdc]\nchangelog_tabel = "x"\n', "unknown key 'cdc.changelog_tabel' (did you mean 'cdc.changelog_table'?)"),
+        ("zzz_unrelated = 1\n", "unknown key 'zzz_unrelated'\n"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_in_the_file_name_the_closest_valid_one(toml: str, message: str) -> None:
+    write(Path("orchestrator.toml"), toml)
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert message.rstrip("\n") in str(e.value)
+    assert "\n" not in str(e.value)
+    if message.endswith("\n"):  # nothing close enough: no guess
+        assert "did you mean" not in str(e.value)
+
+
+def test_orchestrator_config_exits_2_on_an_unknown_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = write(tmp_path / "custom.toml", "shutdown_grase_s = 5\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--config", str(config), "config"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout
+    assert "unknown key 'shutdown_grase_s' (did you mean 'shutdown_grace_s'?)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_known_keys_and_aliases_in_the_file_pass_and_the_environment_is_exempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write(
+        Path("orchestrator.toml"),
+        'shutdown_grace_s = 5\nREDIS_URL = "redis://h:1/0"\nhttp_allowed_hosts = ["orch.example"]\n'
+        '[queues.bulk]\nconcurrency = 2\n[cdc.monitored_tables.orders]\ntriggers = ["p"]\n',
+    )
+    monkeypatch.setenv("ORCH_SHUTDOWN_GRASE_S", "5")  # a stray name in the environment is not ours to judge
+    monkeypatch.setenv("SOME_OTHER_TOOL", "1")
+    s = load_settings()
+    assert s.shutdown_grace_s == 5 and s.queues["bulk"].concurrency == 2 and s.http_allowed_hosts == ["orch.example"]
+
+
+def test_http_allowed_hosts_from_the_environment_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_HTTP_ALLOWED_HOSTS", "Orch.Example, proxy.internal,")
+    assert load_settings().http_allowed_hosts == ["orch.example", "proxy.internal"]
+
+
+@pytest.mark.parametrize("url", ["redis://:ab#cd@127.0.0.1:6399/0", "redis://:ab?cd@h:1/0", "redis://u:a/b@h/0"])
+def test_a_raw_special_character_in_the_redis_password_is_one_line_without_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert "percent-encoded" in str(e.value) and "\n" not in str(e.value)
+    assert url.split("@")[0].split(":")[-1] not in str(e.value)  # no part of the password
+    monkeypatch.setenv("REDIS_URL", url.replace("#", "%23").replace("?", "%3F").replace("a/b", "a%2Fb"))
+    assert load_settings().redis_url is not None

@@ -29,7 +29,7 @@ from orchestrator.cdc.rules import Rule
 from orchestrator.cdc.settings import DatabaseSettings
 from orchestrator.cdc.status import CdcStatus, RuleStatus
 from orchestrator.cluster.lease import parse_published
-from orchestrator.errors import ConfigError, JobError, NotFoundError, PluginError
+from orchestrator.errors import ChangeFeedError, ConfigError, JobError, NotFoundError, PluginError
 from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, Submitter
@@ -62,9 +62,15 @@ class CdcAdmin:
         params = self.settings.mysql_params()
         if params is None:
             raise ConfigError("database_url: not set (DATABASE_URL): change capture needs a database")
-        conn = await connect(params)
+        where = params.unix_socket or f"{params.host}:{params.port}"
+        try:
+            conn = await connect(params)
+        except (MySQLError, OSError) as e:  # one line for the CLI; the driver's text holds no password
+            raise ChangeFeedError(f"database {where}: cannot connect: {_reason(e)}") from None
         try:
             yield conn
+        except MySQLError as e:
+            raise ChangeFeedError(f"database {where}: {_reason(e)}") from None
         finally:
             conn.close()
 
@@ -310,7 +316,7 @@ class CdcAdmin:
                     sql, more = after_clause(pk, last)
                     clauses.append(sql)
                     args += more
-                sql = f"SELECT * FROM {qualified(table)}"
+                sql = f"SELECT * FROM {qualified(table)}"  # noqa: S608  names quoted; --where is trusted
                 if clauses:
                     sql += " WHERE " + " AND ".join(clauses)
                 sql += f" ORDER BY {', '.join(quote(c) for c in pk)} LIMIT %s"
@@ -342,3 +348,11 @@ class CdcAdmin:
         if delivery.plugin_errors:
             raise JobError("; ".join(sorted(set(delivery.plugin_errors.values()))))
         return {"rule": name, "snapshot_id": snap_id, "resumed": resumed, "rows": rows_read, "enqueued": enqueued}
+
+
+def _reason(error: BaseException) -> str:
+    """`(1045, "Access denied ...")` -> `1045 Access denied ...`; an OSError's strerror."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    args = error.args
+    return f"{args[0]} {args[1]}" if len(args) == 2 else str(error) or type(error).__name__

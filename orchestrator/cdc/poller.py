@@ -370,7 +370,7 @@ class ChangePoller(BaseComponent):
     # -- timestamp mode --
     async def _ts_round(self, conn: Connection, source: _TsSource) -> None:
         reader = source.reader
-        assert reader is not None
+        assert reader is not None  # noqa: S101  a changelog source always has its reader
         safe = await reader.safe_point(
             conn, self.probe, margin_s=self.settings.timestamp_margin_s, timeout_s=self.settings.hole_timeout_s
         )
@@ -383,7 +383,7 @@ class ChangePoller(BaseComponent):
             cursor = source.cursor
             above: dict[str, datetime] = {}
             for row_cursor, change in rows:
-                assert row_cursor.ts is not None
+                assert row_cursor.ts is not None  # noqa: S101  timestamp rows always carry ts
                 if row_cursor.ts < safe:
                     cursor = row_cursor  # nothing can appear below this any more
                 if change.change_id in source.recent:

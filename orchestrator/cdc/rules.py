@@ -37,7 +37,7 @@ _IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
 
 def check_table_name(value: str) -> str:
     parts = value.split(".")
-    if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+    if len(parts) > 2 or not all(_IDENT.fullmatch(p) for p in parts):
         msg = f"table {value!r}: expected db.table (letters, digits, '_' and '$')"
         raise ValueError(msg)
     return value
@@ -104,12 +104,17 @@ def _value_test(condition: Condition) -> Callable[[Any], bool]:
     """An equals/in/not condition as a function of the column's value, its values normalised once."""
     values = condition.value if condition.op == "in" else [condition.value]
     expected = frozenset(_norm(v) for v in values if _hashable(v))
+    # A JSON column's value (a list or an object) cannot be hashed: compared by equality instead.
+    unhashable = [v for v in values if not _hashable(v)]
     wanted = condition.op != "not"
 
     def test(raw: Any) -> bool:
         if type(raw) is str and raw in expected:  # the common case: text equal as written
             return wanted
-        return (_norm(raw) in expected) is wanted
+        value = _norm(raw)
+        if not _hashable(value):
+            return (value in unhashable) is wanted
+        return (value in expected) is wanted
 
     return test
 
@@ -147,8 +152,10 @@ def _norm(value: Any) -> Any:
     """Compare as the user means it: 1 == "1" == 1.0 (MySQL hands back text for DECIMAL, JSON for numbers)."""
     if isinstance(value, bool):
         return str(int(value))  # MySQL has no booleans: TINYINT 1/0
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)  # not through float: an int past 1e308 would overflow it
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(value)
     if isinstance(value, str):
         try:
             number = float(value)
@@ -214,7 +221,7 @@ class Rule(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value) or ":" in value:
+        if not _NAME.fullmatch(value) or ":" in value:
             msg = f"rule name {value!r}: use 1-64 letters, digits, '_', '-' or '.'"
             raise ValueError(msg)
         return value
@@ -239,7 +246,7 @@ class Rule(BaseModel):
     @field_validator("timestamp_column", "created_column")
     @classmethod
     def _check_column(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENT.match(value):
+        if value is not None and not _IDENT.fullmatch(value):
             msg = f"column {value!r}: letters, digits, '_' and '$' only"
             raise ValueError(msg)
         return value

@@ -67,7 +67,7 @@ async def health(args: argparse.Namespace, cmd: Command) -> int:
     settings, out = cmd.settings, cmd.out
     import aiohttp
 
-    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
+    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host  # noqa: S104  compared, not bound
     url = (args.url or f"http://{host}:{settings.http_port}").rstrip("/") + "/health"
     try:
         async with (

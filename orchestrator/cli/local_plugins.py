@@ -69,7 +69,7 @@ class LocalPlugins:
             raise PluginError(msg)
         params = validate_params(info.manifest, params)
         info = await self.registry.ensure_ready(name)
-        assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
+        assert info.manifest is not None and info.python is not None  # noqa: S101  ensure_ready raises otherwise
         timeout = timeout_s or info.manifest.timeout or self.settings.job_timeout_s
         context = {"job_id": "test", "attempt": 1, "source": "cli"}
         async with await build_launcher(self.settings, prestart=False) as launcher:

@@ -26,6 +26,7 @@ from orchestrator.cli.context import Command, Handler, run_command
 from orchestrator.cli.render import Output
 from orchestrator.config import load_settings
 from orchestrator.errors import (
+    ChangeFeedError,
     ConfigError,
     ConflictError,
     JobError,
@@ -44,7 +45,7 @@ _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 def parse_duration(text: str) -> float:
     """`30s`, `5m`, `1.5h`, `250ms` or plain seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         msg = f"bad duration {text!r}: use e.g. 30s, 5m, 2h"
         raise argparse.ArgumentTypeError(msg)
@@ -257,7 +258,7 @@ async def _guard(coro: Awaitable[int], out: Output) -> int:
     """Map the error tree to exit codes in one place."""
     try:
         return await _unwrap_groups(coro)
-    except StartupError as e:
+    except (StartupError, ChangeFeedError) as e:
         out.error(str(e))
         return EXIT_FAILED
     except (ConfigError, JobError, PluginError) as e:

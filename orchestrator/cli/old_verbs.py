@@ -76,7 +76,7 @@ def params_from_options(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         token = tokens[i]
-        if not token.startswith("--") or token == "--":
+        if not token.startswith("--") or token == "--":  # noqa: S105  an argv word, not a password
             msg = f"unexpected argument {token!r}"
             raise ValueError(msg)
         name, sep, value = token[2:].partition("=")

@@ -52,6 +52,21 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+MAX_JOB_ID = 200
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why `job_id` cannot name a job, or None. Ids are printed in logs and on one console line
+    each: a CR, LF, TAB or another control or invisible format character would split or forge
+    lines, so only printable characters (str.isprintable) are taken."""
+    if not job_id or len(job_id) > MAX_JOB_ID:
+        return f"job id must be 1-{MAX_JOB_ID} characters"
+    if not job_id.isprintable():
+        bad = next(ch for ch in job_id if not ch.isprintable())
+        return f"job id holds {bad!r}: printable characters only (no line breaks, tabs or control characters)"
+    return None
+
+
 def now() -> float:
     return time.time()
 

@@ -39,7 +39,7 @@ _MAX_LOG_LINES = 5000
 def retry_delay(base_s: float, attempt: int) -> float:
     """Exponential backoff with jitter: base * 2^(attempt-1), scaled by a random 0.5-1.0."""
     exponential: float = base_s * 2.0 ** max(attempt - 1, 0)
-    return min(exponential, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+    return min(exponential, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)  # noqa: S311  jitter, not a secret
 
 
 class LogSink:
@@ -147,7 +147,7 @@ class JobRunner:
         self._sinks.add(sink)
         try:
             info = await self.registry.ensure_ready(record.plugin)
-            assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
+            assert info.manifest is not None and info.python is not None  # noqa: S101  ensure_ready raises otherwise
             result = await self.launcher.run(
                 info,
                 record.params,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from arq.jobs import serialize_job
 
 from orchestrator.errors import JobError, ParamsError
-from orchestrator.jobs.model import JobRecord, Keys, new_job_id, now, parse_priority, queue_score
+from orchestrator.jobs.model import JobRecord, Keys, job_id_problem, new_job_id, now, parse_priority, queue_score
 from orchestrator.jobs.settings import JobSettings
 from orchestrator.jobs.store import Checkpoint, EnqueueItem, JobStore
 from orchestrator.jobs.throttle import BacklogMode, ThrottleBook
@@ -135,8 +135,8 @@ class Submitter:
         if self.queues and queue not in self.queues:
             msg = f"unknown queue {queue!r}; configured queues: {', '.join(sorted(self.queues))}"
             raise JobError(msg)
-        if request.job_id is not None and (not request.job_id or len(request.job_id) > 200):
-            raise JobError("job id must be 1-200 characters")
+        if request.job_id is not None and (problem := job_id_problem(request.job_id)):
+            raise JobError(problem)
         try:
             json_bytes(request.context)
         except (TypeError, ValueError) as e:

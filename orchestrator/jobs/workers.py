@@ -164,7 +164,7 @@ class QueueWorker(Worker):
         return wait_s
 
     def _start(self, record: JobRecord) -> None:
-        assert self._tg is not None
+        assert self._tg is not None  # noqa: S101  set in run() before any job starts
         job_id = record.job_id
         self.job_counter += 1
         task = self._tg.create_task(self._run(record), name=f"job:{job_id}")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.components import Component, ComponentHealth
 from orchestrator.jobs.shared import Shared
+from orchestrator.monitor.access import Access
 from orchestrator.monitor.context import MonitorContext
 from orchestrator.monitor.health import RedisProbe
 from orchestrator.monitor.http import HttpServer
@@ -44,10 +45,14 @@ def build(
         status=status,
         # a `--role leader` process runs no jobs: no job counters of its own
         metrics=Metrics(shared.redis, shared.observer if identity.served_queues else None, loop),
-        api_token=section.api_token.get_secret_value() if section.api_token else None,
+        access=Access(
+            token=section.api_token.get_secret_value() if section.api_token else None,
+            bind=section.http_host,
+            allowed_hosts=tuple(section.http_allowed_hosts),
+        ),
     )
     return [
-        HttpServer(context, section.http_host, section.http_port),
+        HttpServer(context, section.http_host, section.http_port, idle_timeout_s=section.http_idle_timeout_s),
         loop,
         RedisProbe(shared.redis, redis_url, budget=budget),
     ]

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from orchestrator.components import ComponentHealth
 from orchestrator.jobs.store import JobStore
+from orchestrator.monitor.access import Access
 from orchestrator.plugins.registry import PluginRegistry
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ class MonitorContext:
 
     Writes go through the app's `Client` itself (no restated protocol that could drift from it).
     `health` and `status` are the supervisor's: assembled from the running components. `metrics`
-    is the process's Metrics (it holds the job counters the runner feeds).
+    is the process's Metrics (it holds the job counters the runner feeds). `access`: who may
+    read and write what (access.py).
     """
 
     version: str
@@ -34,7 +36,7 @@ class MonitorContext:
     client: Client
     health: Callable[[], Awaitable[dict[str, ComponentHealth]]]
     status: Callable[[], Awaitable[dict[str, Any]]]
-    api_token: str | None
+    access: Access
     metrics: Metrics | None = None
 
 

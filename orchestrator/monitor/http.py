@@ -1,8 +1,14 @@
 """The aiohttp status endpoint: probes, status, metrics and a small JSON API (routes.ROUTES).
 
-Reads are open. Anything that changes state needs `Authorization: Bearer $ORCH_API_TOKEN` and is
-refused (403, with the reason) when no token is configured. No input gives a 5xx: every error is
-answered by one middleware as JSON `{"error": ...}` with a 4xx naming the field.
+Probes, counts and metrics are open. Job data and writes need `Authorization: Bearer
+$ORCH_API_TOKEN` (access.py says exactly who may read what, and which Host names are answered). No
+input gives a 5xx: every error is answered by one middleware as JSON `{"error": ...}` with a 4xx
+naming the field.
+
+Limits: bodies over MAX_BODY_BYTES get 413; request lines and header fields over aiohttp's 8190
+bytes get 400; a connection that has not sent a whole request (slow headers, a slowloris) or sits
+idle between requests is closed after `idle_timeout_s` (aiohttp's keepalive_timeout: its timer
+starts when the connection opens and is not pushed back by partial data).
 """
 
 from __future__ import annotations
@@ -26,6 +32,18 @@ logger = logging.getLogger(__name__)
 
 # A batch of 10,000 jobs with parameters fits; a 20 MB body does not (413 before it is read whole).
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@web.middleware
+async def host_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a Host this server does not answer to (DNS rebinding against a loopback bind)."""
+    host = request.headers.get("Host")
+    if not request.app[CONTEXT].access.host_allowed(host):
+        error = f"Host {host!r} is not served here: add it to http_allowed_hosts (ORCH_HTTP_ALLOWED_HOSTS)"
+        return json_response({"error": error}, 421)
+    return await handler(request)
 
 
 @web.middleware
@@ -61,7 +79,7 @@ async def errors_middleware(
 
 
 def build_app(context: MonitorContext, routes: tuple[Route, ...] = ROUTES) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[host_middleware, errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = context
     register(app, routes)
     document: dict[str, Any] = {}  # built on the first request: most processes never serve it (~0.3 MB)
@@ -80,16 +98,18 @@ class HttpServer(BaseComponent):
 
     name = "http"
 
-    def __init__(self, context: MonitorContext, host: str, port: int) -> None:
+    def __init__(self, context: MonitorContext, host: str, port: int, *, idle_timeout_s: float = 15.0) -> None:
         self.app = build_app(context)
         self.host = host
         self.port = port
+        self.idle_timeout_s = idle_timeout_s
+        self.counts_only = context.access.counts_only
         self.bound_port: int | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Bind before anything else starts, so a taken port fails the start-up, not a running process."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:
@@ -102,6 +122,12 @@ class HttpServer(BaseComponent):
         sockets = getattr(server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
         logger.info("http: listening on http://%s:%s", self.host, self.bound_port)
+        if self.counts_only:
+            logger.warning(
+                "http: %s is not a loopback address and no ORCH_API_TOKEN is set: serving probes, counts and "
+                "metrics only (job data needs the token)",
+                self.host,
+            )
 
     async def run(self) -> None:
         """Serve until cancelled (`start` first)."""

@@ -15,13 +15,15 @@ from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
 from orchestrator.monitor import schedules_api  # schedules
+from orchestrator.monitor.access import require_read
+from orchestrator.monitor.context import ctx
 from orchestrator.monitor.status import StatusBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ERRORS = {
     400: "invalid input (the error names the field)",
     401: "missing or wrong bearer token",
-    403: "writes are disabled: no ORCH_API_TOKEN is configured",
+    403: "no ORCH_API_TOKEN is configured: writes are disabled, and job data is served only on a loopback bind",
     404: "no such job, batch or plugin",
     409: "the job's state does not allow it",
     413: "body too large",
@@ -44,6 +46,9 @@ class Route:
         body: the request body's model.
         query: the query string's model.
         write: needs the bearer token.
+        data: returns job data (params, results, errors, logs, plugin details): needs the bearer
+            token when one is configured, and without one is served only on a loopback bind
+            (access.py). Probes, counts and metrics leave it False.
         content_type: of the success body.
     """
 
@@ -57,6 +62,7 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     write: bool = False
+    data: bool = False
     content_type: str = "application/json"
     errors: tuple[int, ...] = field(default=(400, 503))
 
@@ -69,10 +75,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", h.health, "200 when every component is healthy, else 503 naming them", m.HealthOut),
     Route("GET", "/status", h.status, "version, leader, queues, jobs, components", StatusBody),
     Route("GET", "/metrics", h.metrics, "Prometheus text exposition", content_type="text/plain"),
-    Route("GET", "/api/plugins", h.list_plugins, "every plugin with its state", m.PluginOut, many=True),
+    Route("GET", "/api/plugins", h.list_plugins, "every plugin with its state", m.PluginOut, many=True, data=True),
     Route("POST", "/api/plugins/reload", h.reload_plugins, "every instance re-reads the plugins folder",
           m.ReloadOut, status=202, write=True, errors=(401, 403, 503)),
-    Route("GET", "/api/plugins/{name}", h.get_plugin, "one plugin", m.PluginOut, errors=(404, 503)),
+    Route("GET", "/api/plugins/{name}", h.get_plugin, "one plugin", m.PluginOut, errors=(404, 503), data=True),
     Route("POST", "/api/plugins/{name}/enable", h.toggle_plugin, "allow triggers (every instance)",
           m.ToggledOut, write=True, errors=(401, 403, 404, 503)),
     Route("POST", "/api/plugins/{name}/disable", h.toggle_plugin, "refuse new triggers (every instance)",
@@ -84,14 +90,14 @@ ROUTES: tuple[Route, ...] = (
           body=m.ThrottleBody, write=True, errors=(400, 401, 403, 404, 415, 503)),
     Route("POST", "/api/plugins/{name}/reload", h.reload_plugins, "every instance re-reads this plugin",
           m.ReloadOut, status=202, write=True, errors=(401, 403, 503)),
-    Route("GET", "/api/jobs", h.list_jobs, "jobs, newest first", m.JobOut, many=True, query=m.JobsQuery),
+    Route("GET", "/api/jobs", h.list_jobs, "jobs, newest first", m.JobOut, many=True, query=m.JobsQuery, data=True),
     Route("POST", "/api/jobs", h.post_job, "enqueue a job (200 when the job id existed)", m.TriggeredOut,
           status=201, body=m.TriggerBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
     Route("POST", "/api/jobs/purge", h.purge_jobs, "delete final jobs by state, age and plugin", m.DeletedOut,
           body=m.PurgeBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
-    Route("GET", "/api/jobs/{job_id}", h.get_job, "one job", m.JobOut, errors=(404, 503)),
+    Route("GET", "/api/jobs/{job_id}", h.get_job, "one job", m.JobOut, errors=(404, 503), data=True),
     Route("GET", "/api/jobs/{job_id}/logs", d.job_logs, "a job's captured output after a stream id", m.LogsOut,
-          query=m.LogsQuery, errors=(400, 404, 503)),
+          query=m.LogsQuery, errors=(400, 404, 503), data=True),
     Route("DELETE", "/api/jobs/{job_id}", h.delete_job, "delete a job that is not running", m.DeletedOut,
           write=True, errors=(401, 403, 404, 409, 503)),
     Route("POST", "/api/jobs/{job_id}/cancel", h.cancel_job, "remove a waiting job or stop a running one",
@@ -101,18 +107,28 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/stats", h.stats, "counts per state; depth, running and concurrency per queue", m.StatsOut),
     Route("POST", "/api/batches", h.post_batch, "enqueue jobs together: one bad entry and nothing is enqueued",
           m.BatchCreatedOut, status=201, body=m.BatchBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
-    Route("GET", "/api/batches/{batch_id}", h.get_batch, "a batch's progress", m.BatchOut, errors=(404, 503)),
+    Route("GET", "/api/batches/{batch_id}", h.get_batch, "a batch's progress", m.BatchOut, errors=(404, 503), data=True),
     Route("GET", "/api/throughput", d.throughput, "jobs enqueued and finished per bucket", m.ThroughputOut,
           query=m.ThroughputQuery),
     Route("GET", "/api/finished", d.finished, "the last jobs that reached a final state", m.JobOut, many=True,
-          query=m.FinishedQuery),
+          query=m.FinishedQuery, data=True),
     *schedules_api.routes(Route),  # schedules
 )  # fmt: skip
 
 
 def register(app: web.Application, routes: Sequence[Route]) -> None:
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path, _guarded(route.handler) if route.data else route.handler)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """The handler behind the job-data check (the table says which routes: none can forget it)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        require_read(ctx(request).access, request)
+        return await handler(request)
+
+    return guarded
 
 
 def openapi(routes: Sequence[Route], version: str) -> dict[str, Any]:
@@ -148,7 +164,7 @@ def openapi(routes: Sequence[Route], version: str) -> dict[str, Any]:
         op["responses"][str(route.status)] = {"description": "success", "content": content}
         if route.path == "/api/jobs" and route.method == "POST":
             op["responses"]["200"] = {"description": "a job with this id existed: nothing enqueued", "content": content}
-        for code in sorted(set(route.errors) | ({401, 403} if route.write else set())):
+        for code in sorted(set(route.errors) | ({401, 403} if route.write or route.data else set())):
             op["responses"][str(code)] = {
                 "description": _ERRORS[code],
                 "content": {"application/json": {"schema": ref(m.ErrorOut)}},
@@ -157,6 +173,8 @@ def openapi(routes: Sequence[Route], version: str) -> dict[str, Any]:
             op["responses"]["503"] = {"description": "a component is failing", "content": content}
         if route.write:
             op["security"] = [{"bearer": []}]
+        elif route.data:  # the token, or nothing on a loopback bind without one
+            op["security"] = [{"bearer": []}, {}]
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",

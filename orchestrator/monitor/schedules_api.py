@@ -1,6 +1,6 @@
 """`/api/schedules`: list, get, add, remove, pause, resume, run now, history.
 
-Reads are open; writes need the bearer token, like every other write route. Everything goes
+Reads return job data (params, job ids): they need the token as /api/jobs does; writes need it too. Everything goes
 through the app's Client, so the HTTP API validates as the CLI and the Python API do. routes.py
 adds `routes(Route)` to its table (this module does not import routes.py: no import cycle).
 """
@@ -132,10 +132,10 @@ def routes(make: Callable[..., R]) -> tuple[R, ...]:
     w = (400, 401, 403, 404, 503)
     return (
         make("GET", "/api/schedules", list_schedules, "every schedule with its next and last run", ScheduleOut,
-             many=True),
+             many=True, data=True),
         make("POST", "/api/schedules", add_schedule, "add a schedule (validated first; nothing stored on error)",
              ScheduleOut, status=201, body=ScheduleBody, write=True, errors=(400, 401, 403, 503)),
-        make("GET", "/api/schedules/{id}", get_schedule, "one schedule", ScheduleOut, errors=(404, 503)),
+        make("GET", "/api/schedules/{id}", get_schedule, "one schedule", ScheduleOut, errors=(404, 503), data=True),
         make("DELETE", "/api/schedules/{id}", remove_schedule, "delete a schedule", ScheduleRemovedOut,
              write=True, errors=w),
         make("POST", "/api/schedules/{id}/pause", pause_schedule, "stop firing (the definition is kept)",
@@ -146,5 +146,5 @@ def routes(make: Callable[..., R]) -> tuple[R, ...]:
              write=True, errors=w),
         make("GET", "/api/schedules/{id}/history", history,
              "the last fires (job ids, states, durations), overlap skips and skipped slots", HistoryOut, many=True,
-             query=HistoryQuery, errors=(400, 404, 503)),
+             query=HistoryQuery, errors=(400, 404, 503), data=True),
     )  # fmt: skip

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from orchestrator.errors import PluginEnvError
 from orchestrator.logs import mask_secrets
-from orchestrator.plugins.manifest import Manifest
+from orchestrator.plugins.manifest import Manifest, requirement_problem
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +122,11 @@ class VenvManager:
             text = ""
         except (OSError, UnicodeDecodeError) as e:
             raise PluginEnvError(f"{REQUIREMENTS_FILE}: cannot be read: {e}") from e
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), 1):
             line = line.split(" #", 1)[0].strip()
             if line and not line.startswith("#"):
+                if problem := requirement_problem(line):  # -r, --index-url...: never passed to uv
+                    raise PluginEnvError(f"{REQUIREMENTS_FILE} line {number}: {problem}")
                 reqs.append(line)
         return list(dict.fromkeys(reqs))
 

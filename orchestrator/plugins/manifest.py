@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator import nesting
 from orchestrator.errors import ManifestError
 from orchestrator.plugins.params import coerce_cli_params, json_type, type_matches, validate_params
 from orchestrator.plugins.throttle import Throttle, key_fields
@@ -37,15 +38,42 @@ __all__ = [
     "PoolOptions",
     "check_entry_point",
     "coerce_cli_params",
+    "is_plugin_name",
     "load_manifest",
+    "requirement_problem",
     "specifier_matches",
     "validate_params",
 ]
 
+# A real manifest is a few KiB; /api/plugins serves it to every dashboard poll.
+MAX_MANIFEST_BYTES = 1024 * 1024
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 ENTRY_POINT_PATTERN = rf"^{_IDENT}(\.{_IDENT})+$"
 _ENV_NAME = re.compile(rf"^{_IDENT}$")
+
+
+def requirement_problem(req: str) -> str | None:
+    """Why `req` cannot be handed to the installer as one requirement, or None.
+
+    A line break would start a new line of uv's requirement input, and a word starting with `-`
+    is an installer option (`--index-url http://...`, `-r other.txt`, `--hash`): either could
+    point the build at another index. The message names the option, never its value (an index
+    URL may carry credentials).
+    """
+    if not req.strip():
+        return "an empty string is not a requirement"
+    if not req.isprintable():  # \n, \r, \t, NUL...: anything that could end uv's input line
+        return f"requirement {req.split(maxsplit=1)[0][:40]!r}... holds a line break or control character"
+    options = [word.split("=", 1)[0][:40] for word in req.split() if word.startswith("-")]
+    if options:
+        return f"{options[0]!r} is not a requirement but an installer option: write requirements like 'requests>=2.30'"
+    return None
+
+
+def is_plugin_name(name: str) -> bool:
+    """A whole plugin name (no path separator, no dots, no trailing newline)."""
+    return re.fullmatch(NAME_PATTERN, name) is not None
 
 
 class ParamSpec(BaseModel):
@@ -152,15 +180,14 @@ class Manifest(BaseModel):
     @classmethod
     def _requirements(cls, value: list[str]) -> list[str]:
         for i, req in enumerate(value):
-            # A leading dash would reach the installer as an option (e.g. --index-url).
-            if not req.strip() or req.lstrip().startswith("-"):
-                raise ValueError(f"item {i} ({req!r}) is not a requirement like 'requests>=2.30'")
+            if problem := requirement_problem(req):
+                raise ValueError(f"item {i}: {problem}")
         return [req.strip() for req in value]
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: list[str]) -> list[str]:
-        bad = [name for name in value if not _ENV_NAME.match(name)]
+        bad = [name for name in value if not _ENV_NAME.fullmatch(name)]
         if bad:
             raise ValueError(f"not environment variable names: {', '.join(map(repr, bad))}")
         return value
@@ -209,7 +236,7 @@ def _simple_specifier_matches(spec: str, version: str) -> bool:
 
     have = parse(version)
     for clause in spec.split(","):
-        match = _CLAUSE.match(clause)
+        match = _CLAUSE.fullmatch(clause)
         if match is None:
             raise ValueError(f"{spec!r} is not a version specifier like '>=3.8'")
         op, text, wildcard = match.groups()
@@ -276,17 +303,30 @@ def load_manifest(plugin_dir: Path) -> tuple[Manifest, list[str]]:
     Raises:
         ManifestError: one message naming each problem.
     """
+    try:
+        return _load_manifest(plugin_dir)
+    except RecursionError as e:  # a walk deeper than the checks foresaw: still one clear reason
+        raise ManifestError(f"{MANIFEST_FILE}: nested too deeply") from e
+
+
+def _load_manifest(plugin_dir: Path) -> tuple[Manifest, list[str]]:
     path = plugin_dir / MANIFEST_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_MANIFEST_BYTES + 1)  # never more than the cap into memory
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{MANIFEST_FILE}: larger than {MAX_MANIFEST_BYTES // 1024} KiB")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(f"{MANIFEST_FILE}: not found in {plugin_dir}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"{MANIFEST_FILE}: cannot be read: {e}") from e
     try:
-        raw = json.loads(text)
+        raw = nesting.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{MANIFEST_FILE}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except nesting.TooDeep as e:
+        raise ManifestError(f"{MANIFEST_FILE}: {e}") from e
     if not isinstance(raw, dict):
         raise ManifestError(f"{MANIFEST_FILE}: must be a JSON object, got {json_type(raw)}")
     warnings = _unknown_keys(raw)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from orchestrator.errors import ManifestError, NotFoundError, PluginEnvError
 from orchestrator.logs import mask_secrets
 from orchestrator.plugins.envs import PythonCmd, VenvManager
-from orchestrator.plugins.manifest import MANIFEST_FILE, Manifest, load_manifest
+from orchestrator.plugins.manifest import MANIFEST_FILE, Manifest, is_plugin_name, load_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class PluginRegistry:
         if name is None:
             await self.load()
             return
+        if not is_plugin_name(name):  # never a path: `../x` must not reach outside plugins_dir
+            raise NotFoundError(f"no plugin {name!r}: not a plugin name")
         current = self._plugins.get(name)
         folder = current.path if current else self.plugins_dir / name
         if not await asyncio.to_thread((folder / MANIFEST_FILE).is_file):

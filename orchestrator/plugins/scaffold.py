@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 from orchestrator.errors import PluginError
-from orchestrator.plugins.manifest import MANIFEST_FILE, NAME_PATTERN
+from orchestrator.plugins.manifest import MANIFEST_FILE, is_plugin_name
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def create_plugin(plugins_dir: Path, name: str) -> Path:
     Raises:
         PluginError: the name is not valid, or the folder already exists.
     """
-    if not re.match(NAME_PATTERN, name):
+    if not is_plugin_name(name):
         raise PluginError(f"bad plugin name {name!r}: start with a letter or '_', then letters, digits, '_' or '-'")
     folder = plugins_dir / name
     try:

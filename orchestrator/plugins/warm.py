@@ -163,7 +163,7 @@ class PooledChild(asyncio.SubprocessProtocol):
 
     def start(self, payload: bytes, capture: LogCapture) -> Job:
         job = self.job = Job(capture, self.loop.create_future())
-        assert self.transport is not None
+        assert self.transport is not None  # noqa: S101  the child is connected before it takes a job
         try:
             cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0)).write(payload)
         except (RuntimeError, OSError, AttributeError) as e:

@@ -50,7 +50,7 @@ def declare(constants: Mapping[str, LuaValue]) -> str:
     """`local NAME = value` lines, one per constant."""
     lines = []
     for name, value in constants.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             msg = f"Lua constant {name!r}: expected an upper-case name"
             raise ValueError(msg)
         lines.append(f"local {name} = {_literal(value)}\n")
@@ -87,7 +87,7 @@ def _literal(value: LuaValue) -> str:
 
 
 def _quoted(text: str) -> str:
-    if not _PLAIN.match(text):
+    if not _PLAIN.fullmatch(text):
         msg = f"Lua constant {text!r}: only printable ASCII without quotes or backslashes"
         raise ValueError(msg)
     return f"'{text}'"

@@ -41,8 +41,22 @@ class RedisSettings(BaseModel):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        scheme = urlsplit(value).scheme
+        parts = urlsplit(value)
+        scheme = parts.scheme
         if scheme not in REDIS_SCHEMES:
             msg = f"scheme {scheme!r} is not Redis; expected redis://, rediss://, unix:// or redis+sentinel://"
             raise ValueError(msg)
+        # A raw '#', '?' or '/' in the password ends the URL's host part early: say so here, in one
+        # line that shows no part of the URL, rather than let redis-py's parser quote a piece of it.
+        try:
+            if parts.fragment:
+                raise ValueError
+            if not scheme.endswith("sentinel"):  # a sentinel URL lists several host:port pairs
+                _ = parts.port  # ValueError when the port is not a number
+        except ValueError:
+            msg = (
+                "cannot be read as host:port: a '#', '?', '/' or '@' in the user name or password must be "
+                "percent-encoded (e.g. '#' as %23)"
+            )
+            raise ValueError(msg) from None
         return value

@@ -54,7 +54,7 @@ def parse_every(text: str | float, what: str = "every") -> float:
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = _EVERY.match(str(text))
+        match = _EVERY.fullmatch(str(text))
         if not match:
             msg = f"{what} {text!r}: use e.g. 30s, 5m, 1h or 1d"
             raise ValueError(msg)
@@ -140,7 +140,7 @@ class ScheduleSpec(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not ID_PATTERN.match(value):
+        if not ID_PATTERN.fullmatch(value):
             msg = f"schedule id {value!r}: use 1-100 letters, digits, '_', '.' or '-' (starting with a letter or digit)"
             raise ValueError(msg)
         return value
@@ -191,7 +191,7 @@ class ScheduleSpec(BaseModel):
     def trigger(self) -> str:
         if self.cron is not None:
             return f"cron {self.cron}" + (f" ({self.timezone})" if self.timezone != "UTC" else "")
-        assert self.every is not None
+        assert self.every is not None  # noqa: S101  the validator requires cron or every
         return f"every {format_every(self.every)}"
 
     def next_after(self, t: float) -> float:
@@ -222,7 +222,7 @@ class ScheduleSpec(BaseModel):
 
         tz = ZoneInfo(self.timezone)
         start = datetime.fromtimestamp(t, tz).replace(tzinfo=None)
-        assert self.cron is not None
+        assert self.cron is not None  # noqa: S101  only cron schedules reach this
         walls = croniter(self.cron, start)
         last = t
         misses = 0

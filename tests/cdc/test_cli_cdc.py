@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
@@ -174,3 +175,18 @@ async def test_snapshot_enqueues_existing_rows_in_key_order_and_resumes(
         assert fresh["resumed"] is False and fresh["rows"] == 1200 and fresh["enqueued"] == 600
     finally:
         await redis.aclose()
+
+
+async def test_a_wrong_database_password_is_one_line_without_a_traceback(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    secret = "wr0ng-s3cret"
+    parts = urlsplit(mysql_url)
+    bad = urlunsplit(parts._replace(netloc=f"{parts.username or 'root'}:{secret}@{parts.hostname}:{parts.port}"))
+    settings = cdc_settings(tmp_path, redis_url, bad, RULES)
+    for args in (("install", "--dry-run"), ("snapshot", "paid")):
+        r = await cdc(settings, *args)
+        assert r.rc == 1, (args, r.out, r.err)
+        assert "Traceback" not in r.err and secret not in r.err + r.out
+        (line,) = r.err.strip().splitlines()
+        assert "cannot connect" in line and "1045" in line, line

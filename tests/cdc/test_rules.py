@@ -73,6 +73,16 @@ def test_a_number_condition_matches_decimal_text_and_floats() -> None:
     assert not rule.matches("INSERT", {"total": "100.5", "flag": 1}, None)
 
 
+def test_a_json_column_value_is_compared_not_a_crash() -> None:
+    # Found by tests/test_properties.py: a list or object in the row (a JSON column) raised TypeError.
+    rule = Rule(name="r", table="t", plugins=["p"], conditions={"tags": {"in": [["a"], "b"]}, "n": {"not": 10**400}})  # type: ignore[arg-type]
+    assert rule.matches("INSERT", {"tags": ["a"], "n": 1}, None)
+    assert rule.matches("INSERT", {"tags": "b", "n": {"k": 1}}, None)
+    assert not rule.matches("INSERT", {"tags": ["b"], "n": 1}, None)
+    assert not rule.matches("INSERT", {"tags": {"a": 1}, "n": 1}, None)
+    assert not rule.matches("INSERT", {"tags": "b", "n": 10**400}, None)
+
+
 def test_delete_conditions_test_the_deleted_row() -> None:
     rule = Rule(name="r", table="t", plugins=["p"], conditions={"status": "gone"})  # type: ignore[arg-type]
     assert rule.matches("DELETE", None, {"status": "gone"})

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
+from orchestrator.jobs.model import Keys
 from tests.jobs.helpers import cli, make_plugin, make_settings, read_events, run_app, wait_for
 
 
@@ -143,3 +146,18 @@ async def test_logs_follow_streams_until_the_job_ends(tmp_path: Path, redis_url:
         assert [e["event"] for e in read_events(record)] == ["start", "end"]  # it returned only at the end
         r = await cli(settings, "jobs", "logs", "nope")
         assert r.rc == 1
+
+
+async def test_a_job_id_with_a_line_break_is_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
+    make_plugin(tmp_path / "plugins")
+    settings = make_settings(tmp_path, redis_url)
+    for job_id in ("a\r\nforged",):  # the API test tries more; a CLI start costs a second
+        r = await cli(settings, "trigger", "probe", "--job-id", job_id)
+        assert r.rc == 2, (job_id, r.out, r.err)
+        (line,) = r.err.strip().splitlines()
+        assert "printable characters only" in line
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await redis.zcard(Keys.all_jobs) == 0  # nothing enqueued
+    finally:
+        await redis.aclose()

@@ -22,7 +22,7 @@ XSS = '<img src=x onerror="window.__pwned = 1"><script>window.__pwned = 2</scrip
 def test_page_loads_without_console_errors(new_page: NewPage, server: Server) -> None:
     job_id = server.trigger(name="warm-up")
     server.wait_state(job_id, "succeeded")
-    probe = new_page()
+    probe = new_page(token=TOKEN)
     page = probe.page
     expect(page.locator("#queues tbody tr")).to_have_count(2)
     expect(page.locator("#queues tbody")).to_contain_text("warehouse")
@@ -33,14 +33,14 @@ def test_page_loads_without_console_errors(new_page: NewPage, server: Server) ->
     expect(page.locator("#leader")).to_contain_text(f"Leader: {leader['instance_id']} (token {leader['token']})")
     expect(page.locator("#instances tbody tr .badge")).to_have_text("leader")
     expect(page.locator(f"#finished tr[data-job='{job_id}']")).to_be_visible()
-    expect(page.locator("#auth-state")).to_contain_text("Read-only")
+    expect(page.locator("#auth-state")).to_contain_text("Token set")
     probe.shot("overview")
     assert probe.console_errors == []
     assert probe.page_errors == []
 
 
 def test_a_job_triggered_after_load_shows_without_reload(new_page: NewPage, server: Server) -> None:
-    probe = new_page("#jobs")
+    probe = new_page("#jobs", token=TOKEN)
     page = probe.page
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     job_id = server.trigger(name="late")
@@ -55,7 +55,7 @@ def test_the_job_list_filters_by_state(new_page: NewPage, server: Server) -> Non
     bad = server.trigger(name="broken", fail_until_file=str(server.tmp / "never"))
     server.wait_state(ok, "succeeded")
     server.wait_state(bad, "failed")
-    probe = new_page("#jobs")
+    probe = new_page("#jobs", token=TOKEN)
     page = probe.page
     expect(page.locator(f"#jobs tr[data-job='{ok}']")).to_be_visible()
     page.select_option("#filter-state", "failed")
@@ -94,7 +94,7 @@ def test_a_job_opens_with_its_log_tailing(new_page: NewPage, server: Server) -> 
 def test_a_long_log_loads_whole(new_page: NewPage, server: Server) -> None:
     job_id = server.trigger("chatty", lines=1200)
     server.wait_state(job_id, "succeeded")
-    probe = new_page(f"#job/{job_id}")
+    probe = new_page(f"#job/{job_id}", token=TOKEN)
     page = probe.page
     expect(page.locator("#log-status")).to_have_text("(1200 lines, complete)", timeout=20_000)
     # each stream keeps its order; the two pipes may interleave either way at the end
@@ -131,37 +131,46 @@ def test_retry_with_the_token_runs_the_job_again(new_page: NewPage, server: Serv
     assert probe.page_errors == []
 
 
-def test_retry_without_the_token_is_refused(new_page: NewPage, server: Server) -> None:
+def test_without_the_token_counts_show_and_job_data_waits_for_it(new_page: NewPage, server: Server) -> None:
     failed = server.trigger(name="stays-failed", fail_until_file=str(server.tmp / "never"))
     server.wait_state(failed, "failed")
     before = server.request("GET", "/api/jobs?plugin=probe&limit=1000")[1]
 
-    probe = new_page("#failed")
+    probe = new_page()
     page = probe.page
     expect(page.locator("#auth-state")).to_contain_text("Read-only")
-    button = page.locator(f"#failed tr[data-job='{failed}'] button.act-retry")
-    expect(button).to_be_disabled()
-    button.click(force=True)  # a disabled button does nothing even when clicked
+    expect(page.locator("#locked")).to_contain_text("Job data is hidden: missing or wrong bearer token")
+    expect(page.locator("#queues tbody tr")).to_have_count(2)  # counts are open
+    expect(page.locator("#states .chip.state-failed .chip-n")).not_to_have_text("0")
+    page.goto(server.url + "/#failed")
+    expect(page.locator(f"#failed tr[data-job='{failed}']")).to_have_count(0)
     page.goto(server.url + f"/#job/{failed}")
-    expect(page.locator("#job-state")).to_have_text("failed")
-    expect(page.locator("#job-actions button.act-retry")).to_be_disabled()
+    expect(page.locator("#job-state")).not_to_have_text("failed")
 
-    # A wrong token reaches the server, which refuses it; the page says so.
+    # A wrong token reaches the server, which refuses it; the page says so and shows nothing.
     wrong = new_page("#failed", token="not-the-token")
-    wrong_row = wrong.page.locator(f"#failed tr[data-job='{failed}']")
-    wrong_row.locator("button.act-retry").click()
-    expect(wrong.page.locator("#notice-text")).to_contain_text("retry refused: missing or wrong bearer token")
-    wrong.shot("retry-refused")
+    expect(wrong.page.locator("#locked")).to_contain_text("missing or wrong bearer token")
+    expect(wrong.page.locator(f"#failed tr[data-job='{failed}']")).to_have_count(0)
+    wrong.shot("token-refused")
+
+    # The right one, pasted: the job, its actions and its log show without a reload.
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#locked")).to_be_hidden()
+    expect(page.locator("#job-state")).to_have_text("failed")
+    expect(page.locator("#job-actions button.act-retry")).to_be_enabled()
+    expect(page.locator("#job-log")).to_contain_text("working on stays-failed")
 
     assert server.job(failed)["state"] == "failed"
     after = server.request("GET", "/api/jobs?plugin=probe&limit=1000")[1]
-    assert [j["job_id"] for j in after] == [j["job_id"] for j in before], "a refused retry enqueued a job"
+    assert [j["job_id"] for j in after] == [j["job_id"] for j in before], "a refused read enqueued a job"
+    assert probe.page_errors == []
 
 
 def test_html_in_params_and_logs_shows_as_text(new_page: NewPage, server: Server) -> None:
     job_id = server.trigger(name=XSS)
     server.wait_state(job_id, "succeeded")
-    probe = new_page(f"#job/{job_id}")
+    probe = new_page(f"#job/{job_id}", token=TOKEN)
     page = probe.page
     expect(page.locator("#job-params")).to_contain_text(XSS.replace('"', '\\"'))
     expect(page.locator("#job-result")).to_contain_text("<img src=x")
@@ -177,7 +186,7 @@ def test_html_in_params_and_logs_shows_as_text(new_page: NewPage, server: Server
 
 
 def test_plugins_schedules_and_change_capture(new_page: NewPage, server: Server) -> None:
-    probe = new_page("#plugins")
+    probe = new_page("#plugins", token=TOKEN)
     page = probe.page
     rows = page.locator("#plugins tbody tr")
     expect(rows.filter(has_text="probe").locator(".state")).to_have_text("ready")
@@ -198,7 +207,7 @@ def test_the_job_list_filters_by_plugin_and_queue_and_pages(new_page: NewPage, s
     ids = [server.trigger("other", name=f"w{i}") for i in range(27)]
     for job_id in ids:
         server.wait_state(job_id, "succeeded")
-    probe = new_page("#jobs")
+    probe = new_page("#jobs", token=TOKEN)
     page = probe.page
     page.select_option("#filter-queue", "warehouse")
     expect(page.locator(f"#jobs tr[data-job='{ids[-1]}']")).to_be_visible()
@@ -219,7 +228,7 @@ def test_the_job_list_filters_by_plugin_and_queue_and_pages(new_page: NewPage, s
 
 
 def test_usable_on_a_phone_sized_screen(new_page: NewPage, server: Server) -> None:
-    probe = new_page(width=390, height=844)
+    probe = new_page(width=390, height=844, token=TOKEN)
     page = probe.page
     expect(page.locator("#queues tbody tr").first).to_be_visible()
     # Nothing forces the page wider than the screen: wide tables scroll inside their own box.
@@ -254,7 +263,7 @@ def test_schedules_and_change_capture_rules_render_from_status(new_page: NewPage
         response = route.fetch()
         route.fulfill(response=response, json={**response.json(), "schedules": schedules, "cdc": cdc})
 
-    probe = new_page()
+    probe = new_page(token=TOKEN)
     page = probe.page
     page.route("**/status", extend)
     page.click("#tabs a[data-view=schedules]")

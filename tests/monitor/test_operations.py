@@ -168,7 +168,7 @@ async def test_plugins_reload_reaches_every_instance(tmp_path: Path, redis_url: 
 
 
 async def _plugin_listed(http: aiohttp.ClientSession, base: str, name: str) -> bool:
-    async with http.get(f"{base}/api/plugins") as r:
+    async with http.get(f"{base}/api/plugins", headers={"Authorization": "Bearer tok"}) as r:
         return name in {p["name"] for p in await r.json()}
 
 

@@ -42,13 +42,14 @@ async def test_http_routes_status_and_metrics(tmp_path: Path, redis_url: str) ->
 
         status, body = await _call(port, "POST", "/api/schedules", definition)
         assert status == 201 and body["id"] == "hourly" and body["next_run_at"].endswith(":00:00.000Z")
-        assert [r["id"] for r in (await _call(port, "GET", "/api/schedules", token=None))[1]] == ["hourly"]
+        assert (await _call(port, "GET", "/api/schedules", token=None))[0] == 401  # job params: behind the token
+        assert [r["id"] for r in (await _call(port, "GET", "/api/schedules"))[1]] == ["hourly"]
         status, body = await _call(port, "POST", "/api/schedules/hourly/pause")
         assert status == 200 and body["enabled"] is False and body["next_run_at"] is None
         assert (await _call(port, "POST", "/api/schedules/hourly/resume"))[1]["enabled"] is True
         status, body = await _call(port, "POST", "/api/schedules/hourly/run")
         assert status == 201 and body["job_id"].startswith("sched:hourly:run-")
-        history = (await _call(port, "GET", "/api/schedules/hourly/history", token=None))[1]
+        history = (await _call(port, "GET", "/api/schedules/hourly/history"))[1]
         assert [(h["kind"], h["job_id"]) for h in history] == [("manual", body["job_id"])]
         assert (await _call(port, "GET", "/api/schedules/nope"))[0] == 404
 

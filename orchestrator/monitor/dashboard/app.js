@@ -117,6 +117,7 @@
       notify("the browser refused to store the token", true);
     }
     renderAuth();
+    if (ui.jobId) startLog(ui.jobId); // a log refused for want of the token reads again
     rerender();
   }
 
@@ -130,10 +131,9 @@
   async function api(path, options) {
     const opts = options || {};
     const headers = { Accept: "application/json" };
-    if (opts.write) {
-      headers.Authorization = `Bearer ${token()}`;
-      headers["Content-Type"] = "application/json";
-    }
+    // Job data needs the token too (when the server has one): send it with every request.
+    if (token()) headers.Authorization = `Bearer ${token()}`;
+    if (opts.write) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method: opts.write ? "POST" : "GET",
       headers,
@@ -249,11 +249,21 @@
     }
   }
 
+  // A read refused for want of the token (401/403): counts still show, job data waits for it.
+  function renderLocked(message) {
+    $("locked").hidden = !message;
+    $("locked").textContent = message ? `Job data is hidden: ${message}.` : "";
+  }
+
+  function isLocked(e) {
+    return e instanceof ApiError && (e.status === 401 || e.status === 403);
+  }
+
   function renderAuth() {
     const has = Boolean(token());
     $("auth-state").textContent = has
-      ? "Token set: retry and cancel are enabled."
-      : "Read-only: paste the API token to retry or cancel jobs.";
+      ? "Token set: job data, retry and cancel are enabled."
+      : "Read-only: paste the API token to see job data and to retry or cancel jobs.";
     $("auth").classList.toggle("readonly", !has);
     $("token-forget").hidden = !has;
     $("token-form").hidden = has;
@@ -363,13 +373,15 @@
   }
 
   async function loadOverview(gen) {
-    const [t, finished] = await Promise.all([api("/api/throughput?window_s=3600&bucket_s=60"), api("/api/finished?limit=8")]);
+    const t = await api("/api/throughput?window_s=3600&bucket_s=60");
     if (gen !== ui.generation) return;
     renderQueues(ui.status);
     renderStates(ui.status);
-    renderFinished(finished);
     renderInstances(ui.status);
     renderChart(t);
+    const finished = await api("/api/finished?limit=8"); // job data: refused without the token
+    if (gen !== ui.generation) return;
+    renderFinished(finished);
   }
 
   // -- jobs --
@@ -512,7 +524,7 @@
     } catch (e) {
       if (ui.logJob !== jobId) return;
       $("log-status").textContent = e.status === 404 ? "(no such job)" : `(retrying: ${e.message})`;
-      done = e.status === 404;
+      done = e.status === 404 || isLocked(e); // the poll says why; a new token reloads the view
     }
     // A full batch means more is waiting: read on at once rather than a second later.
     const delay = more ? 0 : LOG_POLL_MS;
@@ -706,9 +718,16 @@
     try {
       await refresh();
       renderConn(null);
+      renderLocked(null);
       document.body.dataset.loaded = "1";
     } catch (e) {
-      renderConn(e);
+      if (isLocked(e)) {
+        renderConn(null);
+        renderLocked(e.message);
+        document.body.dataset.loaded = "1";
+      } else {
+        renderConn(e);
+      }
     }
     if (chain === ui.chain) ui.pollTimer = setTimeout(poll, POLL_MS);
   }

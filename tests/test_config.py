@@ -324,7 +324,7 @@ def test_every_setting_is_read_from_its_environment_name(monkeypatch: pytest.Mon
     ("toml", "message"),
     [
         ("shutdown_grase_s = 5\n", "unknown key 'shutdown_grase_s' (did you mean 'shutdown_grace_s'?)"),
-        ("[plugins.x.throttle]\nrate = 1\n", "unknown section 'plugins' (did you mean 'plugins_dir'?)"),
+        ("[plugins.x.throtle]\nrate = 1\n", "unknown section 'plugins.x.throtle' (did you mean 'plugins.x.throttle'?)"),
         ("[queues.bulk]\nconcurency = 2\n", "unknown key 'queues.bulk.concurency' (did you mean 'queues.bulk.concurrency'?)"),
         ('[[schedules]]\nid = "a"\nplugn = "p"\nevery = "1h"\n', "unknown key 'schedules[0].plugn' (did you mean 'schedules[0].plugin'?)"),
         ('[cdc]\nchangelog_tabel = "x"\n', "unknown key 'cdc.changelog_tabel' (did you mean 'cdc.changelog_table'?)"),

@@ -45,7 +45,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
         "withdeps",
         dependencies=[f"idna @ http://build:{SECRETS['index']}@127.0.0.1:{refused}/idna-3.7-py3-none-any.whl"],
     )
-    # refused as an option, and its reason quotes it
+    # refused as an option (plugins/manifest.requirement_problem): the reason names the option only
     make_plugin(
         tmp_path / "plugins",
         "optdeps",
@@ -91,7 +91,7 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
             "/api/plugins": json.dumps(listed),
         }
         assert "idna @ http://build:***@127.0.0.1" in texts["/api/plugins"]
-        assert "--extra-index-url http://u:***@idx.local/simple" in texts["run output"]
+        assert "'--extra-index-url' is not a requirement but an installer option" in texts["run output"]
         leaks = [(where, name) for where, text in texts.items() for name, s in SECRETS.items() if s in text]
         assert leaks == [], leaks
     finally:
@@ -103,17 +103,14 @@ async def test_a_full_run_prints_no_planted_secret(tmp_path: Path) -> None:
 
 async def test_a_hash_in_the_redis_password_is_one_line_without_the_password(tmp_path: Path) -> None:
     url = "redis://:Ab#cdEF-s3cret@127.0.0.1:6379/0"
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(ConfigError) as raised:  # a Client given the URL directly
         connect_redis(url)
     assert "Ab" not in str(raised.value) and "s3cret" not in str(raised.value)
-    settings = make_settings(tmp_path, url)
-    out = await cli(settings, "jobs", "stats")
-    assert out.rc == 2
-    expected = (
-        "error: redis_url: redis://:***@127.0.0.1:6379/0 cannot be parsed: a '#', '?', '/' or '@' in the password "
-        "must be percent-encoded (%23, %3F, %2F, %40)"
-    )
-    assert out.out == "" and out.err.strip().splitlines() == [expected]
+    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    out = await cli(settings, "jobs", "stats", REDIS_URL=url)  # the setting is refused before any connection
+    assert out.rc == 2 and out.out == ""
+    [line] = out.err.strip().splitlines()
+    assert "must be percent-encoded" in line and "Ab" not in line and "s3cret" not in line
 
 
 @pytest.mark.parametrize(

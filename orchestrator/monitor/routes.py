@@ -83,8 +83,9 @@ ROUTES: tuple[Route, ...] = (
           m.ToggledOut, write=True, errors=(401, 403, 404, 503)),
     Route("POST", "/api/plugins/{name}/disable", h.toggle_plugin, "refuse new triggers (every instance)",
           m.ToggledOut, write=True, errors=(401, 403, 404, 503)),
+    # per-key use names param values (user_id=42): job data
     Route("GET", "/api/plugins/{name}/throttle", h.get_throttle, "a plugin's limits and their use, cluster-wide",
-          m.ThrottleOut),
+          m.ThrottleOut, errors=(404, 503), data=True),
     Route("PUT", "/api/plugins/{name}/throttle", h.put_throttle,
           "change a plugin's limits live on every instance (null removes one; reset: config again)", m.ThrottleOut,
           body=m.ThrottleBody, write=True, errors=(400, 401, 403, 404, 415, 503)),

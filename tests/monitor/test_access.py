@@ -24,6 +24,7 @@ from tests.monitor.conftest import TOKEN, Server
 DATA_READS = {
     "/api/plugins": "/api/plugins",
     "/api/plugins/{name}": "/api/plugins/probe",
+    "/api/plugins/{name}/throttle": "/api/plugins/probe/throttle",
     "/api/jobs": "/api/jobs",
     "/api/jobs/{job_id}": "/api/jobs/{job}",
     "/api/jobs/{job_id}/logs": "/api/jobs/{job}/logs",

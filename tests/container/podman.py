@@ -52,10 +52,12 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float = 60, 
         time.sleep(interval_s)
 
 
-def http(port: int, method: str, path: str, body: Any = None, *, token: str | None = TOKEN) -> tuple[int, Any]:
-    """(status, JSON body) of one request to 127.0.0.1:port; (0, None) while nothing answers."""
+def http(
+    port: int, method: str, path: str, body: Any = None, *, token: str | None = TOKEN, host: str = "127.0.0.1"
+) -> tuple[int, Any]:
+    """(status, JSON body) of one request to host:port; (0, None) while nothing answers."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -141,6 +143,6 @@ class Podman:
 
     def cleanup(self) -> None:
         for name in self.containers:
-            podman("rm", "--force", "--time", "0", name, check=False)
+            podman("rm", "--force", "--volumes", "--time", "0", name, check=False)
         for name in self.volumes:
             podman("volume", "rm", "--force", name, check=False)

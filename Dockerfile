@@ -9,6 +9,8 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
+# Names the build stage's leftover image: `docker image prune --filter label=stage=orchestrator-build`
+LABEL stage=orchestrator-build
 ARG PIP_CERT=""
 ARG SSL_CERT_FILE=""
 # The uv that installs the app, and the one the app uses for plugin venvs (a dependency of the app).

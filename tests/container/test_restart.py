@@ -76,11 +76,12 @@ def test_podman_kill_mid_load_loses_no_acknowledged_job(pods: Podman, shared_dir
     stop_load = threading.Event()
 
     def load() -> None:
-        # Triggers until the container is gone: an id counts once the API answered with it.
+        # Triggers until the container is gone (or 40 jobs): an id counts once the API answered with it.
+        # The first four run long, so they are surely running when the kill comes.
         n = 0
-        while not stop_load.is_set():
+        while not stop_load.is_set() and n < 40:
             status, body = first.api("POST", "/api/jobs", {
-                "plugin": "probe", "params": {"name": f"j{n}", "sleep": 1, "record": f"/records/{records.name}"},
+                "plugin": "probe", "params": {"name": f"j{n}", "sleep": 5 if n < 4 else 0.3, "record": f"/records/{records.name}"},
             })  # fmt: skip
             if status not in (200, 201):
                 return

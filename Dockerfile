@@ -42,11 +42,12 @@ RUN find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
 
 FROM ${BASE_IMAGE}
 # python3 for the venv's interpreter (the same path as in the build stage); ca-certificates for
-# TLS to Redis, Elasticsearch and PyPI (plugin venvs); tini is not needed: the orchestrator is PID 1
-# and reaps its plugin process groups itself.
+# TLS to Redis, Elasticsearch and PyPI (plugin venvs); tini as PID 1: it reaps what the orchestrator
+# does not wait for (the daemonized embedded redis-server, a killed plugin's grandchildren, which
+# are re-parented to PID 1) and hands SIGTERM on to the orchestrator.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 ca-certificates \
+    && apt-get install -y --no-install-recommends python3 ca-certificates tini \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 orch \
@@ -73,8 +74,9 @@ VOLUME ["/data"]
 EXPOSE 8080
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 CMD ["orchestrator", "health"]
-# SIGTERM (exec form: it reaches the orchestrator) drains running jobs for ORCH_SHUTDOWN_GRACE_S
+# SIGTERM (tini passes it on) drains running jobs for ORCH_SHUTDOWN_GRACE_S
 # (30 s); give the runtime more than that before it kills: docker stop -t 40, compose
 # stop_grace_period, Kubernetes terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["orchestrator", "run"]

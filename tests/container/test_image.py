@@ -63,3 +63,10 @@ def test_runs_as_non_root_on_a_read_only_root(served: Container) -> None:
     state = podman("exec", served.name, "ls", "/data/redis").stdout.split()
     assert "appendonlydir" in state or any(name.startswith("appendonly") for name in state), state
     podman("exec", served.name, "touch", "/tmp/written")
+
+
+def test_pid_1_is_tini_so_orphans_are_reaped(served: Container) -> None:
+    # the daemonized embedded redis-server and a killed plugin's grandchildren go to PID 1
+    assert podman("exec", served.name, "cat", "/proc/1/comm").stdout.strip() == "tini"
+    zombies = podman("exec", served.name, "sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status || true").stdout
+    assert zombies.strip() == ""

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -45,6 +46,28 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     # arq logs a line per job start and end at INFO: noise at our volumes, and measurable CPU.
     logging.getLogger("arq").setLevel(max(logging.WARNING, root.level))
+
+
+def add_record_fields(fields: Callable[[], Mapping[str, str] | None]) -> Callable[[], None]:
+    """Every line of the root logger's handlers gets `fields()`'s keys (JSON lines show them); returns the undo.
+
+    Tracing uses it: with tracing on, a line logged inside a span carries `trace_id` and `span_id`.
+    """
+
+    def add(record: logging.LogRecord) -> bool:
+        for key, value in (fields() or {}).items():
+            setattr(record, key, value)
+        return True
+
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(add)
+
+    def remove() -> None:
+        for handler in handlers:
+            handler.removeFilter(add)
+
+    return remove
 
 
 def mask_url(url: str) -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypedDict, get_args
 
+from orchestrator.tracing.facade import trace_id_of
+
 JobState = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 STATES: Final[tuple[JobState, ...]] = get_args(JobState)
 TERMINAL: Final[frozenset[str]] = frozenset({"succeeded", "failed", "cancelled"})
@@ -141,7 +143,7 @@ class Keys:
 
 
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
-_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
+_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context", "trace", "trace_first"})
 _FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
     {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s",
      "interrupted"}
@@ -163,6 +165,7 @@ class RecordUpdate(TypedDict, total=False):
     log_tail: str | None
     defer_until: float
     interrupted: float
+    trace_first: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -204,6 +207,10 @@ class JobRecord:
     interrupted: float | None = None
     cancel_requested: str | None = None
     notify: str | None = None  # a triggering client's own done channel (jobs/results.py), told at the end too
+    # W3C trace context (tracing/facade.py): the trigger's, parent of every attempt's `job` span;
+    # and the first attempt's own, which a retry's span links to.
+    trace: dict[str, str] | None = None
+    trace_first: dict[str, str] | None = None
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
@@ -242,6 +249,7 @@ class JobRecord:
             "batch_id": self.batch_id,
             "retry_of": self.retry_of,
             "instance": self.instance,
+            "trace_id": trace_id_of(self.trace),
         }
 
 

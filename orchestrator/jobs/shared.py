@@ -2,7 +2,7 @@
 
 `Shared` is the small typed object of DESIGN.md's `build(section, shared)`: the Redis pool, the job
 store, the submitter every job source goes through, the plugin catalog as this process loaded it, the
-launcher, the job observer, and the instance's identity. It lives in `jobs` because jobs is the lowest
+launcher, the job observer, the instance's identity and the tracing facade. It lives in `jobs` because jobs is the lowest
 package that knows all of them (plugins sits below and never sees it).
 """
 
@@ -20,6 +20,7 @@ from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.tracing.facade import Tracing
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,16 @@ class Shared:
     launcher: Launcher
     observer: JobObserver
     publisher: CatalogPublisher
+    tracing: Tracing = field(default_factory=Tracing)  # spans, or the no-op (tracing/build.py)
 
 
 def make_shared(
-    section: JobSettings, redis: ArqRedis, identity: Identity, registry: PluginRegistry, launcher: Launcher
+    section: JobSettings,
+    redis: ArqRedis,
+    identity: Identity,
+    registry: PluginRegistry,
+    launcher: Launcher,
+    tracing: Tracing | None = None,
 ) -> Shared:
     store = JobStore(redis, result_ttl_s=section.result_ttl_s)
     submitter = Submitter(
@@ -64,4 +71,4 @@ def make_shared(
     )
     publisher = CatalogPublisher(store, registry, section.queue_concurrency())
     observer = JobObserver(log_jobs=section.log_jobs)
-    return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher)
+    return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher, tracing or Tracing())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,7 +56,7 @@ async def test_a_triggered_job_is_one_trace_from_the_callers_span_to_the_plugin(
     make_traced_plugin(tmp_path / "plugins")
     settings = make_settings(tmp_path, redis_url)
     record = tmp_path / "seen.jsonl"
-    await start_run(settings, tmp_path / "run.log", **otel_env(receiver.url))
+    run = await start_run(settings, tmp_path / "run.log", **otel_env(receiver.url))
     spans = tracing.build(TracingSettings(otel_exporter_otlp_endpoint=receiver.url))
     try:
         async with Client(connect_redis(redis_url), owns_redis=True, tracing=spans) as client:
@@ -84,6 +85,15 @@ async def test_a_triggered_job_is_one_trace_from_the_callers_span_to_the_plugin(
     (seen,) = read_events(record)
     assert seen["traceparent"].split("-")[1:3] == [plugin.trace_id, plugin.span_id]
     assert job["trace_id"] == root.trace_id
+    # the worker's JSON log lines of the job point at its span
+    assert {"trace_id": job_span.trace_id, "span_id": job_span.span_id} == job_log_ids(run.log(), job_id, "job.end")
+
+
+def job_log_ids(log: str, job_id: str, event: str) -> dict[str, str]:
+    """trace_id/span_id of the JSON log line of `event` for `job_id` (empty when it has none)."""
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith("{") and job_id in x]
+    (line,) = [x for x in lines if x.get("event") == event]
+    return {k: line[k] for k in ("trace_id", "span_id") if k in line}
 
 
 async def test_a_pooled_plugins_own_span_lands_in_the_trace_of_an_http_trigger(
@@ -167,5 +177,6 @@ async def test_without_the_variables_nothing_is_imported_created_or_sent(
     log = run.log()
     assert "import time:" in log and "orchestrator.jobs.runner" in log  # the listing is there
     assert "opentelemetry" not in log and "tracing: on" not in log
+    assert job_log_ids(log, job_id, "job.end") == {}
     assert receiver.posts == 0 and receiver.spans == []
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)  # nothing installed a global one here

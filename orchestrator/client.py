@@ -206,7 +206,13 @@ class Client:
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        out = await submit_batch(await self.submitter(), parse_batch(entries))
+        parsed = parse_batch(entries)
+        # one `trigger` span for the whole batch: every job of it joins that trace
+        with self.tracing.span(
+            "trigger", kind="producer", attributes={"job.source": "batch", "batch.size": len(parsed)}
+        ) as span:
+            out = await submit_batch(await self.submitter(), parsed, trace=span.carrier)
+            span.set("batch.id", out.get("batch_id"))
         await self._replicated()
         return out
 

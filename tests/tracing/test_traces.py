@@ -64,19 +64,29 @@ async def test_a_triggered_job_is_one_trace_from_the_callers_span_to_the_plugin(
             with caller.get_tracer("caller").start_as_current_span("caller"):
                 job_id = (await client.trigger("traced", {"record": str(record)})).job_id
             job = await client.result(job_id, timeout_s=20)
+            # a batch is one trigger span: its jobs join that trace (no caller span around it here)
+            [batch_job] = (await client.batch([{"plugin": "traced", "params": {}}]))["job_ids"]
+            assert (await client.result(batch_job, timeout_s=20))["state"] == "succeeded"
     finally:
         await spans.aclose()
     await flush(caller)
     assert job["state"] == "succeeded", job
     await wait_for(lambda: receiver.named("plugin"))
 
-    root, trigger, job_span, plugin = (one(receiver, n) for n in ("caller", "trigger", "job", "plugin"))
+    await wait_for(lambda: len(receiver.named("plugin")) == 2)
+    root = one(receiver, "caller")
+    trigger, job_span, plugin = (
+        next(s for s in receiver.named(n) if s.trace_id == root.trace_id) for n in ("trigger", "job", "plugin")
+    )
     assert {s.trace_id for s in (root, trigger, job_span, plugin)} == {root.trace_id}
     assert (trigger.parent_id, job_span.parent_id, plugin.parent_id) == (
         root.span_id,
         trigger.span_id,
         job_span.span_id,
     )
+    batch_job_span = next(s for s in receiver.named("job") if s.attributes["job.id"] == batch_job)
+    batch_trigger = next(s for s in receiver.named("trigger") if s.span_id == batch_job_span.parent_id)
+    assert batch_trigger.parent_id == "" and batch_trigger.attributes["batch.size"] == 1
     assert job_span.service == "orch-test" and trigger.service == "orchestrator"
     assert job_span.attributes["job.id"] == job_id and job_span.attributes["job.outcome"] == "succeeded"
     assert job_span.attributes["job.plugin"] == "traced" and job_span.attributes["job.queue"] == "default"

@@ -39,7 +39,8 @@ async def test_a_change_is_the_root_of_its_job_and_the_bulk_write_links_to_it(
         # the changelog table (install) holds the rows until the poller, once up, reads them
         await sql(settings, "INSERT INTO teachers (name, age) VALUES ('a', '1'), ('b', '2')")
         await wait_for(lambda: len(read_events(record)) == 2 and len(double.docs("teachers")) == 2, timeout_s=30)
-        await wait_for(lambda: len(receiver.named("plugin")) == 2 and receiver.named("es.bulk"), timeout_s=20)
+        # a job span ends last (after its outcome is stored): both, and the bulk write
+        await wait_for(lambda: len(receiver.named("job")) == 2 and receiver.named("es.bulk"), timeout_s=20)
         assert await run.signal_and_wait(2) == 0, run.log()
 
     changes = {s.attributes["cdc.change_id"]: s for s in receiver.named("cdc.change")}

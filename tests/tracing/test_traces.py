@@ -71,9 +71,9 @@ async def test_a_triggered_job_is_one_trace_from_the_callers_span_to_the_plugin(
         await spans.aclose()
     await flush(caller)
     assert job["state"] == "succeeded", job
-    await wait_for(lambda: receiver.named("plugin"))
 
-    await wait_for(lambda: len(receiver.named("plugin")) == 2)
+    # the job span ends last (after the outcome is stored): wait for both jobs' spans
+    await wait_for(lambda: len(receiver.named("job")) == 2 and len(receiver.named("trigger")) == 2)
     root = one(receiver, "caller")
     trigger, job_span, plugin = (
         next(s for s in receiver.named(n) if s.trace_id == root.trace_id) for n in ("trigger", "job", "plugin")
@@ -128,7 +128,7 @@ async def test_a_pooled_plugins_own_span_lands_in_the_trace_of_an_http_trigger(
             async with Client(connect_redis(redis_url), owns_redis=True) as client:
                 assert (await client.result(job_id, timeout_s=20))["state"] == "succeeded"
     await flush(caller)
-    await wait_for(lambda: len(receiver.named("plugin")) == 2 and len(receiver.named("plugin.work")) == 2)
+    await wait_for(lambda: len(receiver.named("job")) == 2 and len(receiver.named("plugin.work")) == 2)
 
     for root in receiver.named("caller"):
         in_trace = {s.name: s for s in receiver.spans if s.trace_id == root.trace_id}
@@ -157,7 +157,7 @@ async def test_a_retried_job_shows_two_job_spans_the_second_linked_to_the_first(
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         job = await client.result(triggered.out.strip(), timeout_s=20)
     assert job["state"] == "succeeded" and job["attempt"] == 2, job
-    await wait_for(lambda: len(receiver.named("plugin")) == 2)
+    await wait_for(lambda: len(receiver.named("job")) == 2 and receiver.named("trigger"))
 
     trigger = one(receiver, "trigger")
     assert (trigger.trace_id, trigger.parent_id) == ("ab" * 16, "cd" * 8)

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Side:
     """One checkout: its redis-server and its `orchestrator run`, started and stopped here."""
 
-    def __init__(self, name: str, root: Path) -> None:
+    def __init__(self, name: str, root: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.root = name, root
+        self.env = env or {}  # added to both the `run` and the load generator (bench/bench_tracing.py)
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-ab-{name}-"))
         self.redis_port, self.http_port = free_port(), free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -52,6 +53,7 @@ class Side:
             "PLUGIN_VENV_DIR": str(self.work / "venvs"),
             "ORCH_HTTP_PORT": str(self.http_port),
             "ORCH_QUEUES": json.dumps({"default": {"concurrency": 10}}),  # as bench/run's orchestrator
+            **self.env,
         }
         log = (self.work / "run.log").open("wb")
         run = [str(self.root / ".venv/bin/orchestrator"), "run"]
@@ -69,7 +71,7 @@ class Side:
 
     def load(self, *args: str) -> str:
         cmd = [str(self.root / ".venv/bin/python"), str(self.root / "bench/orchestrator_bench.py"), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **self.env}).stdout
 
     def measure(self, mode: str, n: int) -> dict[str, Any]:
         out = self.load(mode, "--variant", "pooled", "--redis-port", str(self.redis_port), "--n", str(n))

@@ -169,9 +169,13 @@ async def main_loadgen() -> None:
     args = benchlib.loadgen_args(VARIANTS)
     from orchestrator.client import Client
     from orchestrator.jobs.model import Keys
+    from orchestrator.tracing import build as tracing
+    from orchestrator.tracing.settings import TracingSettings
 
     plugin = PLUGIN[args.variant]
-    client = await Client.connect(f"redis://{args.redis_host}:{args.redis_port}/0")
+    # traced like any caller when the OTEL_* variables say so (bench/bench_tracing.py); else the no-op
+    spans = tracing.build(TracingSettings.from_environ())
+    client = await Client.connect(f"redis://{args.redis_host}:{args.redis_port}/0", tracing=spans)
     try:
         warm = await _ready(client, plugin, 30.0 if args.mode == "ready" else 10.0)
         if args.mode == "ready":
@@ -224,6 +228,7 @@ async def main_loadgen() -> None:
         benchlib.emit(out)
     finally:
         await client.close()
+        await spans.aclose()
 
 
 def main() -> None:

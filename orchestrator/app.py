@@ -38,6 +38,7 @@ from orchestrator.redis.connection import RedisOptions, connection_budget, wait_
 from orchestrator.redis.embedded import EmbeddedRedis
 from orchestrator.schedules import build as schedules
 from orchestrator.supervisor import Supervisor
+from orchestrator.tracing import build as tracing
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +140,27 @@ class Orchestrator:
         await registry.load()
         self._log_plugins(registry)
         # prestart: a `process` plugin that ran recently has its next child already started.
-        async with await plugins.build_launcher(settings) as launcher:  # warm children and spares stop last
-            shared = make_shared(
-                settings, redis, self.identity, registry, launcher, settings.throttles(), settings.reread_throttles
-            )
-            await shared.publisher.everything()
-            lease = cluster.build_lease(settings, shared)
-            client = Client.for_settings(settings, redis, registry)
-            components = self._build_components(shared, lease, client, url)
-            self.supervisor = Supervisor(components, lease)
-            await self._supervise(components)
+        spans = tracing.build(settings)
+        try:
+            async with await plugins.build_launcher(settings) as launcher:  # warm children and spares stop last
+                shared = make_shared(
+                    settings,
+                    redis,
+                    self.identity,
+                    registry,
+                    launcher,
+                    settings.throttles(),
+                    settings.reread_throttles,
+                    tracing=spans,
+                )
+                await shared.publisher.everything()
+                lease = cluster.build_lease(settings, shared)
+                client = Client.for_settings(settings, redis, registry, tracing=spans)
+                components = self._build_components(shared, lease, client, url)
+                self.supervisor = Supervisor(components, lease)
+                await self._supervise(components)
+        finally:
+            await spans.aclose()  # the last spans (the drained jobs') are flushed
 
     def _build_components(self, shared: Shared, lease: LeaderLease, client: Client, redis_url: str) -> list[Component]:
         """The one place that decides which components this process runs, in start order."""

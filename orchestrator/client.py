@@ -39,6 +39,7 @@ from orchestrator.redis.connection import RedisOptions, confirm_replicated
 from orchestrator.redis.connection import connect as _connect
 from orchestrator.schedules import store as schedule_store
 from orchestrator.schedules.store import ScheduleStore
+from orchestrator.tracing.facade import Tracing
 
 if TYPE_CHECKING:
     from orchestrator.jobs.settings import JobSettings
@@ -73,6 +74,8 @@ class Client:
         wait_replicas: a trigger or batch returns only once this many replicas hold it (Redis WAIT),
             so a failover cannot lose an acknowledged job (NotReplicated otherwise: retry with the same id).
         wait_timeout_s: how long to wait for them.
+        tracing: a `trigger` span per trigger, whose context goes with the job (default: off). A
+            library user passes `orchestrator.tracing.build.build(TracingSettings.from_environ())`.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Client:
         owns_redis: bool = False,
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
+        tracing: Tracing | None = None,
     ) -> None:
         self.redis = redis
         self.store = JobStore(redis, result_ttl_s=result_ttl_s)
@@ -98,9 +102,17 @@ class Client:
         self._wait_replicas = wait_replicas
         self._wait_timeout_s = wait_timeout_s
         self._results = ResultListener(redis)
+        self.tracing = tracing or Tracing()
 
     @classmethod
-    def for_settings(cls, settings: JobSettings, redis: ArqRedis, registry: PluginRegistry | None = None) -> Client:
+    def for_settings(
+        cls,
+        settings: JobSettings,
+        redis: ArqRedis,
+        registry: PluginRegistry | None = None,
+        *,
+        tracing: Tracing | None = None,
+    ) -> Client:
         """A client with the process's queues, defaults and WAIT setting; it validates triggers
         against `registry` (a plugins folder loaded here), else against what instances published."""
         store = JobStore(redis, result_ttl_s=settings.result_ttl_s)
@@ -112,6 +124,7 @@ class Client:
             result_ttl_s=settings.result_ttl_s,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_s=settings.redis_wait_timeout_s,
+            tracing=tracing,
         )
 
     @classmethod
@@ -158,8 +171,13 @@ class Client:
         at: datetime | None = None,
         source: str = "api",
         context: dict[str, Any] | None = None,
+        trace_parent: Mapping[str, str] | None = None,
     ) -> Triggered:
-        """Validate against the manifest and enqueue. Raises JobError / ParamsError (nothing enqueued)."""
+        """Validate against the manifest and enqueue. Raises JobError / ParamsError (nothing enqueued).
+
+        `trace_parent`: the caller's W3C trace context from another process (an HTTP request's
+        `traceparent`/`tracestate` headers); by default the current span, if any, is the parent.
+        """
         request = JobRequest(
             plugin=plugin,
             params=params or {},
@@ -173,7 +191,17 @@ class Client:
             # once this client waits for results, its jobs' ends come to it unasked (jobs/results.py)
             notify=self._results.channel if self._results.live else None,
         )
-        new_id, created = await (await self.submitter()).submit(request)
+        # The caller's current span (if any) is the parent; the job's spans join this trace.
+        with self.tracing.span(
+            "trigger",
+            parent=trace_parent,
+            kind="producer",
+            attributes={"job.plugin": plugin, "job.source": source, "job.id": job_id},
+        ) as span:
+            request.trace = span.carrier
+            new_id, created = await (await self.submitter()).submit(request)
+            span.set("job.id", new_id)
+            span.set("job.created", created)
         if created and request.notify is not None:
             self._results.expect(new_id)
         await self._replicated()
@@ -182,7 +210,13 @@ class Client:
     async def batch(self, entries: Any) -> dict[str, Any]:
         """A list of {"plugin", "params", ...} (or {"jobs": [...]}): all entries valid, or BatchError
         listing each problem and nothing enqueued."""
-        out = await submit_batch(await self.submitter(), parse_batch(entries))
+        parsed = parse_batch(entries)
+        # one `trigger` span for the whole batch: every job of it joins that trace
+        with self.tracing.span(
+            "trigger", kind="producer", attributes={"job.source": "batch", "batch.size": len(parsed)}
+        ) as span:
+            out = await submit_batch(await self.submitter(), parsed, trace=span.carrier)
+            span.set("batch.id", out.get("batch_id"))
         await self._replicated()
         return out
 

@@ -2,7 +2,7 @@
 
 `Settings` is composed of the packages' own sections (each a leaf module of pydantic models:
 redis/settings.py, plugins/settings.py, jobs/settings.py, cluster/settings.py, monitor/settings.py,
-schedules/settings.py, cdc/settings.py, index/settings.py). It inherits them, so every key stays a
+schedules/settings.py, cdc/settings.py, index/settings.py, tracing/settings.py). It inherits them, so every key stays a
 top-level TOML key with its documented environment name, and a package's code receives `Settings`
 typed as its own section and never imports this module.
 
@@ -34,6 +34,7 @@ from orchestrator.plugins.settings import PluginSettings
 from orchestrator.plugins.throttle import Throttle
 from orchestrator.redis.settings import RedisSettings
 from orchestrator.schedules.settings import ScheduleSettings
+from orchestrator.tracing.settings import TracingSettings
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 
@@ -41,6 +42,7 @@ DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 # Fields come in reverse order of the bases: `orchestrator config` lists Redis first, schedules last.
 class Settings(
     BaseSettings,
+    TracingSettings,
     ScheduleSettings,
     MonitorSettings,
     ClusterSettings,
@@ -114,6 +116,8 @@ class Settings(
         data["database_url"] = mask_url(self.database_url.get_secret_value()) if self.database_url else None
         data["redis_url"] = mask_url(self.redis_url) if self.redis_url else None
         data["es_hosts"] = [mask_url(h) for h in self.es_hosts]
+        for key in ("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint"):
+            data[key] = mask_url(data[key]) if data[key] else None
         for key in ("es_password", "es_api_key", "api_token", "sentinel_password"):
             data[key] = "***" if getattr(self, key) else None
         return data

@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -55,6 +56,28 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
 _SECRET_PARAM = re.compile(r"([?&](?:[^=&#]*(?:password|passwd|token|secret)[^=&#]*|username)=)([^&]*)", re.IGNORECASE)
 # A URL inside free text (a requirement line, an error message): scheme://, then up to whitespace or a quote.
 _URL_IN_TEXT = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+
+
+def add_record_fields(fields: Callable[[], Mapping[str, str] | None]) -> Callable[[], None]:
+    """Every line of the root logger's handlers gets `fields()`'s keys (JSON lines show them); returns the undo.
+
+    Tracing uses it: with tracing on, a line logged inside a span carries `trace_id` and `span_id`.
+    """
+
+    def add(record: logging.LogRecord) -> bool:
+        for key, value in (fields() or {}).items():
+            setattr(record, key, value)
+        return True
+
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(add)
+
+    def remove() -> None:
+        for handler in handlers:
+            handler.removeFilter(add)
+
+    return remove
 
 
 def mask_url(url: str) -> str:

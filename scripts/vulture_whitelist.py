@@ -72,6 +72,7 @@ _.builds  # VenvManager.builds: venvs built, counted by the venv-sharing tests
 _.spares_ready  # Launcher.spares_ready (tests/plugins/test_plugin_prestart.py)
 _.pool_sizes  # Launcher.pool_sizes (tests/plugins/test_plugin_pool*.py)
 _.holder  # LeaderLease.holder: the lease as last read (tests/jobs/test_leader.py)
+_.from_environ  # TracingSettings.from_environ: for a Client used as a library (its docstring; the README)
 _.acl_setuser  # the README's `ACL SETUSER` line, pinned by tests/redis/test_redis_acl.py
 
 # -- fields of the /status TypedDicts (monitor/status.py and each package's status types): set where

@@ -16,6 +16,7 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.jobs.settings import QueueSettings
 from orchestrator.logs import mask_url
+from orchestrator.tracing.settings import TracingSettings
 
 SECRET = "hunter2-s3cret"
 
@@ -305,6 +306,7 @@ def test_every_setting_is_read_from_its_environment_name(monkeypatch: pytest.Mon
     from pydantic import AliasChoices
 
     env_name = {"es_timeout_s": "ORCH_ES_TIMEOUT", "db_change_polling_interval_s": "ORCH_DB_CHANGE_POLLING_INTERVAL"}
+    env_name |= {name: name.upper() for name in TracingSettings.model_fields}  # the standard OTEL_* names
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         names = [alias] if isinstance(alias, str) else list(alias.choices) if isinstance(alias, AliasChoices) else []

@@ -54,6 +54,7 @@ def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> l
             submitter=shared.submitter,
             lease=lease,
             redis=shared.redis,
+            tracing=shared.tracing,
         )
     except ValueError as e:  # e.g. no database to put the changelog in
         return [CaptureOff(str(e))]

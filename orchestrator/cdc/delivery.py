@@ -25,6 +25,7 @@ from orchestrator.cluster.lease import LeaderLease
 from orchestrator.errors import FencedError, JobError, PluginError
 from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
+from orchestrator.tracing.facade import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,13 @@ class Delivery:
         submitter: the job layer (validation + the atomic enqueue).
         lease: the leader lease whose fence every write carries; None for writes that are not
             leader-only (the CLI's replay and snapshot).
+        tracing: a `cdc.change` span per matching change, the root of its jobs' traces (no-op when off).
     """
 
-    def __init__(self, submitter: Submitter, lease: LeaderLease | None) -> None:
+    def __init__(self, submitter: Submitter, lease: LeaderLease | None, tracing: Tracing | None = None) -> None:
         self.submitter = submitter
         self.lease = lease
+        self.tracing = tracing or Tracing()
         self._templates: dict[tuple[str, str], PreparedJob | str] = {}
         self._seq = 0
         self._matchers: dict[str, Matcher] = {}
@@ -92,17 +95,32 @@ class Delivery:
 
     async def add(self, batch: Round, change: Change, rules: Iterable[Rule]) -> None:
         """The jobs `change` makes for every rule that matches it."""
-        for rule in rules:
-            match = self._matchers.get(rule.name)
-            if match is None:
-                match = self._matchers[rule.name] = compile_matcher(rule)
-            if not match(change.operation, change.row, change.before):
-                continue
+        matching = [rule for rule in rules if self._matcher(rule)(change.operation, change.row, change.before)]
+        if not matching:
+            return
+        # The change is the root of what it causes: its jobs' spans are children, and the es.bulk
+        # that carries it links to it (the context travels in the index action).
+        with self.tracing.span(
+            "cdc.change",
+            root=True,
+            kind="producer",
+            attributes={
+                "cdc.table": change.table,
+                "cdc.operation": change.operation,
+                "cdc.change_id": change.change_id,
+                "cdc.position": change.seq or None,
+                "cdc.rules": ",".join(r.name for r in matching),
+            },
+        ) as span:
+            trace = span.carrier
+        for rule in matching:
             batch.matched[rule.name] = batch.matched.get(rule.name, 0) + 1
             batch.newest[rule.name] = max(batch.newest.get(rule.name, 0.0), change.changed_at)
             if rule.index is not None:
-                stream = batch.index.setdefault(index_stream(rule.name), [])
-                stream.append(encode_action(rule.index.action(rule.name, change)))
+                action = rule.index.action(rule.name, change)
+                if trace is not None:
+                    action["trace"] = trace
+                batch.index.setdefault(index_stream(rule.name), []).append(encode_action(action))
             if not rule.plugins:
                 continue
             event = change.event(rule.name)
@@ -112,13 +130,22 @@ class Delivery:
                     self.plugin_errors[rule.name] = template
                     continue
                 record = dataclasses.replace(
-                    template.record, job_id=job_id(rule.name, change.change_id, plugin), context={"change_event": event}
+                    template.record,
+                    job_id=job_id(rule.name, change.change_id, plugin),
+                    context={"change_event": event},
+                    trace=trace,
                 )
                 # later changes sort after earlier ones of the same template, across chunks too
                 self._seq += 1
                 score = template.score + _SCORE_STEP_MS * self._seq
                 batch.jobs.append(PreparedJob(record=record, score=score, enqueue_ms=template.enqueue_ms))
                 batch.rules.append(rule.name)
+
+    def _matcher(self, rule: Rule) -> Matcher:
+        match = self._matchers.get(rule.name)
+        if match is None:
+            match = self._matchers[rule.name] = compile_matcher(rule)
+        return match
 
     async def write(self, batch: Round, position: Mapping[str, str], delivered: dict[str, int]) -> dict[str, int]:
         """Enqueue the round and write `position` in one atomic step.

@@ -38,6 +38,7 @@ from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.submit import Submitter
+from orchestrator.tracing.facade import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class ChangePoller(BaseComponent):
         submitter: the job layer.
         lease: the leader lease (every write carries its fence).
         redis: for positions, enable flags and counts.
+        tracing: `cdc.change` spans (cdc/delivery.py).
     """
 
     name = "cdc"
@@ -81,13 +83,14 @@ class ChangePoller(BaseComponent):
         lease: LeaderLease,
         redis: Redis,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.mysql = mysql
         self.interval_s = interval_s
         self.redis = redis
         self.clock = clock
-        self.delivery = Delivery(submitter, lease)
+        self.delivery = Delivery(submitter, lease, tracing)
         self.changelog = cl.changelog_table(settings, mysql.db)
         self.reader = ChangelogReader(self.changelog, read_size=settings.batch_size * 10)
         self.probe = TrxProbe()

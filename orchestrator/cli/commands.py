@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -216,6 +217,8 @@ async def trigger(args: argparse.Namespace, cmd: Command) -> int:
         defer_s=args.defer,
         at=args.at,
         source="cli",
+        # a script that runs inside a trace (a traced plugin, a CI step) passes it the way we pass it to plugins
+        trace_parent={k: v for k in ("traceparent", "tracestate") if (v := os.environ.get(k.upper()))} or None,
     )
     if not triggered.created:
         out.note(f"job {triggered.job_id} already exists: not enqueued again")

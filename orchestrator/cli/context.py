@@ -21,6 +21,8 @@ from orchestrator.client import Client
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, StartupError
 from orchestrator.redis.configured import open_redis
+from orchestrator.tracing import build as tracing
+from orchestrator.tracing.facade import Tracing
 
 if TYPE_CHECKING:
     from orchestrator.cdc.admin import CdcAdmin
@@ -40,6 +42,7 @@ class Command:
         self._stack = contextlib.AsyncExitStack()
         self._plugins: LocalPlugins | None = None
         self._redis: tuple[ArqRedis, str] | None = None
+        self._tracing: Tracing | None = None
 
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()
@@ -70,9 +73,16 @@ class Command:
         local plugins folder (else against what running instances published)."""
         redis, _ = await self.redis(write=write)
         registry = (await self.plugins()).registry if local_plugins else None
-        client = Client.for_settings(self.settings, redis, registry)
+        client = Client.for_settings(self.settings, redis, registry, tracing=self.tracing())
         self._stack.push_async_callback(client.close)  # stops its result listener before Redis closes
         return client
+
+    def tracing(self) -> Tracing:
+        """Spans (`orchestrator trigger` opens a `trigger` span), built once; flushed when the command ends."""
+        if self._tracing is None:
+            self._tracing = tracing.build(self.settings)
+            self._stack.push_async_callback(self._tracing.aclose)
+        return self._tracing
 
     async def enabled_flags(self) -> dict[str, bool]:
         """Enable/disable flags as every instance sees them (Redis), if a Redis is reachable (never starts one)."""

@@ -41,5 +41,6 @@ def build(section: IndexSettings, shared: Shared, *, rules: list[Rule]) -> list[
             max_backoff_s=section.es_retry_max_backoff_s,
             result_ttl_s=shared.store.ttl_ms / 1000,
             queue=shared.submitter.defaults.default_queue,
+            tracing=shared.tracing,
         ),
     ]

@@ -41,6 +41,7 @@ def job_for(action: dict[str, Any], error: Any, *, queue: str = "default") -> Jo
         else f"refused: {json.dumps(error)[:300]}",
         error_type=str(kind or "IndexError"),
         context={"index_action": action},
+        trace=action.get("trace"),  # a re-run joins the trace of the change it came from
     )
 
 

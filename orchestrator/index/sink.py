@@ -35,6 +35,7 @@ from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.index.failed import record_failed
 from orchestrator.index.stats import IndexKeys, read_stats
 from orchestrator.index.status import IndexStatus
+from orchestrator.tracing.facade import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class IndexSink(BaseComponent):
         max_actions / max_wait_s: a batch's size and time bounds.
         max_backoff_s: the longest wait between two attempts of a refused request.
         result_ttl_s / queue: how long a refused document's failed job is kept, and its queue.
+        tracing: an `es.bulk` span per batch, linked to the `cdc.change` spans of what it carries.
     """
 
     name = "index"
@@ -94,8 +96,10 @@ class IndexSink(BaseComponent):
         max_backoff_s: float = 10.0,
         result_ttl_s: float = 7 * 86400,
         queue: str = "default",
+        tracing: Tracing | None = None,
     ) -> None:
         self.es = es
+        self.tracing = tracing or Tracing()
         self.redis = redis
         self.rules = list(rules)
         self.streams = [index_stream(r) for r in rules]
@@ -151,7 +155,16 @@ class IndexSink(BaseComponent):
             last.update(fresh)
             self._idle.clear()
             try:
-                retry = await self._send(batch)
+                # its own trace (one batch carries many changes), linked to each change's
+                with self.tracing.span(
+                    "es.bulk",
+                    root=True,
+                    kind="client",
+                    links=[p.action.get("trace") for p in batch],
+                    attributes={"es.actions": len(batch)},
+                ) as span:
+                    retry = await self._send(batch)
+                    span.set("es.retried_actions", len(retry))
             finally:
                 self._idle.set()
             first_seen = time.monotonic() if retry else None

@@ -33,8 +33,17 @@ def parse_batch(data: Any) -> list[dict[str, Any]]:
     return data
 
 
-async def submit_batch(submitter: Submitter, entries: list[dict[str, Any]], *, source: str = "batch") -> dict[str, Any]:
-    """Validate every entry first (one bad entry: nothing enqueued), then enqueue them all."""
+async def submit_batch(
+    submitter: Submitter,
+    entries: list[dict[str, Any]],
+    *,
+    source: str = "batch",
+    trace: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Validate every entry first (one bad entry: nothing enqueued), then enqueue them all.
+
+    `trace`: the trigger's trace context, which every job of the batch joins.
+    """
     batch_id = new_job_id()
     prepared: list[PreparedJob] = []
     problems: list[str] = []
@@ -54,6 +63,7 @@ async def submit_batch(submitter: Submitter, entries: list[dict[str, Any]], *, s
             job_id=entry.get("job_id"),
             source=source,
             batch_id=batch_id,
+            trace=trace,
         )
         try:
             prepared.append(await submitter.prepare(request))

@@ -20,6 +20,7 @@ def build(section: JobSettings, shared: Shared) -> list[WorkerPool]:
         instance_id=shared.identity.instance_id,
         log_tail_bytes=section.log_tail_bytes,
         observer=shared.observer,
+        tracing=shared.tracing,
     )
     return [
         WorkerPool(

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypedDict, get_args
 
+from orchestrator.tracing.facade import trace_id_of
+
 JobState = Literal["queued", "deferred", "running", "succeeded", "failed", "cancelled"]
 STATES: Final[tuple[JobState, ...]] = get_args(JobState)
 TERMINAL: Final[frozenset[str]] = frozenset({"succeeded", "failed", "cancelled"})
@@ -159,7 +161,7 @@ class Keys:
 
 
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
-_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
+_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context", "trace", "trace_first"})
 _FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
     {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s",
      "interrupted"}
@@ -181,6 +183,7 @@ class RecordUpdate(TypedDict, total=False):
     log_tail: str | None
     defer_until: float
     interrupted: float
+    trace_first: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -224,6 +227,10 @@ class JobRecord:
     notify: str | None = None  # a triggering client's own done channel (jobs/results.py), told at the end too
     throttle_key: str | None = None  # the plugin throttle's key for this job ('user_id=42'; jobs/throttle.py)
     waiting: str | None = None  # why a throttle holds it back ('waiting: concurrency limit 2/2 for user_id=42')
+    # W3C trace context (tracing/facade.py): the trigger's, parent of every attempt's `job` span;
+    # and the first attempt's own, which a retry's span links to.
+    trace: dict[str, str] | None = None
+    trace_first: dict[str, str] | None = None
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
@@ -264,6 +271,7 @@ class JobRecord:
             "instance": self.instance,
             "throttle_key": self.throttle_key,
             "waiting": self.waiting if self.state in ("queued", "deferred") else None,
+            "trace_id": trace_id_of(self.trace),
         }
 
 

@@ -24,6 +24,7 @@ from orchestrator.jobs.observer import JobObserver
 from orchestrator.jobs.store import JobStore
 from orchestrator.plugins.launcher import Launcher, RunResult
 from orchestrator.plugins.registry import PluginRegistry
+from orchestrator.tracing.facade import Span, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class JobRunner:
         instance_id: recorded on the job and used by crash recovery.
         log_tail_bytes: how much of the output the record keeps.
         observer: counts and logs starts and ends.
+        tracing: a `job` span per attempt and a `plugin` span around the child (no-op when off).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class JobRunner:
         instance_id: str,
         log_tail_bytes: int,
         observer: JobObserver | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -91,6 +94,7 @@ class JobRunner:
         self.instance_id = instance_id
         self.log_tail_bytes = log_tail_bytes
         self.observer = observer or JobObserver()
+        self.tracing = tracing or Tracing()
         self.completed = 0
         self.failed = 0
         self.retried = 0
@@ -104,6 +108,25 @@ class JobRunner:
             record: the claimed job (see JobStore.claim).
             why_cancelled: tells, on cancellation, who cancelled it (see CancelReason).
         """
+        ready_at = max(record.enqueued_at or 0.0, record.defer_until or 0.0)
+        # One span per attempt, a child of the trigger's; a retry links to the first attempt.
+        with self.tracing.span(
+            "job",
+            parent=record.trace,
+            links=[record.trace_first] if record.attempt > 1 else (),
+            kind="consumer",
+            attributes={
+                "job.id": record.job_id,
+                "job.plugin": record.plugin,
+                "job.queue": record.queue,
+                "job.attempt": record.attempt,
+                "job.source": record.source,
+                "job.queue_wait_s": round(record.started_at - ready_at, 6) if record.started_at and ready_at else None,
+            },
+        ) as span:
+            await self._run(record, span, why_cancelled)
+
+    async def _run(self, record: JobRecord, span: Span, why_cancelled: Callable[[], CancelReason]) -> None:
         job_id = record.job_id
         # Logged on the loop's next turn, when the request is on its way to the plugin: the line
         # costs the job's round trip nothing (the same for the end line: after the outcome is stored).
@@ -117,6 +140,7 @@ class JobRunner:
             result = RunResult(ok=False, error=f"internal error: {type(e).__name__}: {e}", error_type="InternalError")
         except asyncio.CancelledError:
             why = why_cancelled()
+            span.set("job.outcome", "cancelled" if why == "abort" else "interrupted" if why == "shutdown" else why)
             if why == "abandon":
                 # The launcher stopped the process group on the way out; another instance owns
                 # the job now, and the claim fence would refuse any outcome we wrote.
@@ -132,7 +156,9 @@ class JobRunner:
                 self.observer.job_ended(record, "interrupted")
                 await asyncio.shield(self.put_back(record))
             raise
-        await self._record_outcome(record, result)
+        if not result.ok:
+            span.fail(result.error)
+        span.set("job.outcome", await self._record_outcome(record, result, span))
 
     async def _launch(self, record: JobRecord) -> RunResult:
         job_id = record.job_id
@@ -148,14 +174,23 @@ class JobRunner:
         try:
             info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # noqa: S101  ensure_ready raises otherwise
-            result = await self.launcher.run(
-                info,
-                record.params,
-                context,
-                python=info.python,
-                timeout_s=record.timeout_s,
-                on_output=sink.add,
-            )
+            # Measured from this side whatever the plugin does; its own spans (if it uses
+            # OpenTelemetry) are children of this one through TRACEPARENT.
+            with self.tracing.span(
+                "plugin", attributes={"plugin.name": record.plugin, "plugin.isolation": info.manifest.isolation}
+            ) as span:
+                result = await self.launcher.run(
+                    info,
+                    record.params,
+                    context,
+                    python=info.python,
+                    timeout_s=record.timeout_s,
+                    on_output=sink.add,
+                    trace=span.carrier,
+                )
+                span.set("plugin.exit_code", result.exit_code)
+                if not result.ok:
+                    span.fail(result.error)
             if result.launch_s is not None:
                 self.observer.launched(info.manifest.isolation, result.launch_s)
             return result
@@ -176,7 +211,8 @@ class JobRunner:
                 with contextlib.suppress(RedisError, OSError):
                     await sink.flush()
 
-    async def _record_outcome(self, record: JobRecord, result: RunResult) -> None:
+    async def _record_outcome(self, record: JobRecord, result: RunResult, span: Span) -> str:
+        """Record the attempt's outcome; returns it (`succeeded`, `retried` or `failed`)."""
         fields: RecordUpdate = {
             "finished_at": now(),
             "duration_s": round(result.duration_s, 6),
@@ -190,23 +226,26 @@ class JobRunner:
                 await self._record(record, "succeeded", fields)
             finally:
                 self.observer.job_ended(record, "succeeded")
-            return
+            return "succeeded"
         fields.update({"error": result.error, "error_type": result.error_type, "traceback": result.traceback})
         attempt, max_retries = record.attempt, record.max_retries
         if attempt <= max_retries:
             delay = retry_delay(record.retry_backoff_s, attempt)
             fields["defer_until"] = retry_at = now() + delay
             self.retried += 1
+            if record.trace_first is None and (first := span.carrier) is not None:
+                fields["trace_first"] = first  # the later attempts' spans link to this one
             try:
                 await self._record(record, "deferred", fields, retry_score_ms=int(retry_at * 1000))
             finally:
                 self.observer.job_ended(record, "retried", error=result.error, delay_s=delay)
-            return
+            return "retried"
         self.failed += 1
         try:
             await self._record(record, "failed", fields)
         finally:
             self.observer.job_ended(record, "failed", error=result.error)
+        return "failed"
 
     async def put_back(self, record: JobRecord, *, frees_slot: bool = True) -> None:
         """Back to its queue as if never claimed (the attempt does not count). Bounded: with Redis

@@ -2,7 +2,7 @@
 
 `Shared` is the small typed object of DESIGN.md's `build(section, shared)`: the Redis pool, the job
 store, the submitter every job source goes through, the plugin catalog as this process loaded it, the
-launcher, the job observer, and the instance's identity. It lives in `jobs` because jobs is the lowest
+launcher, the job observer, the instance's identity and the tracing facade. It lives in `jobs` because jobs is the lowest
 package that knows all of them (plugins sits below and never sees it).
 """
 
@@ -22,6 +22,7 @@ from orchestrator.jobs.submit import JobDefaults, Submitter
 from orchestrator.plugins.launcher import Launcher
 from orchestrator.plugins.registry import PluginRegistry
 from orchestrator.plugins.throttle import Throttle
+from orchestrator.tracing.facade import Tracing
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Shared:
     launcher: Launcher
     observer: JobObserver
     publisher: CatalogPublisher
+    tracing: Tracing = field(default_factory=Tracing)  # spans, or the no-op (tracing/build.py)
 
 
 def make_shared(
@@ -65,6 +67,7 @@ def make_shared(
     launcher: Launcher,
     throttles: Mapping[str, Throttle] | None = None,
     reread_throttles: Callable[[], Mapping[str, Throttle]] | None = None,
+    tracing: Tracing | None = None,
 ) -> Shared:
     store = JobStore(redis, result_ttl_s=section.result_ttl_s)
     submitter = Submitter(
@@ -72,4 +75,4 @@ def make_shared(
     )
     publisher = CatalogPublisher(store, registry, section.queue_concurrency(), throttles, reread_throttles)
     observer = JobObserver(log_jobs=section.log_jobs)
-    return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher)
+    return Shared(redis, identity, store, submitter, registry, launcher, observer, publisher, tracing or Tracing())

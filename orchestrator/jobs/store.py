@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14

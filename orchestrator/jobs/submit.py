@@ -80,6 +80,7 @@ class JobRequest:
     retry_of: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     notify: str | None = None  # the triggering client's done channel (jobs/results.py)
+    trace: dict[str, str] | None = None  # the trigger's trace context: the job's spans join its trace
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class Submitter:
             context=request.context or None,
             notify=request.notify,
             throttle_key=throttle_key,
+            trace=request.trace,
         )
         # A deferred job keeps its plain due time as score: the priority offset would make it ready at once.
         # Microsecond resolution (a fraction of arq's ms score): two jobs enqueued in the same

@@ -113,6 +113,7 @@ class JobOut(Response):
     error: str | None
     log_tail: str | None
     batch_id: str | None
+    trace_id: str | None = None  # the trace the job's spans joined (tracing on), for the trace viewer
 
 
 class PluginOut(Response):

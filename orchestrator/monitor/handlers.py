@@ -223,8 +223,9 @@ async def post_job(request: web.Request) -> web.Response:
     authorize(request)
     b = await body(request, m.TriggerBody)
     triggered = await ctx(request).client.trigger(
-        b.plugin, b.params, priority=b.priority, queue=b.queue, job_id=b.job_id, defer_s=b.defer_s, source="http"
-    )
+        b.plugin, b.params, priority=b.priority, queue=b.queue, job_id=b.job_id, defer_s=b.defer_s, source="http",
+        trace_parent={k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))} or None,
+    )  # fmt: skip
     return json_response({"job_id": triggered.job_id, "created": triggered.created}, 201 if triggered.created else 200)
 
 

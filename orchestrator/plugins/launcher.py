@@ -44,7 +44,8 @@ OutputFn = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line)
 # What every child gets from the parent's environment; anything else only if the manifest's `env` names it.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
-PoolKey = tuple[str, str, tuple[str, ...]]  # plugin name, interpreter, flags
+PoolKey = tuple[str, str, tuple[str, ...]]
+_TRACE_KEYS = ("traceparent", "tracestate")  # plugin name, interpreter, flags
 
 
 class Launcher:
@@ -131,6 +132,7 @@ class Launcher:
         python: PythonCmd,
         timeout_s: float | None,
         on_output: OutputFn | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run `plugin`'s entry point as `entry(**params, **context)` in a child process.
 
@@ -159,6 +161,10 @@ class Launcher:
             "limits": manifest.limits.model_dump() if manifest.limits else None,
         }
         env = self._child_env(plugin, context, interpreter)
+        if trace:
+            # W3C names as environment variables: a plugin using OpenTelemetry continues the trace
+            # (the environment of a one-shot child; in the request for a warm or prestarted one).
+            env.update({name.upper(): value for name, value in trace.items() if name in _TRACE_KEYS})
         capture = LogCapture(self.log_cap_bytes, self.max_line_bytes, on_output)
         cmd = [str(interpreter), *flags, shim]
         if self.user is not None:

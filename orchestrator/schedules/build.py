@@ -15,4 +15,4 @@ def build(section: ScheduleSettings, shared: Shared, *, lease: LeaderLease) -> l
     async def submitter() -> Submitter:
         return shared.submitter
 
-    return [Scheduler(ScheduleStore(shared.redis), submitter, lease, config=section.schedules)]
+    return [Scheduler(ScheduleStore(shared.redis), submitter, lease, config=section.schedules, tracing=shared.tracing)]

@@ -44,6 +44,7 @@ from orchestrator.schedules.store import (
     describe_one,
     field_of,
 )
+from orchestrator.tracing.facade import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Scheduler(BaseComponent):
             leading (see sync_config).
         clock: epoch seconds; tests pass a controllable one and call `wake()` after moving it.
         catchup_limit: at most this many missed slots of one schedule are looked at after downtime.
+        tracing: a `schedule.fire` span per fired slot, the root of its job's trace (no-op when off).
     """
 
     name = "scheduler"
@@ -78,7 +80,9 @@ class Scheduler(BaseComponent):
         config: Sequence[ScheduleSpec] = (),
         clock: Clock = time.time,
         catchup_limit: int = 1000,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing or Tracing()
         self.store = store
         self.submitter = submitter
         self.lease = lease
@@ -228,8 +232,16 @@ class Scheduler(BaseComponent):
                 outcome.add(schedule_id, HistoryEntry("overlap", slot, t, reason=reason))
                 outcome.count(schedule_id, "overlap_skips")
                 continue
+            request = self._request(schedule_id, spec, slot)
+            with self.tracing.span(
+                "schedule.fire",
+                root=True,
+                kind="producer",
+                attributes={"schedule.id": schedule_id, "schedule.slot": iso(slot), "job.plugin": spec.plugin},
+            ) as span:
+                request.trace = span.carrier
             try:
-                job = await submitter.prepare(self._request(schedule_id, spec, slot))
+                job = await submitter.prepare(request)
             except (JobError, PluginError) as e:
                 outcome.add(schedule_id, HistoryEntry("error", slot, t, reason=str(e)))
                 outcome.count(schedule_id, "errors")

@@ -6,13 +6,17 @@ nothing here depends on the page's polling period beyond "eventually, without a 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
+import redis
 from playwright.sync_api import expect
 
+from orchestrator.jobs.model import Keys
 from tests.monitor.conftest import TOKEN, NewPage, Server
+from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,6 +133,19 @@ def test_retry_with_the_token_runs_the_job_again(new_page: NewPage, server: Serv
     expect(page.locator("#job-result")).to_contain_text('"name": "flaky"')
     probe.shot("job-detail")
     assert probe.page_errors == []
+
+
+def test_the_job_page_shows_the_trace_id(new_page: NewPage, server: Server, redis_server: RedisServer) -> None:
+    job_id = server.trigger(name="traced")
+    server.wait_state(job_id, "succeeded")
+    # This module's server runs untraced: the record gets the field a traced trigger writes with it
+    # (tests/tracing covers writing it); this test is about the page showing it.
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with redis.Redis.from_url(redis_server.url) as r:
+        r.hset(Keys.job(job_id), "trace", json.dumps({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}))
+    assert server.job(job_id)["trace_id"] == trace_id
+    page = new_page(f"#job/{job_id}").page
+    expect(page.locator("#job-fields")).to_contain_text(f"trace{trace_id}")
 
 
 def test_without_the_token_counts_show_and_job_data_waits_for_it(new_page: NewPage, server: Server) -> None:

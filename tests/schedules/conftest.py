@@ -18,6 +18,7 @@ from orchestrator.plugins.build import build_registry
 from orchestrator.schedules.model import ScheduleSpec
 from orchestrator.schedules.scheduler import Scheduler
 from orchestrator.schedules.store import ScheduleStore
+from orchestrator.tracing.facade import Tracing
 from tests.jobs.helpers import make_plugin, make_settings
 
 
@@ -40,11 +41,11 @@ class Rig:
 
     @contextlib.asynccontextmanager
     async def scheduler(
-        self, *, config: Sequence[ScheduleSpec] = (), instance: str = "test-1"
+        self, *, config: Sequence[ScheduleSpec] = (), instance: str = "test-1", tracing: Tracing | None = None
     ) -> AsyncIterator[Scheduler]:
         """A running scheduler with its own lease (it leads at once when nobody else does)."""
         lease = LeaderLease(self.client.redis, instance, ttl_s=30.0)
-        sched = Scheduler(self.store, self.client.submitter, lease, config=config, clock=self.clock)
+        sched = Scheduler(self.store, self.client.submitter, lease, config=config, clock=self.clock, tracing=tracing)
         tasks = [asyncio.create_task(lease.run()), asyncio.create_task(sched.run())]
         try:
             await sched.step()

@@ -463,6 +463,7 @@
     field(dl, "exit code", job.exit_code);
     field(dl, "batch", job.batch_id);
     field(dl, "retry of", job.retry_of);
+    field(dl, "trace", job.trace_id);  // tracing on: the id to look up in the trace viewer
     $("job-params").textContent = pretty(job.params);
     $("job-result").textContent = pretty(job.result);
     const hasError = Boolean(job.error || job.traceback);

@@ -144,7 +144,7 @@ def test_the_job_page_shows_the_trace_id(new_page: NewPage, server: Server, redi
     with redis.Redis.from_url(redis_server.url) as r:
         r.hset(Keys.job(job_id), "trace", json.dumps({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}))
     assert server.job(job_id)["trace_id"] == trace_id
-    page = new_page(f"#job/{job_id}").page
+    page = new_page(f"#job/{job_id}", token=TOKEN).page  # job data: behind the token
     expect(page.locator("#job-fields")).to_contain_text(f"trace{trace_id}")
 
 

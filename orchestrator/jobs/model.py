@@ -107,6 +107,19 @@ class Keys:
     def batch(batch_id: str) -> str:
         return f"orch:batch:{batch_id}"
 
+    # Workflows (workflows/, jobs/lua/workflow.lua): the record, and beside it (the record's key
+    # + ":graph", ":left", ":results") the compiled steps, the join counters and the members' results.
+    @staticmethod
+    def workflow(workflow_id: str) -> str:
+        return f"orch:wf:{workflow_id}"
+
+    all_workflows = "orch:wfs"  # zset: workflow id -> created at
+    workflow_outcomes = "orch:wf-outcomes"  # hash: end state -> how many workflows ended so
+
+    @staticmethod
+    def workflow_done_channel(workflow_id: str) -> str:
+        return f"orch:wf-done:{workflow_id}"
+
     # pub/sub
     @staticmethod
     def wake_channel(queue: str) -> str:
@@ -141,7 +154,7 @@ class Keys:
 
 
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
-_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context"})
+_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context", "previous"})
 _FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
     {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s",
      "interrupted"}
@@ -204,6 +217,9 @@ class JobRecord:
     interrupted: float | None = None
     cancel_requested: str | None = None
     notify: str | None = None  # a triggering client's own done channel (jobs/results.py), told at the end too
+    workflow: str | None = None  # the workflow this job is a step of (workflows/)
+    step: str | None = None  # its node in that workflow's graph
+    previous: Any = None  # a workflow step's predecessor's result, handed to the plugin as `previous`
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
@@ -242,6 +258,8 @@ class JobRecord:
             "batch_id": self.batch_id,
             "retry_of": self.retry_of,
             "instance": self.instance,
+            "workflow": self.workflow,
+            "step": self.step,
         }
 
 

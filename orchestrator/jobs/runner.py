@@ -148,9 +148,11 @@ class JobRunner:
         try:
             info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # ensure_ready raises otherwise
+            # a workflow's step gets its predecessor's result (None for a first step) as `previous`
+            params = record.params if record.workflow is None else {**record.params, "previous": record.previous}
             result = await self.launcher.run(
                 info,
-                record.params,
+                params,
                 context,
                 python=info.python,
                 timeout_s=record.timeout_s,

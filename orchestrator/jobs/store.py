@@ -18,6 +18,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
+from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "workflow", "previous",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -46,8 +47,8 @@ _CLAIM = lua.script(
     "orchestrator.jobs", "claim.lua", lua.cursor(),
     constants={"CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )  # fmt: skip
-_FINISH = lua.script("orchestrator.jobs", "finish.lua", constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS})
-_CANCEL = lua.script("orchestrator.jobs", "cancel.lua")
+_FINISH = lua.script("orchestrator.jobs", "finish.lua", WORKFLOW_STEP, constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS})
+_CANCEL = lua.script("orchestrator.jobs", "cancel.lua", WORKFLOW_STEP)
 _RELEASE = lua.script(
     "orchestrator.jobs", "release.lua", lua.cursor(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
 )

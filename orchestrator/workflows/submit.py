@@ -93,6 +93,7 @@ def _graph_fields(graph: Graph, prepared: dict[int, PreparedJob]) -> dict[str, s
         fields[f"{i}:offset"] = str(queue_score(0, record.priority))
         fields[f"{i}:queue"] = record.queue
         fields[f"{i}:plugin"] = record.plugin
+        fields[f"{i}:path"] = node.path or "root"
     return fields
 
 

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.app import Orchestrator
 from orchestrator.client import Client
 from orchestrator.workflows.model import chain, group, job
-from tests.jobs.helpers import make_settings, run_app
+from tests.jobs.helpers import make_settings, run_app, wait_for
 from tests.workflows.helpers import lines, make_step_plugin
 
 
@@ -60,3 +60,56 @@ async def test_a_chain_nested_in_a_group_nested_in_a_chain(client: Client) -> No
     assert [p["name"] for p in previous] == ["y", "z"]
     assert previous[0]["previous"]["name"] == "x" and previous[0]["previous"]["previous"]["name"] == "a"
     assert previous[1]["previous"]["name"] == "a"
+
+
+async def test_a_failing_member_fails_the_workflow_cancels_what_waits_and_the_join_never_runs(
+    client: Client, tmp_path: Path
+) -> None:
+    join_file = tmp_path / "join.jsonl"
+    members = [job("step", {"name": "bad", "fail": True}), job("step", {"name": "slow", "sleep": 1.0})]
+    members += [job("step", {"name": f"m{i}", "sleep": 0.5}) for i in range(10)]  # 8 slots: some wait
+    wid = await client.workflow(
+        chain(group(*members), job("step", {"name": "join", "record": str(join_file)}), job("step", {"name": "after"}))
+    )
+    done = await client.wait(wid, timeout_s=30)
+    assert done["state"] == "failed"
+    assert done["error"].startswith("step 0.0 (step) failed: ") and "failed on purpose" in done["error"]
+    join, after = done["steps"]["steps"][1:]
+    assert join["state"] == after["state"] == "cancelled" and join.get("job_id")
+    assert await client.status(join["job_id"]) is None  # never enqueued
+    waiting = [s for s in done["steps"]["steps"][0]["steps"] if s["state"] == "cancelled"]
+    assert waiting, "no member was waiting when the first one failed"
+    assert all("failed on purpose" in s["error"] for s in waiting)
+    # the running members finish; the join still never runs
+    slow = done["steps"]["steps"][0]["steps"][1]["job_id"]
+    assert (await client.result(slow, timeout_s=20))["state"] == "succeeded"
+    assert (await client.workflow_status(wid))["state"] == "failed"
+    assert not join_file.exists()
+
+
+async def test_on_failure_continue_runs_the_join_once_with_error_entries(client: Client, tmp_path: Path) -> None:
+    join_file = tmp_path / "join.jsonl"
+    members = group(job("step", {"name": "a"}), job("step", {"name": "b", "fail": True}), job("step", {"name": "c"}),
+                    on_failure="continue")  # fmt: skip
+    wid = await client.workflow(chain(members, job("step", {"name": "join", "record": str(join_file)})))
+    done = await client.wait(wid, timeout_s=30)
+    assert done["state"] == "succeeded", done
+    (joined,) = lines(join_file)
+    a, b, c = joined["previous"]  # type: ignore[misc]
+    assert a["name"] == "a" and c["name"] == "c"
+    assert b["state"] == "failed" and "failed on purpose" in b["error"] and b["job_id"]
+
+
+async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts(client: Client, tmp_path: Path) -> None:
+    started = tmp_path / "started.jsonl"
+    wid = await client.workflow(
+        chain(job("step", {"name": "long", "sleep": 30, "record": str(started)}), job("step", {"name": "next"}))
+    )
+    await wait_for(started.exists)
+    assert await client.cancel_workflow(wid) == "cancelled"
+    assert await client.cancel_workflow(wid) == "cancelled"  # already ended: says so
+    done = await client.wait(wid, timeout_s=10)
+    long_id, next_id = (s["job_id"] for s in done["steps"]["steps"])
+    assert (await client.result(long_id, timeout_s=15))["state"] == "cancelled"
+    assert await client.status(next_id) is None
+    assert (await client.workflow_status(wid))["steps"]["steps"][1]["state"] == "cancelled"

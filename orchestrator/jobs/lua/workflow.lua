@@ -12,14 +12,15 @@
 -- job step and a join node per group. Graph fields per node: '<n>:next' (the job nodes started
 -- with its result as `previous`), or '<n>:join' and '<n>:slot' (the group it reports into, in
 -- member order); a job node's '<n>:job', ':fields' (JSON list of its record's fields), ':payload'
--- (arq's), ':offset' (priority offset of its queue score), ':queue', ':plugin' and, inside a
+-- (arq's), ':offset' (priority offset of its queue score), ':queue', ':plugin', ':path' (where the
+-- step is in the tree, for messages) and, inside a
 -- group with on_failure = continue, ':catch' ('<join>:<slot>': a failure becomes an error entry
 -- there); a join node's ':count'. Member results are stored per member ('<join>:<slot>') and
 -- counted down per join ('<join>' in ':left'): one member's end costs the same in a group of
 -- 10,000 as in one of 2; the list is gathered once, when the join's count reaches zero.
 -- Needs    WF_PREFIX, JOB_PREFIX, ARQ_JOB_PREFIX, QUEUE_PREFIX, STATE_PREFIX, PLUGIN_JOBS_PREFIX,
 --          ALL_JOBS, WAKE_PREFIX, DONE_PREFIX, WF_DONE_PREFIX, WF_OUTCOMES, ABORT_KEY, CANCEL_CHANNEL.
-local wf_woken = {}
+local wf_woken, wf_started = {}, 0
 local wf_report
 
 -- Enqueue one job step, as enqueue.lua would (its record does not expire: wf_end gives it the TTL).
@@ -33,7 +34,11 @@ local function wf_start_job(graph, node, previous, now)
   redis.call('HSET', rec, 'state', 'queued', 'enqueued_at', now)
   if previous then redis.call('HSET', rec, 'previous', previous) end
   redis.call('SET', ARQ_JOB_PREFIX .. id, payload)
-  redis.call('ZADD', QUEUE_PREFIX .. queue, string.format('%.3f', tonumber(now) * 1000 + tonumber(offset)), id)
+  -- a microsecond apart (the queue score's resolution, as Submitter.prepare): steps started
+  -- together are claimed in member order
+  wf_started = wf_started + 1
+  local score = tonumber(now) * 1000 + tonumber(offset) + wf_started / 1000
+  redis.call('ZADD', QUEUE_PREFIX .. queue, string.format('%.3f', score), id)
   redis.call('ZADD', STATE_PREFIX .. 'queued', now, id)
   redis.call('ZADD', PLUGIN_JOBS_PREFIX .. plugin, now, id)
   redis.call('ZADD', ALL_JOBS, now, id)
@@ -134,8 +139,8 @@ local function workflow_step_ended(rec, now, ttl)
         job_id = string.sub(rec, #JOB_PREFIX + 1)})
       wf_report(wid, join, slot, entry, now, ttl)
     else
-      wf_end(wid, 'failed', 'step ' .. node .. ' (' .. (e[3] or '?') .. ') ' .. st .. ': ' .. (e[1] or st), nil, now,
-        ttl)
+      local path = redis.call('HGET', WF_PREFIX .. wid .. ':graph', node .. ':path') or node
+      wf_end(wid, 'failed', 'step ' .. path .. ' (' .. (e[3] or '?') .. ') ' .. st .. ': ' .. (e[1] or st), nil, now, ttl)
     end
   end
   wf_wake()

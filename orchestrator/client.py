@@ -310,6 +310,9 @@ class Client:
         if record.state not in {"failed", "cancelled"}:
             msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
+        if record.workflow is not None and record.step is not None:
+            # a workflow's step: its workflow resumes from there (the steps its failure cancelled too)
+            return await self.workflows.resume(record.workflow, record.step)
         request = JobRequest(
             plugin=record.plugin,
             params=record.params,

@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.jobs import serialize_job
 
-from orchestrator.jobs.model import Keys, iso, now
+from orchestrator.errors import ConflictError
+from orchestrator.jobs.model import Keys, iso, new_job_id, now
+from orchestrator.jobs.store import JobStore
+from orchestrator.jobs.submit import ARQ_FUNCTION, json_bytes
 from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.redis import scripts as lua
 
 _CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP)
 _CANCEL = lua.script("orchestrator.workflows", "cancel.lua", WORKFLOW_STEP)
+_RESUME = lua.script("orchestrator.workflows", "resume.lua", WORKFLOW_STEP)
 
 WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
 
@@ -57,6 +62,7 @@ class WorkflowStore:
         self.ttl_ms = int(result_ttl_s * 1000)
         self._create = redis.register_script(_CREATE)
         self._cancel = redis.register_script(_CANCEL)
+        self._resume = redis.register_script(_RESUME)
 
     async def create(self, new: NewWorkflow) -> bool:
         """False when a workflow with this id exists (nothing started)."""
@@ -77,6 +83,33 @@ class WorkflowStore:
         out = await self._cancel(keys=[Keys.workflow(workflow_id)], args=[workflow_id, now(), self.ttl_ms])
         return out.decode() if isinstance(out, bytes) else str(out)
 
+    async def resume(self, workflow_id: str, step: str) -> str:
+        """Start a failed workflow again from its failed step (and the steps its failure
+        cancelled); returns the new job id of `step`. Raises ConflictError when it is not failed."""
+        graph = graph_key(workflow_id)
+        nodes = int(await self.redis.hget(Keys.workflow(workflow_id), "nodes") or 0)  # type: ignore[misc]
+        names = [f"{i}:job" for i in range(1, nodes + 1)]
+        job_ids = await self.redis.hmget(graph, names) if names else []  # type: ignore[misc]
+        steps = [(str(i), j.decode()) for i, j in enumerate(job_ids, 1) if j is not None]
+        states = await JobStore(self.redis, result_ttl_s=self.ttl_ms / 1000).states_of([j for _, j in steps])
+        args: list[Any] = [workflow_id, now(), self.ttl_ms]
+        restarted: list[str] = []
+        for (node, _), state in zip(steps, states, strict=True):
+            if state in ("failed", "cancelled"):
+                new_id = new_job_id()
+                payload = serialize_job(ARQ_FUNCTION, (new_id,), {}, None, int(now() * 1000), serializer=json_bytes)
+                args += [node, new_id, payload]
+                restarted.append(node)
+        out = await self._resume(keys=[Keys.workflow(workflow_id)], args=args)
+        if not isinstance(out, list):
+            msg = f"workflow {workflow_id} is {out.decode() if isinstance(out, bytes) else out}: only a failed one resumes"
+            raise ConflictError(msg)
+        new_ids = dict(zip(restarted, (i.decode() for i in out), strict=True))
+        if not new_ids.get(step):
+            msg = f"step {step} of workflow {workflow_id} was not failed or cancelled"
+            raise ConflictError(msg)
+        return new_ids[step]
+
     async def state(self, workflow_id: str) -> str | None:
         raw = await self.redis.hget(Keys.workflow(workflow_id), "state")  # type: ignore[misc]
         return raw.decode() if raw is not None else None
@@ -89,6 +122,11 @@ class WorkflowStore:
         rec = {k.decode(): v.decode() for k, v in raw.items()}
         tree = json.loads(rec["tree"])
         jobs = list(_job_steps(tree))
+        if jobs:  # a resumed step runs as a new job: the graph names the current one
+            current = await self.redis.hmget(graph_key(workflow_id), [f"{s['step']}:job" for s in jobs])  # type: ignore[misc]
+            for step, job_id in zip(jobs, current, strict=True):
+                if job_id is not None:
+                    step["job_id"] = job_id.decode()
         async with self.redis.pipeline(transaction=False) as pipe:
             for step in jobs:
                 pipe.hmget(Keys.job(step["job_id"]), ["state", "started_at", "finished_at", "error"])

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 STEP_MAIN = """
-import json, time
+import json, os, time
 
-def run(name="x", fail=False, sleep=0.0, record=None, previous=None, **ctx):
+def run(name="x", fail=False, sleep=0.0, record=None, fail_until=None, previous=None, **ctx):
     if record:
         with open(record, "a") as fh:
             fh.write(json.dumps({"name": name, "job": ctx["job_id"], "previous": previous}) + "\\n")
     time.sleep(sleep)
-    if fail:
+    if fail or (fail_until and not os.path.exists(fail_until)):
         raise RuntimeError(f"{name} failed on purpose")
     return {"name": name, "previous": previous}
 """
@@ -24,6 +24,7 @@ STEP_PARAMS = {
     "fail": {"type": "boolean", "required": False, "default": False},
     "sleep": {"type": "number", "required": False, "default": 0},
     "record": {"type": "string", "required": False},
+    "fail_until": {"type": "string", "required": False},
 }
 
 

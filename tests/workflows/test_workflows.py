@@ -113,3 +113,29 @@ async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts
     assert (await client.result(long_id, timeout_s=15))["state"] == "cancelled"
     assert await client.status(next_id) is None
     assert (await client.workflow_status(wid))["steps"]["steps"][1]["state"] == "cancelled"
+
+
+async def test_retrying_the_failed_step_resumes_the_workflow_from_there(client: Client, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    runs = tmp_path / "runs.jsonl"
+    wid = await client.workflow(
+        chain(
+            job("step", {"name": "a", "record": str(runs)}),
+            group(job("step", {"name": "b", "fail_until": str(ready)}), job("step", {"name": "c"})),
+            job("step", {"name": "join"}),
+        )
+    )
+    failed = await client.wait(wid, timeout_s=30)
+    assert failed["state"] == "failed"
+    bad = failed["steps"]["steps"][1]["steps"][0]["job_id"]
+    ready.touch()
+    new_id = await client.retry(bad)
+    assert new_id != bad
+    done = await client.wait(wid, timeout_s=30)
+    assert done["state"] == "succeeded", done
+    assert [p["name"] for p in done["result"]["previous"]] == ["b", "c"]
+    assert done["result"]["previous"][0]["previous"]["name"] == "a"
+    assert done["steps"]["steps"][1]["steps"][0]["job_id"] == new_id
+    assert [r["name"] for r in lines(runs)] == ["a"]  # the steps that had succeeded did not run again
+    old = await client.status(bad)
+    assert old is not None and old["state"] == "failed"

@@ -31,7 +31,7 @@ local function wf_start_job(graph, node, previous, now)
   local rec = JOB_PREFIX .. id
   if redis.call('EXISTS', rec) == 1 then return end
   redis.call('HSET', rec, unpack(cjson.decode(fields)))
-  redis.call('HSET', rec, 'state', 'queued', 'enqueued_at', now)
+  redis.call('HSET', rec, 'job_id', id, 'state', 'queued', 'enqueued_at', now)
   if previous then redis.call('HSET', rec, 'previous', previous) end
   redis.call('SET', ARQ_JOB_PREFIX .. id, payload)
   -- a microsecond apart (the queue score's resolution, as Submitter.prepare): steps started

@@ -15,6 +15,7 @@ from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
 from orchestrator.monitor import schedules_api  # schedules
+from orchestrator.monitor import workflows_api  # workflows
 from orchestrator.monitor.status import StatusBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,7 +23,7 @@ _ERRORS = {
     400: "invalid input (the error names the field)",
     401: "missing or wrong bearer token",
     403: "writes are disabled: no ORCH_API_TOKEN is configured",
-    404: "no such job, batch or plugin",
+    404: "no such job, batch, plugin or workflow",
     409: "the job's state does not allow it",
     413: "body too large",
     415: "body is not application/json",
@@ -102,6 +103,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/finished", d.finished, "the last jobs that reached a final state", m.JobOut, many=True,
           query=m.FinishedQuery),
     *schedules_api.routes(Route),  # schedules
+    *workflows_api.routes(Route),  # workflows
 )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from orchestrator.app import Orchestrator
@@ -18,7 +19,7 @@ from tests.workflows.helpers import lines, make_step_plugin
 @pytest.fixture
 async def app(tmp_path: Path, redis_url: str) -> AsyncIterator[Orchestrator]:
     make_step_plugin(tmp_path / "plugins")
-    settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 8}})
+    settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 8}}, api_token="tok")
     async with run_app(settings) as running:
         yield running
 
@@ -139,3 +140,25 @@ async def test_retrying_the_failed_step_resumes_the_workflow_from_there(client: 
     assert [r["name"] for r in lines(runs)] == ["a"]  # the steps that had succeeded did not run again
     old = await client.status(bad)
     assert old is not None and old["state"] == "failed"
+
+
+async def test_the_http_api_starts_reads_and_cancels_workflows(app: Orchestrator, client: Client) -> None:
+    assert app.http is not None
+    base, auth = f"http://127.0.0.1:{app.http.bound_port}/api/workflows", {"Authorization": "Bearer tok"}
+    spec = {"name": "demo", "chain": [{"plugin": "step", "params": {"name": "a"}},
+                                      {"group": [{"plugin": "step"}, {"plugin": "step"}]}, {"plugin": "step"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(base, json=spec, headers=auth) as r:
+            assert r.status == 201
+            wid = (await r.json())["workflow_id"]
+        await client.wait(wid, timeout_s=30)
+        async with http.get(f"{base}/{wid}") as r:
+            shown = await r.json()
+        assert shown["state"] == "succeeded" and shown["name"] == "demo" and shown["counts"] == {"succeeded": 4}
+        bad = {"chain": [{"plugin": "step"}, {"group": [{"plugin": "step", "params": {"sleep": "long"}}]}]}
+        async with http.post(base, json=bad, headers=auth) as r:
+            assert r.status == 400 and "step 1.0" in (await r.json())["error"]
+        async with http.get(f"{base}/nope") as r:
+            assert r.status == 404
+        async with http.post(f"{base}/{wid}/cancel", headers=auth) as r:
+            assert (await r.json()) == {"workflow_id": wid, "state": "succeeded"}

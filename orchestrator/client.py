@@ -194,7 +194,7 @@ class Client:
         its JSON (`{"chain": [...]}`, a list is a chain). Every step is checked first: WorkflowError
         naming the bad step, and nothing written. Returns the workflow id."""
         root = steps if isinstance(steps, JobStep | Chain | Group) else parse_step(steps)
-        workflow_id = await submit_workflow(await self.submitter(), self.workflows, root, name=name, source=source)
+        workflow_id, _ = await submit_workflow(await self.submitter(), self.workflows, root, name=name, source=source)
         await self._replicated()
         return workflow_id
 

@@ -2,7 +2,7 @@
 
 `Settings` is composed of the packages' own sections (each a leaf module of pydantic models:
 redis/settings.py, plugins/settings.py, jobs/settings.py, cluster/settings.py, monitor/settings.py,
-schedules/settings.py, cdc/settings.py, index/settings.py). It inherits them, so every key stays a
+schedules/settings.py, cdc/settings.py, index/settings.py, workflows/settings.py). It inherits them, so every key stays a
 top-level TOML key with its documented environment name, and a package's code receives `Settings`
 typed as its own section and never imports this module.
 
@@ -31,6 +31,7 @@ from orchestrator.monitor.settings import MonitorSettings
 from orchestrator.plugins.settings import PluginSettings
 from orchestrator.redis.settings import RedisSettings
 from orchestrator.schedules.settings import ScheduleSettings
+from orchestrator.workflows.settings import WorkflowSettings
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 
@@ -38,6 +39,7 @@ DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 # Fields come in reverse order of the bases: `orchestrator config` lists Redis first, schedules last.
 class Settings(
     BaseSettings,
+    WorkflowSettings,
     ScheduleSettings,
     MonitorSettings,
     ClusterSettings,

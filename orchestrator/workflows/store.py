@@ -1,5 +1,5 @@
-"""Workflow records in Redis, beside the jobs: create (the graph, the counters and the first steps
-in one MULTI), read (the record with each step's job state) and cancel.
+"""Workflow records in Redis, beside the jobs: create (the record, the graph, the counters and the
+first steps in one script), read (the record with each step's job state) and cancel.
 
 The steps after the first are enqueued by the finish of what they wait for (jobs/lua/workflow.lua),
 never from here.
@@ -23,7 +23,7 @@ from orchestrator.jobs.submit import ARQ_FUNCTION, json_bytes
 from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.redis import scripts as lua
 
-_CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP)
+_CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP, lua.cursor())
 _CANCEL = lua.script("orchestrator.workflows", "cancel.lua", WORKFLOW_STEP)
 _RESUME = lua.script("orchestrator.workflows", "resume.lua", WORKFLOW_STEP)
 
@@ -65,18 +65,13 @@ class WorkflowStore:
         self._resume = redis.register_script(_RESUME)
 
     async def create(self, new: NewWorkflow) -> bool:
-        """False when a workflow with this id exists (nothing started)."""
+        """False when a workflow with this id exists (nothing written)."""
         wid = new.workflow_id
-        args: list[Any] = [wid, now(), ",".join(map(str, new.entries))]
-        for k, v in new.record.items():
-            args += [k, v]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(graph_key(wid), mapping=new.graph)  # type: ignore[arg-type]
-            if new.left:
-                pipe.hset(left_key(wid), mapping=new.left)  # type: ignore[arg-type]
-            await self._create(keys=[Keys.workflow(wid), Keys.all_workflows], args=args, client=pipe)
-            *_, created = await pipe.execute()
-        return bool(created)
+        record = [x for kv in new.record.items() for x in kv]
+        left = [x for kv in new.left.items() for x in kv]
+        args: list[Any] = [wid, now(), ",".join(map(str, new.entries)), len(record), *record, len(left), *left]
+        args += [x for kv in new.graph.items() for x in kv]
+        return bool(await self._create(keys=[Keys.workflow(wid), Keys.all_workflows], args=args))
 
     async def cancel(self, workflow_id: str) -> str:
         """'cancelled', the state it had already ended in, or 'missing'."""

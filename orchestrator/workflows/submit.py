@@ -17,11 +17,14 @@ from orchestrator.workflows.store import NewWorkflow, WorkflowStore
 
 async def prepare_workflow(
     submitter: Submitter, root: Step, *, name: str | None = None, source: str = "api",
-    context: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None, workflow_id: str | None = None,
 ) -> NewWorkflow:  # fmt: skip
-    """Check every step and lay out what WorkflowStore.create writes. Raises WorkflowError."""
+    """Check every step and lay out what WorkflowStore.create writes. Raises WorkflowError.
+
+    The steps' job ids are `<workflow id>-<node>`: a workflow id made from its cause (a change)
+    makes the same workflow again, which the create script then skips."""
     graph = compile_graph(root)
-    workflow_id = new_job_id()
+    workflow_id = workflow_id or new_job_id()
     prepared: dict[int, PreparedJob] = {}
     problems: list[str] = []
     for node in graph.nodes:
@@ -30,7 +33,7 @@ async def prepare_workflow(
             continue
         request = JobRequest(
             plugin=step.plugin, params=step.params, priority=step.priority, queue=step.queue,
-            source=source, context=context or {},
+            source=source, context=context or {}, job_id=f"{workflow_id}-{node.index}",
         )  # fmt: skip
         try:
             job = await submitter.prepare(request)
@@ -106,11 +109,9 @@ def _walk(tree: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def submit_workflow(
     submitter: Submitter, store: WorkflowStore, root: Step, *, name: str | None = None, source: str = "api",
-    context: dict[str, Any] | None = None,
-) -> str:  # fmt: skip
-    """Validate, create, start the first steps; returns the workflow id."""
-    new = await prepare_workflow(submitter, root, name=name, source=source, context=context)
-    if not await store.create(new):
-        msg = f"workflow {new.workflow_id} exists"
-        raise WorkflowError(msg)
-    return new.workflow_id
+    context: dict[str, Any] | None = None, workflow_id: str | None = None,
+) -> tuple[str, bool]:  # fmt: skip
+    """Validate, create, start the first steps; returns (the workflow id, created: False when a
+    workflow with this id existed and nothing was written)."""
+    new = await prepare_workflow(submitter, root, name=name, source=source, context=context, workflow_id=workflow_id)
+    return new.workflow_id, await store.create(new)

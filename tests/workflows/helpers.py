@@ -9,11 +9,13 @@ from pathlib import Path
 STEP_MAIN = """
 import json, os, time
 
-def run(name="x", fail=False, sleep=0.0, record=None, fail_until=None, previous=None, **ctx):
+def run(name="x", fail=False, sleep=0.0, record=None, fail_until=None, hold_until=None, previous=None, **ctx):
     if record:
         with open(record, "a") as fh:
             fh.write(json.dumps({"name": name, "job": ctx["job_id"], "previous": previous}) + "\\n")
     time.sleep(sleep)
+    while hold_until and not os.path.exists(hold_until):
+        time.sleep(0.02)
     if fail or (fail_until and not os.path.exists(fail_until)):
         raise RuntimeError(f"{name} failed on purpose")
     return {"name": name, "previous": previous}
@@ -25,6 +27,7 @@ STEP_PARAMS = {
     "sleep": {"type": "number", "required": False, "default": 0},
     "record": {"type": "string", "required": False},
     "fail_until": {"type": "string", "required": False},
+    "hold_until": {"type": "string", "required": False},
 }
 
 

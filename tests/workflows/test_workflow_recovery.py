@@ -79,7 +79,8 @@ async def test_kill_9_while_the_last_of_200_members_runs_the_join_runs_exactly_o
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         await wait_for(client.queues)
         members = [job("step", {"name": f"m{i}"}) for i in range(199)]
-        members.append(job("step", {"name": "last", "sleep": 2.0, "record": str(record)}))
+        release = tmp_path / "release"  # `last` runs until this exists
+        members.append(job("step", {"name": "last", "hold_until": str(release), "record": str(record)}))
         wid = await client.workflow(chain(group(*members), job("step", {"name": "join", "record": str(record)})))
 
         def last_runs_alone() -> bool:
@@ -95,6 +96,7 @@ async def test_kill_9_while_the_last_of_200_members_runs_the_join_runs_exactly_o
 
         await wait_for(both_up)
         await first.kill9()  # while `last` runs there
+        release.touch()
         try:
             done = await client.wait(wid, timeout_s=60)
         finally:

@@ -38,6 +38,7 @@ from orchestrator.redis.connection import RedisOptions, connection_budget, wait_
 from orchestrator.redis.embedded import EmbeddedRedis
 from orchestrator.schedules import build as schedules
 from orchestrator.supervisor import Supervisor
+from orchestrator.workflows import build as workflows
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class Orchestrator:
             max_connections=settings.redis_max_connections,
         )
         workers = jobs.build(settings, shared)
+        named = workflows.build(settings, shared)
         venvs = plugins.build(settings, shared.registry, on_built=shared.publisher.plugins)
         return [
             *monitor.build(
@@ -173,8 +175,8 @@ class Orchestrator:
             ),
             *venvs,
             *workers,
-            *schedules.build(settings, shared, lease=lease),  # leader-only from here on
-            *cdc.build(settings, shared, lease=lease),
+            *schedules.build(settings, shared, lease=lease, workflows=named),  # leader-only from here on
+            *cdc.build(settings, shared, lease=lease, workflows=named),
             *index.build(settings, shared, rules=settings.cdc.rules),
         ]
 

@@ -14,9 +14,12 @@ from orchestrator.components import Component
 if TYPE_CHECKING:
     from orchestrator.cluster.lease import LeaderLease
     from orchestrator.jobs.shared import Shared
+    from orchestrator.workflows.named import NamedWorkflows
 
 
-def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> list[Component]:
+def build(
+    section: DatabaseSettings, shared: Shared, *, lease: LeaderLease, workflows: NamedWorkflows | None = None
+) -> list[Component]:
     """The poller when DATABASE_URL is set and a rule is configured; else a component saying why not."""
     mysql = section.mysql_params()
     if mysql is None:
@@ -33,6 +36,7 @@ def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> l
             submitter=shared.submitter,
             lease=lease,
             redis=shared.redis,
+            workflows=workflows,
         )
     except ValueError as e:  # e.g. no database to put the changelog in
         return [CaptureOff(str(e))]

@@ -38,6 +38,7 @@ from orchestrator.cluster.lease import LeaderLease
 from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.submit import Submitter
+from orchestrator.workflows.named import NamedWorkflows
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,14 @@ class ChangePoller(BaseComponent):
         lease: LeaderLease,
         redis: Redis,
         clock: Callable[[], float] = time.time,
+        workflows: NamedWorkflows | None = None,
     ) -> None:
         self.settings = settings
         self.mysql = mysql
         self.interval_s = interval_s
         self.redis = redis
         self.clock = clock
-        self.delivery = Delivery(submitter, lease)
+        self.delivery = Delivery(submitter, lease, workflows)
         self.changelog = cl.changelog_table(settings, mysql.db)
         self.reader = ChangelogReader(self.changelog, read_size=settings.batch_size * 10)
         self.probe = TrxProbe()

@@ -21,8 +21,8 @@ from orchestrator.cli import commands
 from orchestrator.cli import es as commands_es
 from orchestrator.cli import old_verbs as cli_compat
 from orchestrator.cli import schedules as commands_schedules
-from orchestrator.cli import workflows as commands_workflows
 from orchestrator.cli import top as commands_top
+from orchestrator.cli import workflows as commands_workflows
 from orchestrator.cli.context import Command, Handler, run_command
 from orchestrator.cli.render import Output
 from orchestrator.config import load_settings

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Command
@@ -19,7 +19,9 @@ def add_parser(sub: Any, parse_duration: Callable[[str], float]) -> None:
     """Add `workflow` and its actions to the top-level subparsers (durations parsed as main.py does)."""
     wf = sub.add_parser("workflow", help="chains, groups and chords of jobs: run, status, cancel")
     wsub = wf.add_subparsers(dest="workflow_command", required=True, metavar="ACTION")
-    run = wsub.add_parser("run", help='start one: a JSON file ({"chain": [...]}), - for stdin, or a name in [workflows]')
+    run = wsub.add_parser(
+        "run", help='start one: a JSON file ({"chain": [...]}), - for stdin, or a name in [workflows]'
+    )
     run.add_argument("source", metavar="FILE|-|NAME")
     run.add_argument("--name", help="shown with the workflow (default: the configured name)")
     run.add_argument("--wait", action="store_true", help="wait for its end (exit 1 unless it succeeds)")
@@ -50,7 +52,7 @@ async def _run(args: argparse.Namespace, cmd: Command) -> int:
     source, name = args.source, args.name
     if source == "-":
         steps: Any = json.loads(await asyncio.to_thread(sys.stdin.read))
-    elif source in cmd.settings.workflows and not Path(source).exists():
+    elif source in cmd.settings.workflows and not await asyncio.to_thread(Path(source).exists):
         steps, name = cmd.settings.named_workflow(source), name or source
     else:
         steps = json.loads(await asyncio.to_thread(Path(source).read_text))

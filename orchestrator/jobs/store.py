@@ -47,7 +47,9 @@ _CLAIM = lua.script(
     "orchestrator.jobs", "claim.lua", lua.cursor(),
     constants={"CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )  # fmt: skip
-_FINISH = lua.script("orchestrator.jobs", "finish.lua", WORKFLOW_STEP, constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS})
+_FINISH = lua.script(
+    "orchestrator.jobs", "finish.lua", WORKFLOW_STEP, constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
+)
 _CANCEL = lua.script("orchestrator.jobs", "cancel.lua", WORKFLOW_STEP)
 _RELEASE = lua.script(
     "orchestrator.jobs", "release.lua", lua.cursor(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}

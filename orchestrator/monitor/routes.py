@@ -14,8 +14,10 @@ from pydantic import BaseModel, TypeAdapter
 from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
-from orchestrator.monitor import schedules_api  # schedules
-from orchestrator.monitor import workflows_api  # workflows
+from orchestrator.monitor import (
+    schedules_api,  # schedules
+    workflows_api,  # workflows
+)
 from orchestrator.monitor.status import StatusBody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

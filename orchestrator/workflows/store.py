@@ -18,9 +18,9 @@ from arq.jobs import serialize_job
 
 from orchestrator.errors import ConflictError
 from orchestrator.jobs.model import Keys, iso, new_job_id, now
+from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.submit import ARQ_FUNCTION, json_bytes
-from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.redis import scripts as lua
 
 _CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP, lua.cursor())
@@ -99,7 +99,7 @@ class WorkflowStore:
         if not isinstance(out, list):
             msg = f"workflow {workflow_id} is {out.decode() if isinstance(out, bytes) else out}: only a failed one resumes"
             raise ConflictError(msg)
-        new_ids = dict(zip(restarted, (i.decode() for i in out), strict=True))
+        new_ids: dict[str, str] = dict(zip(restarted, (i.decode() for i in out), strict=True))
         if not new_ids.get(step):
             msg = f"step {step} of workflow {workflow_id} was not failed or cancelled"
             raise ConflictError(msg)

@@ -3,6 +3,7 @@ plugin processes. Joins are enqueued by the finish script of what they wait for,
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,15 +12,20 @@ import pytest
 
 from orchestrator.app import Orchestrator
 from orchestrator.client import Client
+from orchestrator.config import Settings
 from orchestrator.workflows.model import chain, group, job
-from tests.jobs.helpers import make_settings, run_app, wait_for
+from tests.jobs.helpers import cli, make_settings, run_app, wait_for
 from tests.workflows.helpers import lines, make_step_plugin
 
 
 @pytest.fixture
-async def app(tmp_path: Path, redis_url: str) -> AsyncIterator[Orchestrator]:
+def settings(tmp_path: Path, redis_url: str) -> Settings:
     make_step_plugin(tmp_path / "plugins")
-    settings = make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 8}}, api_token="tok")
+    return make_settings(tmp_path, redis_url, queues={"default": {"concurrency": 8}}, api_token="tok")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Orchestrator]:
     async with run_app(settings) as running:
         yield running
 
@@ -31,7 +37,9 @@ async def client(app: Orchestrator, redis_url: str) -> AsyncIterator[Client]:
 
 
 async def test_a_three_step_chain_passes_each_result_to_the_next(client: Client) -> None:
-    wid = await client.workflow(chain(job("step", {"name": "a"}), job("step", {"name": "b"}), job("step", {"name": "c"})))
+    wid = await client.workflow(
+        chain(job("step", {"name": "a"}), job("step", {"name": "b"}), job("step", {"name": "c"}))
+    )
     done = await client.wait(wid, timeout_s=30)
     assert done["state"] == "succeeded", done
     assert done["result"] == {"name": "c", "previous": {"name": "b", "previous": {"name": "a", "previous": None}}}
@@ -54,7 +62,9 @@ async def test_a_chord_of_50_hands_the_join_the_50_results_in_member_order(clien
 
 async def test_a_chain_nested_in_a_group_nested_in_a_chain(client: Client) -> None:
     inner = chain(job("step", {"name": "x"}), job("step", {"name": "y"}))
-    wid = await client.workflow(chain(job("step", {"name": "a"}), group(inner, job("step", {"name": "z"})), job("step", {"name": "end"})))
+    wid = await client.workflow(
+        chain(job("step", {"name": "a"}), group(inner, job("step", {"name": "z"})), job("step", {"name": "end"}))
+    )
     done = await client.wait(wid, timeout_s=30)
     assert done["state"] == "succeeded", done
     previous = done["result"]["previous"]
@@ -101,7 +111,9 @@ async def test_on_failure_continue_runs_the_join_once_with_error_entries(client:
     assert b["state"] == "failed" and "failed on purpose" in b["error"] and b["job_id"]
 
 
-async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts(client: Client, tmp_path: Path) -> None:
+async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts(
+    client: Client, tmp_path: Path
+) -> None:
     started = tmp_path / "started.jsonl"
     wid = await client.workflow(
         chain(job("step", {"name": "long", "sleep": 30, "record": str(started)}), job("step", {"name": "next"}))
@@ -145,8 +157,14 @@ async def test_retrying_the_failed_step_resumes_the_workflow_from_there(client: 
 async def test_the_http_api_starts_reads_and_cancels_workflows(app: Orchestrator, client: Client) -> None:
     assert app.http is not None
     base, auth = f"http://127.0.0.1:{app.http.bound_port}/api/workflows", {"Authorization": "Bearer tok"}
-    spec = {"name": "demo", "chain": [{"plugin": "step", "params": {"name": "a"}},
-                                      {"group": [{"plugin": "step"}, {"plugin": "step"}]}, {"plugin": "step"}]}
+    spec = {
+        "name": "demo",
+        "chain": [
+            {"plugin": "step", "params": {"name": "a"}},
+            {"group": [{"plugin": "step"}, {"plugin": "step"}]},
+            {"plugin": "step"},
+        ],
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(base, json=spec, headers=auth) as r:
             assert r.status == 201
@@ -162,3 +180,24 @@ async def test_the_http_api_starts_reads_and_cancels_workflows(app: Orchestrator
             assert r.status == 404
         async with http.post(f"{base}/{wid}/cancel", headers=auth) as r:
             assert (await r.json()) == {"workflow_id": wid, "state": "succeeded"}
+
+
+async def test_the_cli_runs_a_file_or_stdin_or_a_configured_name_shows_and_cancels(
+    app: Orchestrator, settings: Settings, tmp_path: Path
+) -> None:
+    spec = {"chain": [{"plugin": "step", "params": {"name": "a"}}, {"plugin": "step", "params": {"name": "b"}}]}
+    ran = await cli(settings, "workflow", "run", "-", "--wait", "--json", stdin=json.dumps(spec))
+    assert ran.rc == 0, ran.err
+    assert ran.json()["state"] == "succeeded" and ran.json()["result"]["previous"]["name"] == "a"
+    shown = await cli(settings, "workflow", "status", ran.json()["workflow_id"])
+    assert shown.rc == 0 and "succeeded" in shown.out and "chain" in shown.out
+    named = {"ORCH_WORKFLOWS": json.dumps({"slow": {"plugin": "step", "params": {"sleep": 30}}})}
+    started = await cli(settings, "workflow", "run", "slow", **named)
+    assert started.rc == 0, started.err
+    cancelled = await cli(settings, "workflow", "cancel", started.out.strip(), "--json")
+    assert cancelled.json() == {"workflow_id": started.out.strip(), "state": "cancelled"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"chain": [{"plugin": "step"}, {"group": []}]}))
+    refused = await cli(settings, "workflow", "run", str(bad))
+    assert refused.rc == 2 and "workflow.chain[1].group: expected a non-empty list of steps" in refused.err
+    assert (await cli(settings, "workflow", "status", "nope")).rc == 1

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from orchestrator.monitor.api_models import Priority, Request, Response
 from orchestrator.monitor.context import ctx
-from orchestrator.monitor.handlers import authorize, body, json_response
+from orchestrator.monitor.handlers import authorize, body, json_response, query
 
 R = TypeVar("R")
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -41,6 +41,19 @@ class WorkflowBody(StepBody):
     """A workflow: its root step, and an optional name shown with it."""
 
     name: Name | None = None
+
+
+class WorkflowsQuery(Request):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class WorkflowRowOut(Response):
+    workflow_id: str
+    name: str | None
+    state: Literal["running", "succeeded", "failed", "cancelled"]
+    created_at: str | None
+    finished_at: str | None
+    jobs: int
 
 
 class WorkflowCreatedOut(Response):
@@ -74,6 +87,11 @@ async def start_workflow(request: web.Request) -> web.Response:
     return json_response({"workflow_id": workflow_id}, 201)
 
 
+async def list_workflows(request: web.Request) -> web.Response:
+    q = query(request, WorkflowsQuery)
+    return json_response(await ctx(request).client.recent_workflows(q.limit))
+
+
 async def get_workflow(request: web.Request) -> web.Response:
     return json_response(await ctx(request).client.workflow_status(request.match_info["workflow_id"]))
 
@@ -87,6 +105,8 @@ async def cancel_workflow(request: web.Request) -> web.Response:
 def routes(make: Callable[..., R]) -> tuple[R, ...]:
     """The workflow routes, built with routes.Route (passed in: see the module docstring)."""
     return (
+        make("GET", "/api/workflows", list_workflows, "the latest workflows, newest first", WorkflowRowOut, many=True,
+             query=WorkflowsQuery),
         make("POST", "/api/workflows", start_workflow,
              "start a workflow: every step is checked first (one bad step and nothing starts)", WorkflowCreatedOut,
              status=201, body=WorkflowBody, write=True, errors=(400, 401, 403, 413, 415, 503)),

@@ -20,11 +20,14 @@ from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import JobStore
 from orchestrator.redis import scripts as lua
 from orchestrator.schedules.store import COUNTERS, STATE_FIELDS, HistoryEntry, Outcome, ScheduleStore, field_of
+from orchestrator.workflows.store import WorkflowStore
 
 PACKAGE = Path(orchestrator.__file__).parent
 LUA_FILES = sorted(PACKAGE.rglob("*.lua"))
-# 13 scripts (jobs 6, cluster 4, schedules 3) and 2 shared snippets (the fence, the cursor)
-EXPECTED_FILES = 15
+# 16 scripts (jobs 6, cluster 4, schedules 3, workflows 3) and 3 shared snippets (the fence, the
+# cursor, the workflow step of jobs/lua/workflow.lua)
+EXPECTED_FILES = 19
+SNIPPETS = 3
 
 # `-- KEYS[1]  meaning`, `-- ARGV[..]  meaning`, `-- KEYS     none of its own: ...`
 _HEADER_ITEM = re.compile(r"-- (KEYS|ARGV)(\[[0-9.]+\])?\s+\S")
@@ -84,20 +87,21 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 
 def _registered(redis: ArqRedis) -> list[AsyncScript]:
-    """Every script the four stores register, as they register it."""
+    """Every script the five stores register, as they register it."""
     store = JobStore(redis, result_ttl_s=60)
     owners = [
         store,
         LeaderLease(redis, "lua-test", ttl_s=3),
         Heartbeat(store, "lua-test", {}, interval_s=1, ttl_s=3),
         ScheduleStore(redis),
+        WorkflowStore(redis, result_ttl_s=60),
     ]
     return [value for owner in owners for value in vars(owner).values() if isinstance(value, AsyncScript)]
 
 
 async def test_every_composed_script_loads_into_redis(redis: ArqRedis) -> None:
     scripts = _registered(redis)
-    assert len(scripts) == EXPECTED_FILES - 2
+    assert len(scripts) == EXPECTED_FILES - SNIPPETS
     for script in scripts:
         text = script.script.decode() if isinstance(script.script, bytes) else script.script
         assert not re.search(r"__[A-Z_]+__", text), "a placeholder was left in the script"

@@ -180,6 +180,10 @@ async def test_the_http_api_starts_reads_and_cancels_workflows(app: Orchestrator
             assert r.status == 404
         async with http.post(f"{base}/{wid}/cancel", headers=auth) as r:
             assert (await r.json()) == {"workflow_id": wid, "state": "succeeded"}
+        async with http.get(f"http://127.0.0.1:{app.http.bound_port}/metrics") as r:
+            metrics = await r.text()
+    assert 'orchestrator_workflows_ended_total{outcome="succeeded"} 1.0' in metrics
+    assert 'orchestrator_workflows_ended_total{outcome="failed"} 0.0' in metrics
 
 
 async def test_the_cli_runs_a_file_or_stdin_or_a_configured_name_shows_and_cancels(
@@ -201,3 +205,5 @@ async def test_the_cli_runs_a_file_or_stdin_or_a_configured_name_shows_and_cance
     refused = await cli(settings, "workflow", "run", str(bad))
     assert refused.rc == 2 and "workflow.chain[1].group: expected a non-empty list of steps" in refused.err
     assert (await cli(settings, "workflow", "status", "nope")).rc == 1
+    top = await cli(settings, "top", "--once")
+    assert top.rc == 0 and "latest workflows" in top.out and ran.json()["workflow_id"] in top.out

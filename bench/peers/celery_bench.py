@@ -5,6 +5,7 @@ Worker (started by the harness, as a user would):
     celery -A celery_bench beat --schedule FILE --loglevel WARNING
 Load generator (a separate process):
     python celery_bench.py {ready,throughput,latency} --redis-port P ...
+    python celery_bench.py chord --redis-port P --n N   (bench/bench_workflows.py)
 
 Broker and result backend are the same Redis (BENCH_REDIS_URL); results go through the Redis
 backend, so `.get()` waits on pub/sub.
@@ -34,10 +35,35 @@ def noop() -> None:
     return None
 
 
+@app.task(name="join")
+def join(results: list[object]) -> int:
+    """A chord's body: gets every member's result (Celery's Redis backend counts the members)."""
+    return len(results)
+
+
+def chord_run(n: int, timeout_s: float) -> dict[str, object]:
+    """One chord of `n` no-op members and a join, from the first enqueue to the join's result."""
+    import time
+
+    from celery import chord
+
+    started = time.perf_counter()
+    result = chord(noop.s() for _ in range(n))(join.s())
+    joined = result.get(timeout=timeout_s)
+    return {"n": n, "joined": joined, "seconds": time.perf_counter() - started}
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import benchlib
     import redis
+
+    if sys.argv[1:2] == ["chord"]:
+        port, n = int(sys.argv[sys.argv.index("--redis-port") + 1]), int(sys.argv[sys.argv.index("--n") + 1])
+        app.conf.broker_url = app.conf.result_backend = f"redis://127.0.0.1:{port}/0"
+        noop.delay().get(timeout=30)  # the worker is up
+        benchlib.emit(chord_run(n, timeout_s=600))
+        return
 
     args = benchlib.loadgen_args(["default"])
     url = f"redis://{args.redis_host}:{args.redis_port}/0"

@@ -27,15 +27,9 @@ _CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP, lua.
 _CANCEL = lua.script("orchestrator.workflows", "cancel.lua", WORKFLOW_STEP)
 _RESUME = lua.script("orchestrator.workflows", "resume.lua", WORKFLOW_STEP)
 
-WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
-
 
 def graph_key(workflow_id: str) -> str:
     return Keys.workflow(workflow_id) + ":graph"
-
-
-def left_key(workflow_id: str) -> str:
-    return Keys.workflow(workflow_id) + ":left"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from orchestrator.jobs.store import IN_PROGRESS_TTL_MS
 from orchestrator.jobs.submit import CatalogEntry
 from orchestrator.plugins.manifest import Manifest
 from orchestrator.workflows.model import chain, group, job
-from orchestrator.workflows.store import left_key
 from tests.jobs.conftest import StartRun
 from tests.jobs.helpers import make_settings, wait_for
 from tests.workflows.helpers import STEP_PARAMS, lines, make_step_plugin
@@ -59,7 +58,7 @@ async def test_a_members_finish_replayed_by_a_stalled_instance_after_the_fence_i
     for record in fresh:  # and a retried finish of the current claim
         assert not await store.finish(record, "failed", {"finished_at": now(), "error": "again"})
     assert await client.redis.zcard(Keys.queue("default")) == 1  # the join, once
-    assert await client.redis.hget(left_key(wid), steps[0]["step"]) == b"0"
+    assert await client.redis.hget(Keys.workflow(wid) + ":left", steps[0]["step"]) == b"0"
     again = await store.get(join_id)
     assert again is not None and again.previous == ["a", "b"] and again.enqueued_at == join.enqueued_at
     assert (await client.workflow_status(wid))["state"] == "running"

@@ -128,19 +128,26 @@ async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts
     assert (await client.workflow_status(wid))["steps"]["steps"][1]["state"] == "cancelled"
 
 
-async def test_retrying_the_failed_step_resumes_the_workflow_from_there(client: Client, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
+async def test_retrying_the_failed_step_resumes_the_workflow_with_what_ended_meanwhile(
+    client: Client, tmp_path: Path
+) -> None:
+    ready, held = tmp_path / "ready", tmp_path / "held"  # b fails until `ready`; c runs until `held`
     runs = tmp_path / "runs.jsonl"
     wid = await client.workflow(
         chain(
             job("step", {"name": "a", "record": str(runs)}),
-            group(job("step", {"name": "b", "fail_until": str(ready)}), job("step", {"name": "c"})),
+            group(
+                job("step", {"name": "b", "fail_until": str(ready)}),
+                job("step", {"name": "c", "hold_until": str(held)}),
+            ),
             job("step", {"name": "join"}),
         )
     )
     failed = await client.wait(wid, timeout_s=30)
     assert failed["state"] == "failed"
-    bad = failed["steps"]["steps"][1]["steps"][0]["job_id"]
+    bad, running = (s["job_id"] for s in failed["steps"]["steps"][1]["steps"])
+    held.touch()  # c ends after the failure: its end is counted when the workflow resumes
+    assert (await client.result(running, timeout_s=20))["state"] == "succeeded"
     ready.touch()
     new_id = await client.retry(bad)
     assert new_id != bad

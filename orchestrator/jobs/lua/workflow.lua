@@ -128,6 +128,8 @@ local function workflow_step_ended(rec, now, ttl)
   local wid, node, st = f[1], f[2], f[3]
   if not wid or redis.call('HGET', WF_PREFIX .. wid, 'state') ~= 'running' then return end
   redis.call('PERSIST', rec)  -- kept while its workflow runs: wf_end gives it the TTL
+  -- counted: a step that ends while its workflow is not running is caught up by a resume (resume.lua)
+  redis.call('HSET', rec, 'wf_counted', '1')
   if st == 'succeeded' then
     wf_node_done(wid, node, redis.call('HGET', rec, 'result') or 'null', now, ttl)
   else

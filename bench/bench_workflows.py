@@ -90,7 +90,9 @@ def run_orchestrator(procs: Procs, work: Path, url: str, args: argparse.Namespac
     return {"seconds": took, "memory_before": before, "memory_after": after, "memory_expired": expired}
 
 
-def run_celery(procs: Procs, work: Path, port: int, pool: str, concurrency: int, n: int, r: int) -> dict[str, Any]:
+def run_celery(
+    procs: Procs, work: Path, port: int, pool: str, concurrency: int, n: int, r: int, timeout_s: float
+) -> dict[str, Any]:
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     client.flushall()
@@ -103,17 +105,25 @@ def run_celery(procs: Procs, work: Path, port: int, pool: str, concurrency: int,
     worker = procs.start(cmd, env=env, cwd=ROOT / "bench" / "peers", log=work / f"celery-{pool}-{r}.log")
     before = used_memory(client)
     loadgen = [str(celery / "python"), str(ROOT / "bench" / "peers" / "celery_bench.py"), "chord",
-               "--redis-port", str(port), "--n", str(n)]  # fmt: skip
-    out = subprocess.run(loadgen, env=env, capture_output=True, text=True, timeout=900, check=False)
+               "--redis-port", str(port), "--n", str(n), "--timeout-s", str(timeout_s)]  # fmt: skip
+    out = subprocess.run(loadgen, env=env, capture_output=True, text=True, timeout=timeout_s + 300, check=False)
+    (work / f"celery-{pool}-{r}.loadgen.log").write_text(out.stdout + out.stderr)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
     if line is None:
-        sys.exit(f"celery chord failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+        sys.exit(f"celery chord failed: see {work / f'celery-{pool}-{r}.loadgen.log'}")
     result = json.loads(line.removeprefix("BENCH-RESULT "))
     after = used_memory(client)
+    metas = sum(1 for _ in client.scan_iter("celery-task-meta-*", count=1000))
     procs.stop(worker)
-    if result["joined"] != n:
+    if result["joined"] is not None and result["joined"] != n:
         sys.exit(f"celery's join saw {result['joined']} results, not {n}")
-    return {"seconds": result["seconds"], "memory_before": before, "memory_after": after}
+    return {"seconds": result["seconds"], "sent_s": result["sent_s"], "error": result.get("error"),
+            "task_results_stored": metas, "memory_before": before, "memory_after": after}  # fmt: skip
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def main() -> None:
@@ -122,11 +132,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ttl", type=float, default=10.0)
+    parser.add_argument("--celery-timeout", type=float, default=420.0, help="seconds a chord may take to join")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".work" / "workflows", help="logs go here")
     args = parser.parse_args()
     procs = Procs()
     rows: dict[str, list[dict[str, Any]]] = {"orchestrator": [], "celery-prefork": [], "celery-threads": []}
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-wf-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-wf-", dir=_made(args.work)) as tmp:
             work = Path(tmp)
             write_plugins(work / "plugins")
             port = free_port()
@@ -143,19 +155,24 @@ def main() -> None:
                 except redis.ConnectionError:
                     time.sleep(0.05)
             for r in range(args.rounds):
-                rows["orchestrator"].append(run_orchestrator(procs, work, url, args, r))
-                rows["celery-prefork"].append(run_celery(procs, work, port, "prefork", 2, args.n, r))
-                rows["celery-threads"].append(run_celery(procs, work, port, "threads", 10, args.n, r))
                 for name, runs in rows.items():
-                    print(f"round {r + 1} {name}: {json.dumps(runs[-1])}", flush=True)
+                    if name == "orchestrator":
+                        row = run_orchestrator(procs, work, url, args, r)
+                    else:
+                        pool, concurrency = ("prefork", 2) if name == "celery-prefork" else ("threads", 10)
+                        row = run_celery(procs, work, port, pool, concurrency, args.n, r, args.celery_timeout)
+                    runs.append(row)
+                    print(f"round {r + 1} {name}: {json.dumps(row)}", flush=True)
     finally:
         procs.stop_all()
-    summary = {
-        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for name, runs in rows.items()
-    }
-    base = summary["orchestrator"]["seconds"]
+    summary: dict[str, dict[str, Any]] = {}
+    for name, runs in rows.items():
+        joined = [run["seconds"] for run in runs if run["seconds"] is not None]
+        summary[name] = {"seconds_median": statistics.median(joined) if joined else None, "joined": len(joined),
+                         "runs": len(runs), "memory_after_median": statistics.median(run["memory_after"] for run in runs)}  # fmt: skip
+    base = summary["orchestrator"]["seconds_median"]
     for s in summary.values():
-        s["ratio_to_orchestrator"] = round(s["seconds"] / base, 2)
+        s["ratio_to_orchestrator"] = round(s["seconds_median"] / base, 2) if s["seconds_median"] and base else None
     print(json.dumps({"n": args.n, "rounds": args.rounds, "machine": machine_facts(), "summary": summary}, indent=2))
 
 

@@ -46,11 +46,16 @@ def chord_run(n: int, timeout_s: float) -> dict[str, object]:
     import time
 
     from celery import chord
+    from celery.exceptions import TimeoutError as CeleryTimeout
 
     started = time.perf_counter()
     result = chord(noop.s() for _ in range(n))(join.s())
-    joined = result.get(timeout=timeout_s)
-    return {"n": n, "joined": joined, "seconds": time.perf_counter() - started}
+    sent = time.perf_counter() - started
+    try:
+        joined = result.get(timeout=timeout_s)
+    except CeleryTimeout:
+        return {"n": n, "joined": None, "seconds": None, "sent_s": sent, "error": f"no join result in {timeout_s}s"}
+    return {"n": n, "joined": joined, "seconds": time.perf_counter() - started, "sent_s": sent}
 
 
 def main() -> None:
@@ -62,7 +67,8 @@ def main() -> None:
         port, n = int(sys.argv[sys.argv.index("--redis-port") + 1]), int(sys.argv[sys.argv.index("--n") + 1])
         app.conf.broker_url = app.conf.result_backend = f"redis://127.0.0.1:{port}/0"
         noop.delay().get(timeout=30)  # the worker is up
-        benchlib.emit(chord_run(n, timeout_s=600))
+        timeout_s = float(sys.argv[sys.argv.index("--timeout-s") + 1]) if "--timeout-s" in sys.argv else 600.0
+        benchlib.emit(chord_run(n, timeout_s=timeout_s))
         return
 
     args = benchlib.loadgen_args(["default"])

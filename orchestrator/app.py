@@ -39,6 +39,7 @@ from orchestrator.redis.embedded import EmbeddedRedis
 from orchestrator.schedules import build as schedules
 from orchestrator.supervisor import Supervisor
 from orchestrator.tracing import build as tracing
+from orchestrator.workflows import build as workflows
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Orchestrator:
             max_connections=settings.redis_max_connections,
         )
         workers = jobs.build(settings, shared)
+        named = workflows.build(settings, shared)
         venvs = plugins.build(settings, shared.registry, on_built=shared.publisher.plugins)
         return [
             *monitor.build(
@@ -187,8 +189,8 @@ class Orchestrator:
             ),
             *venvs,
             *workers,
-            *schedules.build(settings, shared, lease=lease),  # leader-only from here on
-            *cdc.build(settings, shared, lease=lease),
+            *schedules.build(settings, shared, lease=lease, workflows=named),  # leader-only from here on
+            *cdc.build(settings, shared, lease=lease, workflows=named),
             *index.build(settings, shared, rules=settings.cdc.rules),
         ]
 

@@ -40,6 +40,9 @@ from orchestrator.redis.connection import connect as _connect
 from orchestrator.schedules import store as schedule_store
 from orchestrator.schedules.store import ScheduleStore
 from orchestrator.tracing.facade import Tracing
+from orchestrator.workflows.model import Chain, Group, JobStep, Step, parse_step
+from orchestrator.workflows.store import WorkflowStore
+from orchestrator.workflows.submit import submit_workflow
 
 if TYPE_CHECKING:
     from orchestrator.jobs.settings import JobSettings
@@ -93,6 +96,7 @@ class Client:
     ) -> None:
         self.redis = redis
         self.store = JobStore(redis, result_ttl_s=result_ttl_s)
+        self.workflows = WorkflowStore(redis, result_ttl_s=result_ttl_s)
         self._catalog = catalog or RedisCatalog(self.store)
         self._queues = dict(queues) if queues is not None else None
         self._defaults = defaults or JobDefaults()
@@ -220,6 +224,57 @@ class Client:
         await self._replicated()
         return out
 
+    # -- workflows --
+    async def workflow(
+        self, steps: Step | Mapping[str, Any] | builtins.list[Any], *, name: str | None = None, source: str = "api"
+    ) -> str:
+        """Start a workflow: built with `job()`, `chain()`, `group()` (orchestrator.workflows.model) or
+        its JSON (`{"chain": [...]}`, a list is a chain). Every step is checked first: WorkflowError
+        naming the bad step, and nothing written. Returns the workflow id."""
+        root = steps if isinstance(steps, JobStep | Chain | Group) else parse_step(steps)
+        workflow_id, _ = await submit_workflow(await self.submitter(), self.workflows, root, name=name, source=source)
+        await self._replicated()
+        return workflow_id
+
+    async def workflow_status(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow's record: state, timings, steps with their jobs' states (NotFoundError if none)."""
+        if (found := await self.workflows.get(workflow_id)) is None:
+            msg = f"no workflow {workflow_id!r}"
+            raise NotFoundError(msg)
+        return found
+
+    async def cancel_workflow(self, workflow_id: str) -> str:
+        """`cancelled`, or the state the workflow had already ended in."""
+        outcome = await self.workflows.cancel(workflow_id)
+        if outcome == "missing":
+            msg = f"no workflow {workflow_id!r}"
+            raise NotFoundError(msg)
+        return outcome
+
+    async def wait(self, id_: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait for a job or a workflow to end (woken by pub/sub) and return its record."""
+        if await self.workflows.state(id_) is None:
+            return await self.result(id_, timeout_s=timeout_s)
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                # subscribe before reading, so an end in between is not missed
+                await pubsub.subscribe(Keys.workflow_done_channel(id_))
+                while True:
+                    state = await self.workflows.state(id_)
+                    if state is None:
+                        msg = f"no workflow {id_!r}"
+                        raise NotFoundError(msg)
+                    if state != "running":
+                        return await self.workflow_status(id_)
+                    await pubsub.get_message(timeout=_RECHECK_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def recent_workflows(self, limit: int = 20) -> builtins.list[dict[str, Any]]:
+        return await self.workflows.recent(limit)
+
     async def _replicated(self) -> None:
         if self._wait_replicas:
             await confirm_replicated(self.redis, self._wait_replicas, self._wait_timeout_s)
@@ -293,6 +348,9 @@ class Client:
         if record.state not in {"failed", "cancelled"}:
             msg = f"job {job_id} is {record.state}: only failed or cancelled jobs can be retried"
             raise JobError(msg)
+        if record.workflow is not None and record.step is not None:
+            # a workflow's step: its workflow resumes from there (the steps its failure cancelled too)
+            return await self.workflows.resume(record.workflow, record.step)
         request = JobRequest(
             plugin=record.plugin,
             params=record.params,

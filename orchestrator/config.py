@@ -2,7 +2,7 @@
 
 `Settings` is composed of the packages' own sections (each a leaf module of pydantic models:
 redis/settings.py, plugins/settings.py, jobs/settings.py, cluster/settings.py, monitor/settings.py,
-schedules/settings.py, cdc/settings.py, index/settings.py, tracing/settings.py). It inherits them, so every key stays a
+schedules/settings.py, cdc/settings.py, index/settings.py, tracing/settings.py, workflows/settings.py). It inherits them, so every key stays a
 top-level TOML key with its documented environment name, and a package's code receives `Settings`
 typed as its own section and never imports this module.
 
@@ -35,6 +35,7 @@ from orchestrator.plugins.throttle import Throttle
 from orchestrator.redis.settings import RedisSettings
 from orchestrator.schedules.settings import ScheduleSettings
 from orchestrator.tracing.settings import TracingSettings
+from orchestrator.workflows.settings import WorkflowSettings
 
 DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 
@@ -43,6 +44,7 @@ DEFAULT_CONFIG_FILE = Path("orchestrator.toml")
 class Settings(
     BaseSettings,
     TracingSettings,
+    WorkflowSettings,
     ScheduleSettings,
     MonitorSettings,
     ClusterSettings,

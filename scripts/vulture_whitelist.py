@@ -44,7 +44,9 @@ _.cancel_requested  # (ditto; set by the cancel script)
 _.last_slot  # schedules' HistoryEntry (`dump()`: its __dict__ as JSON) and HistoryOut (an /api response)
 _.memory_mb  # plugin.json `limits` (plugins/manifest.py): model_dump() to the child, applied by shim.py
 _.cpu_seconds  # (ditto)
-# /api response models (monitor/api_models.py, monitor/schedules_api.py): pydantic serialises them
+# /api response models (monitor/api_models.py, monitor/schedules_api.py, monitor/workflows_api.py):
+# pydantic serialises them
+_.created_at
 _.depth
 _.requested
 _.uptime_s

@@ -14,9 +14,12 @@ from orchestrator.components import Component
 if TYPE_CHECKING:
     from orchestrator.cluster.lease import LeaderLease
     from orchestrator.jobs.shared import Shared
+    from orchestrator.workflows.named import NamedWorkflows
 
 
-def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> list[Component]:
+def build(
+    section: DatabaseSettings, shared: Shared, *, lease: LeaderLease, workflows: NamedWorkflows | None = None
+) -> list[Component]:
     """The poller (changelog/timestamp rules) and binlog capture (binlog rules) when DATABASE_URL is set
     and rules are configured; else a component saying why not."""
     mysql = section.mysql_params()
@@ -55,6 +58,7 @@ def build(section: DatabaseSettings, shared: Shared, *, lease: LeaderLease) -> l
             lease=lease,
             redis=shared.redis,
             tracing=shared.tracing,
+            workflows=workflows,
         )
     except ValueError as e:  # e.g. no database to put the changelog in
         return [CaptureOff(str(e))]

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator.cdc.index_actions import encode_action, index_stream
 from orchestrator.cdc.model import CdcKeys, Change, job_id
@@ -26,6 +27,7 @@ from orchestrator.errors import FencedError, JobError, PluginError
 from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter
 from orchestrator.tracing.facade import Tracing
+from orchestrator.workflows.named import NamedWorkflows
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Round:
     matched: dict[str, int] = field(default_factory=dict)  # rule -> changes it matched
     newest: dict[str, float] = field(default_factory=dict)  # rule -> newest changed_at
     index: dict[str, list[str]] = field(default_factory=dict)  # stream key -> index actions (JSON)
+    workflows: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)  # rule, name, id, event
 
 
 class Delivery:
@@ -54,10 +57,17 @@ class Delivery:
         tracing: a `cdc.change` span per matching change, the root of its jobs' traces (no-op when off).
     """
 
-    def __init__(self, submitter: Submitter, lease: LeaderLease | None, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        submitter: Submitter,
+        lease: LeaderLease | None,
+        tracing: Tracing | None = None,
+        workflows: NamedWorkflows | None = None,
+    ) -> None:
         self.submitter = submitter
         self.lease = lease
         self.tracing = tracing or Tracing()
+        self.workflows = workflows
         self._templates: dict[tuple[str, str], PreparedJob | str] = {}
         self._seq = 0
         self._matchers: dict[str, Matcher] = {}
@@ -121,6 +131,9 @@ class Delivery:
                 if trace is not None:
                     action["trace"] = trace
                 batch.index.setdefault(index_stream(rule.name), []).append(encode_action(action))
+            if rule.workflow is not None:
+                workflow_id = job_id(rule.name, change.change_id, "wf")
+                batch.workflows.append((rule.name, rule.workflow, workflow_id, change.event(rule.name)))
             if not rule.plugins:
                 continue
             event = change.event(rule.name)
@@ -162,10 +175,15 @@ class Delivery:
             fence = self.lease.fence()
             if fence is None:
                 raise FencedError("change capture: this instance does not hold the leader lease")
+        fresh: dict[str, int] = {}
+        # Before the position: a crash in between starts them again under the same ids, which the
+        # create script skips (a workflow per change, never two).
+        for rule, name, workflow_id, event in batch.workflows:
+            if await self._start_workflow(rule, name, workflow_id, event):
+                fresh[rule] = fresh.get(rule, 0) + 1
         outcomes = await self.submitter.write_many(
             batch.jobs, fence=fence, checkpoint=Checkpoint(CdcKeys.state, dict(position), streams=batch.index)
         )
-        fresh: dict[str, int] = {}
         for rule, outcome in zip(batch.rules, outcomes, strict=True):
             if outcome == 1:
                 fresh[rule] = fresh.get(rule, 0) + 1
@@ -176,3 +194,16 @@ class Delivery:
                     delivered[rule] = delivered.get(rule, 0) + n
                 await pipe.execute()
         return fresh
+
+    async def _start_workflow(self, rule: str, name: str, workflow_id: str, event: dict[str, Any]) -> bool:
+        if self.workflows is None:
+            self.plugin_errors[rule] = f"workflow {name}: started by `orchestrator run` only"
+            return False
+        try:
+            _, created = await self.workflows.start(
+                name, source="cdc", workflow_id=workflow_id, context={"change_event": event}
+            )
+        except (JobError, PluginError) as e:
+            self.plugin_errors[rule] = f"workflow {name}: {e}"
+            return False
+        return created

@@ -39,6 +39,7 @@ from orchestrator.components import BaseComponent, ComponentHealth
 from orchestrator.errors import ChangeFeedError, FencedError
 from orchestrator.jobs.submit import Submitter
 from orchestrator.tracing.facade import Tracing
+from orchestrator.workflows.named import NamedWorkflows
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,14 @@ class ChangePoller(BaseComponent):
         redis: Redis,
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
+        workflows: NamedWorkflows | None = None,
     ) -> None:
         self.settings = settings
         self.mysql = mysql
         self.interval_s = interval_s
         self.redis = redis
         self.clock = clock
-        self.delivery = Delivery(submitter, lease, tracing)
+        self.delivery = Delivery(submitter, lease, tracing, workflows)
         self.changelog = cl.changelog_table(settings, mysql.db)
         self.reader = ChangelogReader(self.changelog, read_size=settings.batch_size * 10)
         self.probe = TrxProbe()

@@ -192,6 +192,8 @@ class Rule(BaseModel):
         operations: which of INSERT/UPDATE/DELETE (timestamp mode: INSERT/UPDATE only).
         conditions: every one must hold (see Condition).
         plugins: the plugins to run for each matching change (one job each).
+        workflow: a workflow named in `[workflows]`, started for each matching change (its steps get
+            `change_event` like a rule's jobs; id `cdc:<rule>:<change id>:wf`, so once per change).
         params: job parameters given to every plugin of the rule.
         mode: `changelog` (triggers fill a changelog table), `timestamp` (no triggers), or `binlog`
             (read the binlog as a replica: nothing installed; default: `[cdc] mode`).
@@ -208,6 +210,7 @@ class Rule(BaseModel):
     operations: list[Operation] = Field(default_factory=lambda: list(OPERATIONS))
     conditions: list[Condition] = Field(default_factory=list)
     plugins: list[str] = Field(default_factory=list, validation_alias=AliasChoices("plugins", "triggers"))
+    workflow: str | None = None  # a workflow named in [workflows], started once per matching change
     params: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = None
     priority: str | int | None = None
@@ -253,8 +256,8 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _check_mode(self) -> Rule:
-        if not self.plugins and self.index is None:
-            raise ValueError(f"rule {self.name!r}: name at least one plugin (plugins = [...])")
+        if not self.plugins and self.index is None and self.workflow is None:
+            raise ValueError(f"rule {self.name!r}: name at least one plugin (plugins = [...]) or a workflow")
         if self.mode == "timestamp":
             if "DELETE" in self.operations and "operations" in self.model_fields_set:
                 raise ValueError(f"rule {self.name!r}: timestamp mode cannot see DELETEs (use mode = 'changelog')")

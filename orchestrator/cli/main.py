@@ -22,6 +22,7 @@ from orchestrator.cli import es as commands_es
 from orchestrator.cli import old_verbs as cli_compat
 from orchestrator.cli import schedules as commands_schedules
 from orchestrator.cli import top as commands_top
+from orchestrator.cli import workflows as commands_workflows
 from orchestrator.cli.context import Command, Handler, run_command
 from orchestrator.cli.render import Output
 from orchestrator.config import load_settings
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_top.add_parser(sub)  # issue 13: orchestrator top
     cli_compat.add_parsers(sub, _params_options)
     commands_schedules.add_parser(sub)  # schedules
+    commands_workflows.add_parser(sub, parse_duration)  # workflows
     commands_cdc.add_parser(sub)  # change capture: `orchestrator cdc ...`
     commands_es.add_parser(sub)  # search index: `orchestrator es check`
     return parser
@@ -188,6 +190,7 @@ HANDLERS: dict[str, Handler] = {
     "jobs": commands.jobs,
     "top": commands_top.top,
     "schedules": commands_schedules.run,  # schedules
+    "workflow": commands_workflows.run,  # workflows
     **cli_compat.HANDLERS,
     "cdc": commands_cdc.run,
     "es": commands_es.run,

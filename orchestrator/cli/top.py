@@ -1,7 +1,7 @@
 """`orchestrator top`: the cluster at a glance in a terminal, redrawn every second.
 
-Queues, running jobs with their elapsed time, the last finished jobs, the failure rate of the last
-hour, the instances and the leader. It needs only `REDIS_URL` (queues and plugins are read as the
+Queues, running jobs with their elapsed time, the last finished jobs, the latest workflows, the
+failure rate of the last hour, the instances and the leader. It needs only `REDIS_URL` (queues and plugins are read as the
 running instances published them), so it works from any machine that reaches Redis. Every number
 comes from the client's read side, the same reads behind `/status` and the dashboard.
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 _RUNNING_ROWS = 15
 _FINISHED_ROWS = 10
+_WORKFLOW_ROWS = 5
 
 
 def add_parser(sub: Any) -> None:
@@ -57,6 +58,7 @@ class Snapshot:
     instances: dict[str, dict[str, Any]]
     leader: dict[str, Any] | None
     throttles: dict[str, Any]
+    workflows: list[dict[str, Any]]
 
 
 async def read_snapshot(client: Client) -> Snapshot:
@@ -69,7 +71,8 @@ async def read_snapshot(client: Client) -> Snapshot:
         client.leader(),
     )
     throttles = await client.throttles()
-    return Snapshot(time.time(), stats, running, finished, throughput, instances, leader, dict(throttles))
+    workflows = await client.recent_workflows(_WORKFLOW_ROWS)  # more reads: gather's typing stops at six
+    return Snapshot(time.time(), stats, running, finished, throughput, instances, leader, dict(throttles), workflows)
 
 
 # -- rendering (data goes in as rich Text, never as markup) --
@@ -149,6 +152,14 @@ def render(snap: Snapshot, redis_label: str) -> RenderableType:
             _ago(job["finished_at"], snap.at) + " ago", Text(error, style="red"),
         )  # fmt: skip
 
+    workflows = _table("latest workflows", "workflow", "name", "state", "jobs", "started", "ended")
+    for wf in snap.workflows:
+        ended = _ago(wf["finished_at"], snap.at) + " ago" if wf.get("finished_at") else "-"
+        workflows.add_row(
+            Text(wf["workflow_id"]), Text(wf.get("name") or "-"), _state(wf["state"]), str(wf["jobs"]),
+            _ago(wf["created_at"], snap.at) + " ago", ended,
+        )  # fmt: skip
+
     instances = _table("instances", "instance", "role", "queues", "up", "seen")
     for instance_id, info in snap.instances.items():
         name = Text(instance_id, style="" if info.get("alive") else "dim strike")
@@ -159,7 +170,10 @@ def render(snap: Snapshot, redis_label: str) -> RenderableType:
             Text(", ".join(f"{q}({c})" for q, c in (info.get("queues") or {}).items()) or "none"),
             _ago(info.get("started_at"), snap.at), _ago(info.get("seen_at"), snap.at) + " ago",
         )  # fmt: skip
-    parts: list[RenderableType] = [header, counts, queues, running, finished, instances]
+    parts: list[RenderableType] = [header, counts, queues, running, finished]
+    if snap.workflows:
+        parts.append(workflows)
+    parts.append(instances)
     if snap.throttles:
         parts.append(_throttles(snap.throttles))
     return Group(*parts)

@@ -127,6 +127,19 @@ class Keys:
     # zset: batches with a job that has not ended (their hash has no TTL yet; JobStore.close_ended_batches)
     open_batches = "orch:batches:open"
 
+    # Workflows (workflows/, jobs/lua/workflow.lua): the record, and beside it (the record's key
+    # + ":graph", ":left", ":results") the compiled steps, the join counters and the members' results.
+    @staticmethod
+    def workflow(workflow_id: str) -> str:
+        return f"orch:wf:{workflow_id}"
+
+    all_workflows = "orch:wfs"  # zset: workflow id -> created at
+    workflow_outcomes = "orch:wf-outcomes"  # hash: end state -> how many workflows ended so
+
+    @staticmethod
+    def workflow_done_channel(workflow_id: str) -> str:
+        return f"orch:wf-done:{workflow_id}"
+
     # pub/sub
     @staticmethod
     def wake_channel(queue: str) -> str:
@@ -161,7 +174,7 @@ class Keys:
 
 
 # Record fields stored as JSON text in the Redis hash (everything else is a plain string/number).
-_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context", "trace", "trace_first"})
+_JSON_FIELDS: Final[frozenset[str]] = frozenset({"params", "result", "context", "previous", "trace", "trace_first"})
 _FLOAT_FIELDS: Final[frozenset[str]] = frozenset(
     {"enqueued_at", "started_at", "finished_at", "duration_s", "defer_until", "timeout_s", "retry_backoff_s",
      "interrupted"}
@@ -231,6 +244,9 @@ class JobRecord:
     # and the first attempt's own, which a retry's span links to.
     trace: dict[str, str] | None = None
     trace_first: dict[str, str] | None = None
+    workflow: str | None = None  # the workflow this job is a step of (workflows/)
+    step: str | None = None  # its node in that workflow's graph
+    previous: Any = None  # a workflow step's predecessor's result, handed to the plugin as `previous`
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
@@ -272,6 +288,8 @@ class JobRecord:
             "throttle_key": self.throttle_key,
             "waiting": self.waiting if self.state in ("queued", "deferred") else None,
             "trace_id": trace_id_of(self.trace),
+            "workflow": self.workflow,
+            "step": self.step,
         }
 
 

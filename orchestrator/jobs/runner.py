@@ -174,6 +174,8 @@ class JobRunner:
         try:
             info = await self.registry.ensure_ready(record.plugin)
             assert info.manifest is not None and info.python is not None  # noqa: S101  ensure_ready raises otherwise
+            # a workflow's step gets its predecessor's result (None for a first step) as `previous`
+            params = record.params if record.workflow is None else {**record.params, "previous": record.previous}
             # Measured from this side whatever the plugin does; its own spans (if it uses
             # OpenTelemetry) are children of this one through TRACEPARENT.
             with self.tracing.span(
@@ -181,7 +183,7 @@ class JobRunner:
             ) as span:
                 result = await self.launcher.run(
                     info,
-                    record.params,
+                    params,
                     context,
                     python=info.python,
                     timeout_s=record.timeout_s,

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from orchestrator.errors import QueueFull
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
+from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.jobs.throttle import BacklogMode, lua_functions
 from orchestrator.redis import scripts as lua
 from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fenced
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 # What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first", "workflow",
+    "previous",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -49,9 +51,13 @@ _CLAIM = lua.script(
     constants={"CLAIM_FIELDS": _CLAIM_FIELDS, "CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )  # fmt: skip
 _FINISH = lua.script(
-    "orchestrator.jobs", "finish.lua", lua_functions(), constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS}
+    "orchestrator.jobs",
+    "finish.lua",
+    lua_functions(),
+    WORKFLOW_STEP,
+    constants={"CLAIMED_OFFSET_MS": CLAIMED_OFFSET_MS},
 )
-_CANCEL = lua.script("orchestrator.jobs", "cancel.lua")
+_CANCEL = lua.script("orchestrator.jobs", "cancel.lua", WORKFLOW_STEP)
 _RELEASE = lua.script(
     "orchestrator.jobs",
     "release.lua",

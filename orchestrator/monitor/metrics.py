@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from orchestrator.cdc.status import CdcStatus
 from orchestrator.cluster.status import InstanceEntry
 from orchestrator.index.status import ElasticsearchStatus, IndexStatus
+from orchestrator.jobs.model import Keys
 from orchestrator.jobs.observer import Histogram, JobObserver
 from orchestrator.jobs.throttle import PluginThrottle
 from orchestrator.monitor.loop import LoopMonitor
@@ -58,6 +59,7 @@ class Metrics:
         rtt = await self._redis_rtt()
         families = list(self._families(stats, status, instances, healthy, rtt))
         families += _throttle_families(throttles or {})
+        families.append(await self._workflow_ends())
 
         class _Snapshot:
             def collect(self) -> Iterable[Metric]:
@@ -66,6 +68,20 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot())
         return generate_latest(registry)
+
+    async def _workflow_ends(self) -> Metric:
+        """Workflow ends by outcome, across the cluster (counted in Redis by the script that ends one;
+        a resumed workflow ends again)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "orchestrator_workflows_ended", "Workflows that ended, by outcome (all instances)", labels=["outcome"]
+        )
+        raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.workflow_outcomes)  # type: ignore[misc]
+        counts = {k.decode(): int(v) for k, v in raw.items()}
+        for outcome in ("succeeded", "failed", "cancelled"):
+            family.add_metric([outcome], counts.get(outcome, 0))
+        return family
 
     async def _redis_rtt(self) -> float | None:
         started = time.perf_counter()

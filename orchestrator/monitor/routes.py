@@ -14,7 +14,10 @@ from pydantic import BaseModel, TypeAdapter
 from orchestrator.monitor import api_models as m
 from orchestrator.monitor import dashboard_routes as d
 from orchestrator.monitor import handlers as h
-from orchestrator.monitor import schedules_api  # schedules
+from orchestrator.monitor import (
+    schedules_api,  # schedules
+    workflows_api,  # workflows
+)
 from orchestrator.monitor.access import require_read
 from orchestrator.monitor.context import ctx
 from orchestrator.monitor.status import StatusBody
@@ -24,7 +27,7 @@ _ERRORS = {
     400: "invalid input (the error names the field)",
     401: "missing or wrong bearer token",
     403: "no ORCH_API_TOKEN is configured: writes are disabled, and job data is served only on a loopback bind",
-    404: "no such job, batch or plugin",
+    404: "no such job, batch, plugin or workflow",
     409: "the job's state does not allow it",
     413: "body too large",
     415: "body is not application/json",
@@ -114,6 +117,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/finished", d.finished, "the last jobs that reached a final state", m.JobOut, many=True,
           query=m.FinishedQuery, data=True),
     *schedules_api.routes(Route),  # schedules
+    *workflows_api.routes(Route),  # workflows
 )  # fmt: skip
 
 

@@ -45,7 +45,8 @@ class HistoryQuery(Request):
 
 class ScheduleOut(Response):
     id: str
-    plugin: str
+    plugin: str | None
+    workflow: str | None = None
     params: dict[str, Any]
     cron: str | None
     every: str | None

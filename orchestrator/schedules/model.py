@@ -108,6 +108,7 @@ class ScheduleSpec(BaseModel):
     Args:
         id: unique name (letters, digits, `_`, `.`, `-`); part of every job id it makes.
         plugin: the plugin to run; params: its parameters (validated against its manifest).
+        workflow: instead of a plugin, a workflow named in `[workflows]` (started once per slot).
         cron: a 5-field cron expression in `timezone` (default UTC), or
         every: an interval (`30s`, `5m`, `1h`); exactly one of the two.
         queue / priority: as for a trigger (default: the manifest's queue, priority `default`).
@@ -122,7 +123,8 @@ class ScheduleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: str
-    plugin: str
+    plugin: str | None = None
+    workflow: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     cron: str | None = None
     timezone: str = "UTC"
@@ -147,8 +149,8 @@ class ScheduleSpec(BaseModel):
 
     @field_validator("plugin")
     @classmethod
-    def _check_plugin(cls, value: str) -> str:
-        if not value.strip():
+    def _check_plugin(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("plugin must not be empty")
         return value
 
@@ -178,6 +180,8 @@ class ScheduleSpec(BaseModel):
     def _one_trigger(self) -> ScheduleSpec:
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron or every")
+        if (self.plugin is None) == (self.workflow is None):
+            raise ValueError("give exactly one of plugin or workflow")
         if self.cron is not None:
             try:
                 self.next_after(datetime.now(UTC).timestamp())

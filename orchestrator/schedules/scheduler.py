@@ -45,6 +45,7 @@ from orchestrator.schedules.store import (
     field_of,
 )
 from orchestrator.tracing.facade import Tracing
+from orchestrator.workflows.named import NamedWorkflows
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Scheduler(BaseComponent):
         clock: epoch seconds; tests pass a controllable one and call `wake()` after moving it.
         catchup_limit: at most this many missed slots of one schedule are looked at after downtime.
         tracing: a `schedule.fire` span per fired slot, the root of its job's trace (no-op when off).
+        workflows: starts the workflows named in config, for schedules with `workflow = "..."`.
     """
 
     name = "scheduler"
@@ -81,9 +83,11 @@ class Scheduler(BaseComponent):
         clock: Clock = time.time,
         catchup_limit: int = 1000,
         tracing: Tracing | None = None,
+        workflows: NamedWorkflows | None = None,
     ) -> None:
         self.tracing = tracing or Tracing()
         self.store = store
+        self.workflows = workflows
         self.submitter = submitter
         self.lease = lease
         self.config = list(config)
@@ -232,6 +236,9 @@ class Scheduler(BaseComponent):
                 outcome.add(schedule_id, HistoryEntry("overlap", slot, t, reason=reason))
                 outcome.count(schedule_id, "overlap_skips")
                 continue
+            if spec.workflow is not None:
+                await self._start_workflow(schedule_id, spec.workflow, slot, t, outcome, checkpoint)
+                continue
             request = self._request(schedule_id, spec, slot)
             with self.tracing.span(
                 "schedule.fire",
@@ -268,6 +275,34 @@ class Scheduler(BaseComponent):
                 outcome.add(schedule_id, HistoryEntry("error", slot, t, reason="plugin disabled"))
                 outcome.count(schedule_id, "errors")
         await self._record(outcome, fence)
+
+    async def _start_workflow(
+        self, schedule_id: str, name: str, slot: float, t: float, outcome: Outcome, checkpoint: dict[str, str]
+    ) -> None:
+        """Start the schedule's workflow for `slot`, once: its id is the slot's job id, which the
+        create script skips when it exists (a round repeated after a leader change)."""
+        workflow_id = job_id_for(schedule_id, slot)
+        try:
+            if self.workflows is None:
+                raise JobError(f"workflow {name}: started by `orchestrator run` only")
+            _, created = await self.workflows.start(
+                name, source="schedule", workflow_id=workflow_id,
+                context={"schedule_id": schedule_id, "scheduled_at": iso(slot)},
+            )  # fmt: skip
+        except (JobError, PluginError) as e:
+            outcome.add(schedule_id, HistoryEntry("error", slot, t, reason=str(e)))
+            outcome.count(schedule_id, "errors")
+            logger.warning("scheduler: schedule %s slot %s: workflow not started: %s", schedule_id, iso(slot), e)
+            return
+        checkpoint.update(
+            {field_of(schedule_id, "slot"): repr(slot), field_of(schedule_id, "job"): workflow_id,
+             field_of(schedule_id, "at"): repr(t)}
+        )  # fmt: skip
+        if created:
+            outcome.add(schedule_id, HistoryEntry("fired", slot, t, job_id=workflow_id))
+            outcome.count(schedule_id, "fires")
+        else:
+            outcome.add(schedule_id, HistoryEntry("duplicate", slot, t, job_id=workflow_id, reason="already started"))
 
     async def _record(self, outcome: Outcome, fence: Fence) -> None:
         await self.store.record(outcome, fence=fence)
@@ -323,6 +358,7 @@ class Scheduler(BaseComponent):
 
     @staticmethod
     def _request(schedule_id: str, spec: ScheduleSpec, slot: float) -> JobRequest:
+        assert spec.plugin is not None  # noqa: S101  narrows the type: a workflow's schedule starts its workflow instead
         return JobRequest(
             plugin=spec.plugin,
             params=dict(spec.params),

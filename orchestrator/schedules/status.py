@@ -14,7 +14,8 @@ from typing_extensions import TypedDict
 
 class ScheduleRow(TypedDict):
     id: str
-    plugin: str
+    plugin: str | None
+    """None for a schedule that starts a workflow named in config."""
     trigger: str
     """`cron <expr> (<timezone>)` or `every <interval>`."""
     enabled: bool

@@ -327,6 +327,9 @@ async def add(
         spec = data if isinstance(data, ScheduleSpec) else spec_from_seed(dict(data))
     except ValueError as e:
         raise JobError(f"invalid schedule: {e}") from None
+    if spec.plugin is None:  # a workflow's: it is checked by name and step when it fires
+        msg = f"schedule {spec.id!r}: workflow schedules are configured in [[schedules]] only"
+        raise JobError(msg)
     # The same checks a fire makes, so a schedule that is stored can fire.
     await submitter.prepare(
         JobRequest(plugin=spec.plugin, params=dict(spec.params), priority=spec.priority, queue=spec.queue,
@@ -359,6 +362,9 @@ async def remove(store: ScheduleStore, schedule_id: str) -> StoredSchedule:
 async def run_now(store: ScheduleStore, submitter: Submitter, schedule_id: str) -> str:
     """Fire once now, whatever the trigger, pause or overlap; returns the job id."""
     spec = (await store.get(schedule_id)).spec
+    if spec.plugin is None:
+        msg = f"schedule {schedule_id!r} starts workflow {spec.workflow!r}: it fires on its slots only"
+        raise JobError(msg)
     ts = now()
     stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     job = await submitter.prepare(

@@ -16,7 +16,7 @@ from orchestrator.monitor.http import MAX_BODY_BYTES
 from tests.jobs.helpers import make_plugin, make_settings, run_app
 from tests.monitor.conftest import TOKEN, Server
 
-WRITE_ROUTES_WITH_A_BODY = ["/api/jobs", "/api/batches", "/api/jobs/purge"]
+WRITE_ROUTES_WITH_A_BODY = ["/api/jobs", "/api/batches", "/api/jobs/purge", "/api/workflows"]
 
 
 def _raw(server: Server, path: str, data: bytes, content_type: str = "application/json") -> tuple[int, str]:

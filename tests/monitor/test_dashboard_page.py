@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -302,3 +303,31 @@ def test_schedules_and_change_capture_rules_render_from_status(new_page: NewPage
     assert page.locator("img").count() == 0
     assert page.evaluate("window.__pwned") is None
     probe.shot("cdc")
+
+
+def test_a_workflow_shows_its_steps_as_a_tree_linked_to_their_jobs(new_page: NewPage, server: Server) -> None:
+    spec = {"name": XSS, "chain": [{"plugin": "probe", "params": {"name": "a"}},
+                                   {"group": [{"plugin": "probe"}, {"plugin": "other"}]}]}  # fmt: skip
+    status, body = server.request("POST", "/api/workflows", spec)
+    assert status == 201, body
+    wid = body["workflow_id"]
+    shown: dict[str, Any] = {}
+    deadline = time.monotonic() + 30
+    while shown.get("state") != "succeeded" and time.monotonic() < deadline:
+        shown = server.request("GET", f"/api/workflows/{wid}")[1]
+        time.sleep(0.05)
+    assert shown["state"] == "succeeded", shown
+    page = new_page("#workflows").page
+    expect(page.locator("#workflows tbody tr").first).to_contain_text(XSS)  # a name is text, never markup
+    page.click(f"#workflows a[href='#workflow/{wid}']")
+    expect(page.locator("#workflow-state")).to_have_text("succeeded")
+    steps = page.locator("#workflow-steps li[data-step]")
+    expect(steps).to_have_count(3)
+    expect(page.locator("#workflow-steps .kind").first).to_have_text("chain")
+    expect(page.locator("#workflow-steps .kind").nth(1)).to_have_text("group")
+    first_job = shown["steps"]["steps"][0]["job_id"]
+    page.click(f"#workflow-steps a[href='#job/{first_job}']")
+    expect(page.locator("#job-id")).to_have_text(first_job)
+    expect(page.locator("#job-fields")).to_contain_text("workflow")
+    page.click(f"#job-fields a[href='#workflow/{wid}']")
+    expect(page.locator("#workflow-id")).to_have_text(wid)

@@ -20,12 +20,14 @@ from orchestrator.jobs.model import Keys
 from orchestrator.jobs.store import JobStore
 from orchestrator.redis import scripts as lua
 from orchestrator.schedules.store import COUNTERS, STATE_FIELDS, HistoryEntry, Outcome, ScheduleStore, field_of
+from orchestrator.workflows.store import WorkflowStore
 
 PACKAGE = Path(orchestrator.__file__).parent
 LUA_FILES = sorted(PACKAGE.rglob("*.lua"))
-# 15 scripts (jobs 8, cluster 4, schedules 3) and 3 shared snippets (the fence, the cursor, the throttles)
-EXPECTED_FILES = 18
-SNIPPETS = 3
+# 18 scripts (jobs 8, cluster 4, schedules 3, workflows 3) and 4 shared snippets (the fence, the
+# cursor, the throttles, the workflow step of jobs/lua/workflow.lua)
+EXPECTED_FILES = 22
+SNIPPETS = 4
 
 # `-- KEYS[1]  meaning`, `-- ARGV[..]  meaning`, `-- KEYS     none of its own: ...`
 _HEADER_ITEM = re.compile(r"-- (KEYS|ARGV)(\[[0-9.]+\])?\s+\S")
@@ -85,13 +87,14 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 
 def _registered(redis: ArqRedis) -> list[AsyncScript]:
-    """Every script the four stores register, as they register it."""
+    """Every script the five stores register, as they register it."""
     store = JobStore(redis, result_ttl_s=60)
     owners = [
         store,
         LeaderLease(redis, "lua-test", ttl_s=3),
         Heartbeat(store, "lua-test", {}, interval_s=1, ttl_s=3),
         ScheduleStore(redis),
+        WorkflowStore(redis, result_ttl_s=60),
     ]
     return [value for owner in owners for value in vars(owner).values() if isinstance(value, AsyncScript)]
 

@@ -14,6 +14,7 @@
 -- ARGV[4]  the job's done channel
 -- ARGV[5]  the cancel channel
 -- Returns  'cancelled' (it was waiting), 'cancelling' (it runs), its final state, or 'missing'
+-- Declared before this body: workflow_step_ended (lua/workflow.lua).
 local rec, job, queue, progress, queued, deferred, cancelled, abort, log = unpack(KEYS, 1, 9)
 local id, now, ttl, done_channel, cancel_channel = unpack(ARGV, 1, 5)
 local st = redis.call('HGET', rec, 'state')
@@ -32,6 +33,8 @@ if redis.call('EXISTS', progress) == 0 then
   redis.call('PUBLISH', done_channel, record)
   local notify = redis.call('HGET', rec, 'notify')
   if notify then redis.call('PUBLISH', notify, record) end
+  -- Workflows: a cancelled step fails its workflow (or is an error entry of its group).
+  workflow_step_ended(rec, now, ttl)
   return 'cancelled'
 end
 redis.call('HSET', rec, 'cancel_requested', '1')

@@ -23,7 +23,8 @@
 -- A job back in its queue (a retry, a put-back) is announced on the queue's wake channel like an
 -- enqueue: an idle worker learns when it is due instead of at its next idle tick. A worker that
 -- offers slots for pushes passes its channel: the slot this job held goes back into its offer.
--- Declared before this body: CLAIMED_OFFSET_MS, throttle.lua's functions.
+-- Declared before this body: CLAIMED_OFFSET_MS, throttle.lua's functions, and workflow_step_ended
+-- (lua/workflow.lua).
 local rec, running, new_state, progress, job, queue, offers, log = unpack(KEYS, 1, 8)
 local id, now, ttl, mode, retry_score, done_channel, claim, wake, channel = unpack(ARGV, 1, 9)
 if redis.call('HGET', rec, 'claim') ~= claim then return 0 end
@@ -53,4 +54,6 @@ else
   redis.call('ZINCRBY', queue, -CLAIMED_OFFSET_MS, id)
   redis.call('PUBLISH', wake, id)
 end
+-- Workflows: a final step advances its workflow in this same step, behind the claim fence above.
+if mode == 'final' then workflow_step_ended(rec, now, ttl) end
 return 1

@@ -20,6 +20,7 @@
   const ui = {
     view: "overview",
     jobId: null,
+    workflowId: null,
     filters: { state: "", plugin: "", queue: "" },
     offset: 0,
     status: null,
@@ -68,6 +69,10 @@
 
   function jobLink(jobId) {
     return el("a", { href: `#job/${encodeURIComponent(jobId)}`, class: "mono", title: jobId, text: short(jobId) });
+  }
+
+  function workflowLink(id) {
+    return el("a", { href: `#workflow/${encodeURIComponent(id)}`, class: "mono", title: id, text: short(id) });
   }
 
   function short(id) {
@@ -462,6 +467,9 @@
     field(dl, job.state === "running" ? "elapsed" : "duration", job.state === "running" ? ago(job.started_at).replace(" ago", "") : job.duration_s === null || job.duration_s === undefined ? null : seconds(job.duration_s));
     field(dl, "exit code", job.exit_code);
     field(dl, "batch", job.batch_id);
+    if (job.workflow) {
+      dl.append(el("dt", { text: "workflow" }), el("dd", {}, workflowLink(job.workflow), ` step ${job.step || "?"}`));
+    }
     field(dl, "retry of", job.retry_of);
     field(dl, "trace", job.trace_id);  // tracing on: the id to look up in the trace viewer
     $("job-params").textContent = pretty(job.params);
@@ -654,6 +662,68 @@
     );
   }
 
+  // -- workflows --
+  async function loadWorkflows(gen) {
+    const workflows = await api("/api/workflows?limit=50");
+    if (gen !== ui.generation) return;
+    fill(
+      $("workflows").tBodies[0],
+      workflows.map((w) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, workflowLink(w.workflow_id)),
+          el("td", { text: w.name || "-" }),
+          el("td", {}, stateBadge(w.state)),
+          el("td", { class: "num", text: w.jobs }),
+          el("td", { title: w.created_at || "", text: ago(w.created_at) }),
+          el("td", { title: w.finished_at || "", text: w.finished_at ? ago(w.finished_at) : "-" }),
+        ),
+      ),
+    );
+    $("workflows-empty").hidden = workflows.length > 0;
+  }
+
+  // One step of the tree: a job (its plugin, state and job link) or a chain/group of steps.
+  function stepItem(step) {
+    if (step.kind === "job") {
+      const link = step.state === "pending" || !step.job_id ? el("span", { class: "muted", text: "not started" }) : jobLink(step.job_id);
+      const parts = [el("span", { class: "mono", text: step.plugin }), stateBadge(step.state), link];
+      if (step.error) parts.push(el("span", { class: "error", text: step.error }));
+      return el("li", { "data-step": step.step }, el("span", { class: "step" }, ...parts));
+    }
+    const label = step.kind === "group" && step.on_failure === "continue" ? "group (on failure: continue)" : step.kind;
+    return el("li", {}, el("span", { class: "kind", text: label }), el("ul", {}, ...(step.steps || []).map(stepItem)));
+  }
+
+  async function loadWorkflow(gen) {
+    let wf;
+    try {
+      wf = await api(`/api/workflows/${encodeURIComponent(ui.workflowId)}`);
+    } catch (e) {
+      if (e.status === 404 && gen === ui.generation) {
+        $("workflow-missing").hidden = false;
+        return;
+      }
+      throw e;
+    }
+    if (gen !== ui.generation) return;
+    $("workflow-missing").hidden = true;
+    const badge = $("workflow-state");
+    badge.textContent = wf.state;
+    badge.className = `state state-${wf.state}`;
+    const dl = $("workflow-fields");
+    dl.replaceChildren();
+    field(dl, "name", wf.name);
+    field(dl, "source", wf.source);
+    field(dl, "started", wf.created_at);
+    field(dl, "ended", wf.finished_at);
+    field(dl, "duration", wf.duration_s === null || wf.duration_s === undefined ? null : seconds(wf.duration_s));
+    field(dl, "steps", Object.entries(wf.counts || {}).map(([k, v]) => `${v} ${k}`).join(", "));
+    field(dl, "error", wf.error);
+    $("workflow-steps").replaceChildren(stepItem(wf.steps));
+  }
+
   // -- navigation and polling --
   function route() {
     let hash = location.hash.replace(/^#/, "");
@@ -663,7 +733,8 @@
       // a hand-typed malformed escape: use it as it is
     }
     if (hash.startsWith("job/")) return { view: "job", jobId: hash.slice(4) };
-    const views = ["overview", "jobs", "failed", "plugins", "schedules", "cdc"];
+    if (hash.startsWith("workflow/")) return { view: "workflow", jobId: null, workflowId: hash.slice(9) };
+    const views = ["overview", "jobs", "failed", "plugins", "schedules", "workflows", "cdc"];
     return { view: views.includes(hash) ? hash : "overview", jobId: null };
   }
 
@@ -671,7 +742,14 @@
     const r = route();
     ui.view = r.view;
     for (const section of document.querySelectorAll("main > .view")) section.hidden = section.id !== `view-${r.view}`;
-    for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.view === (r.view === "job" ? "jobs" : r.view));
+    const tab = r.view === "job" ? "jobs" : r.view === "workflow" ? "workflows" : r.view;
+    for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.view === tab);
+    if (r.view === "workflow" && ui.workflowId !== r.workflowId) {
+      ui.workflowId = r.workflowId;
+      $("workflow-id").textContent = r.workflowId;
+      $("workflow-fields").replaceChildren();
+      $("workflow-steps").replaceChildren();
+    }
     if (r.view === "job") {
       if (ui.jobId !== r.jobId || ui.logJob !== r.jobId) {
         ui.jobId = r.jobId;
@@ -706,6 +784,10 @@
         return loadPlugins(gen);
       case "schedules":
         return renderSchedules(ui.status);
+      case "workflows":
+        return loadWorkflows(gen);
+      case "workflow":
+        return loadWorkflow(gen);
       case "cdc":
         return renderCdc(ui.status);
       default:

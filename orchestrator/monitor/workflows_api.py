@@ -106,12 +106,12 @@ def routes(make: Callable[..., R]) -> tuple[R, ...]:
     """The workflow routes, built with routes.Route (passed in: see the module docstring)."""
     return (
         make("GET", "/api/workflows", list_workflows, "the latest workflows, newest first", WorkflowRowOut, many=True,
-             query=WorkflowsQuery),
+             query=WorkflowsQuery, data=True),
         make("POST", "/api/workflows", start_workflow,
              "start a workflow: every step is checked first (one bad step and nothing starts)", WorkflowCreatedOut,
              status=201, body=WorkflowBody, write=True, errors=(400, 401, 403, 413, 415, 503)),
         make("GET", "/api/workflows/{workflow_id}", get_workflow, "a workflow: state, timings, steps with their jobs",
-             WorkflowOut, errors=(404, 503)),
+             WorkflowOut, errors=(404, 503), data=True),
         make("POST", "/api/workflows/{workflow_id}/cancel", cancel_workflow,
              "cancel a workflow: waiting steps are cancelled, running ones stopped", WorkflowStateOut, write=True,
              errors=(401, 403, 404, 503)),

@@ -33,6 +33,8 @@ DATA_READS = {
     "/api/schedules": "/api/schedules",
     "/api/schedules/{id}": "/api/schedules/nope",
     "/api/schedules/{id}/history": "/api/schedules/nope/history",
+    "/api/workflows": "/api/workflows",
+    "/api/workflows/{workflow_id}": "/api/workflows/nope",
 }
 # Probes, counts, metrics and the page itself: open to anyone who reaches the port.
 OPEN_READS = {"/", "/dashboard/{name}", "/live", "/health", "/status", "/metrics", "/api/stats", "/api/throughput"}

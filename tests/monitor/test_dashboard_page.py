@@ -317,7 +317,7 @@ def test_a_workflow_shows_its_steps_as_a_tree_linked_to_their_jobs(new_page: New
         shown = server.request("GET", f"/api/workflows/{wid}")[1]
         time.sleep(0.05)
     assert shown["state"] == "succeeded", shown
-    page = new_page("#workflows").page
+    page = new_page("#workflows", token=TOKEN).page  # workflows are job data: behind the token
     expect(page.locator("#workflows tbody tr").first).to_contain_text(XSS)  # a name is text, never markup
     page.click(f"#workflows a[href='#workflow/{wid}']")
     expect(page.locator("#workflow-state")).to_have_text("succeeded")

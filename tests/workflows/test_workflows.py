@@ -178,12 +178,14 @@ async def test_the_http_api_starts_reads_and_cancels_workflows(app: Orchestrator
             wid = (await r.json())["workflow_id"]
         await client.wait(wid, timeout_s=30)
         async with http.get(f"{base}/{wid}") as r:
+            assert r.status == 401  # job data: behind the token
+        async with http.get(f"{base}/{wid}", headers=auth) as r:
             shown = await r.json()
         assert shown["state"] == "succeeded" and shown["name"] == "demo" and shown["counts"] == {"succeeded": 4}
         bad = {"chain": [{"plugin": "step"}, {"group": [{"plugin": "step", "params": {"sleep": "long"}}]}]}
         async with http.post(base, json=bad, headers=auth) as r:
             assert r.status == 400 and "step 1.0" in (await r.json())["error"]
-        async with http.get(f"{base}/nope") as r:
+        async with http.get(f"{base}/nope", headers=auth) as r:
             assert r.status == 404
         async with http.post(f"{base}/{wid}/cancel", headers=auth) as r:
             assert (await r.json()) == {"workflow_id": wid, "state": "succeeded"}

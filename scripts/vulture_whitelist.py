@@ -94,3 +94,7 @@ _.overlap_skips
 # keys (`/status` `throttles`, the metrics' counters, the API's throttle view)
 _.refused
 _.over_cap
+# cdc/binlog_capture.py: the /status keys a BinlogCapture can have (read by tests/monitor/test_status_types.py);
+# monitor/status.py ProcessStatus: the key it has next to the poller
+_.status_keys
+_.cdc_binlog

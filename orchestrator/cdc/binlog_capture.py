@@ -58,7 +58,14 @@ class BinlogCapture(BaseComponent):
         name: the component's name (`cdc`; `cdc-binlog` next to a poller for the other modes).
     """
 
+    name = "cdc"
     leader_only = True
+    # Its /status key: "cdc" alone, "cdc_binlog" next to the poller of the other modes (which has "cdc").
+    status_keys = ("cdc", "cdc_binlog")
+
+    @property
+    def status_key(self) -> str:
+        return "cdc" if self.name == "cdc" else "cdc_binlog"
 
     def __init__(
         self,

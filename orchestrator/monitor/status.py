@@ -66,6 +66,8 @@ class ProcessStatus(TypedDict, total=False):
     schedules: list[ScheduleRow]
     """Every schedule: its next run and last outcome (leader-only: as the leader published it)."""
     cdc: CdcStatus
+    cdc_binlog: CdcStatus
+    """Binlog capture, when rules of the other modes run beside it (their poller has `cdc`)."""
     elasticsearch: ElasticsearchStatus
     index: IndexStatus
 

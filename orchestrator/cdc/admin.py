@@ -285,11 +285,11 @@ class CdcAdmin:
             stored = BinlogPosition.from_json(raw)
             if stored.empty or await is_purged(conn, stored):
                 await self.redis.hset(CdcKeys.state, CdcKeys.BINLOG, current.to_json())  # type: ignore[misc]
+            exists = await create_watermark_table(conn, table)  # when missing and the user may
             try:
-                await create_watermark_table(conn, table)  # when missing and the user may (else: named below)
                 await write_mark(conn, table, "cli", "check", "check")  # a mark no chunk waits for: ignored
             except MySQLError as e:
-                problem = watermark_problem(e, table, facts.user)
+                problem = watermark_problem(e, table, facts.user, missing=not exists)
                 raise JobError(problem or describe_error(e)) from e
 
     async def request_binlog_snapshot(self, name: str, where: str | None, *, restart: bool) -> tuple[Progress, bool]:

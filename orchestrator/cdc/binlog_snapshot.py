@@ -22,7 +22,6 @@ that was written is never read again, and a replay of its write enqueues nothing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -56,24 +55,31 @@ def watermark_fix(table: str, user: str) -> str:
     return f"{_create(table)}; GRANT INSERT, UPDATE ON {qualified(table)} TO {user}"
 
 
-async def create_watermark_table(conn: Connection, table: str) -> None:
-    """Creates the watermark table when it is missing and the user may; else nothing (the mark write
-    that follows names what is missing)."""
+async def create_watermark_table(conn: Connection, table: str) -> bool:
+    """Creates the watermark table when it is missing and the user may; returns whether it exists now
+    (when not, the mark write that follows fails and names what is missing)."""
     db, _, name = table.partition(".")
     async with conn.cursor() as cur:
         await cur.execute(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (db, name)
         )
         ((count,),) = await cur.fetchall()
-        if not count:
-            with contextlib.suppress(MySQLError):
-                await cur.execute(_create(table).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+        if count:
+            return True
+        try:
+            await cur.execute(_create(table).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+        except MySQLError:
+            return False
+        return True
 
 
-def watermark_problem(error: BaseException, table: str, user: str) -> str | None:
-    """The one-line explanation of a failed mark write, or None when it is not about the table or grant."""
+def watermark_problem(error: BaseException, table: str, user: str, *, missing: bool = False) -> str | None:
+    """The one-line explanation of a failed mark write, or None when it is not about the table or grant.
+
+    missing: the table is known not to exist (the server answers "denied" before "no such table").
+    """
     code = error.args[0] if error.args else None
-    if code == _NO_TABLE:
+    if code == _NO_TABLE or (missing and code in _DENIED):
         return f"binlog snapshot: the watermark table {table} does not exist: {watermark_fix(table, user)}"
     if code in _DENIED:
         return f"binlog snapshot: user {user} cannot write {table}: {watermark_fix(table, user)}"

@@ -12,14 +12,19 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from orchestrator.cdc.binlog_snapshot import Progress, watermark_fix
 from orchestrator.cdc.index_actions import index_stream
 from orchestrator.client import connect_redis
 from orchestrator.config import Settings
+from orchestrator.errors import JobError
 from tests.cdc.binlog_helpers import BinlogRig, binlog_capture
 from tests.cdc.helpers import cdc_admin, cdc_settings, db_connect, sql
 from tests.jobs.helpers import wait_for
+from tests.services import MariaDBServer
 
 ORDERS = "CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, status VARCHAR(20), total INT)"
 RULE = {"name": "all", "table": "orders", "plugins": ["recorder"], "mode": "binlog", "index": {"name": "orders"}}
@@ -177,3 +182,41 @@ async def test_an_interrupted_snapshot_resumes_from_its_stored_chunk(
     assert sorted(after) == sorted(f"cdc:all:s{progress.id}-{i}:recorder" for i in range(1, 201))
     ids = [a["id"] for a in delivered]
     assert sorted(ids, key=int) == [str(i) for i in range(1, 201)]  # each row once
+
+
+async def test_the_watermark_table_and_grant_are_named_with_their_fix(
+    tmp_path: Path, redis_url: str, mysql_url: str, mariadb_server: MariaDBServer
+) -> None:
+    if mariadb_server.external:
+        pytest.skip("creates a database user: only on a server the fixtures started")
+    root = cdc_settings(tmp_path, redis_url, mysql_url, [RULE])
+    await sql(root, ORDERS, "DROP USER IF EXISTS 'snap'@'%'", "CREATE USER 'snap'@'%' IDENTIFIED BY 'pw'")
+    await sql(
+        root, "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'snap'@'%'", "GRANT SELECT ON testdb.* TO 'snap'@'%'"
+    )
+    url = urlsplit(mysql_url)
+    limited = cdc_settings(
+        tmp_path, redis_url, urlunsplit(url._replace(netloc=f"snap:pw@{url.hostname}:{url.port}")), [RULE]
+    )
+    redis = connect_redis(redis_url)
+    errors = []
+    try:
+        admin = await cdc_admin(limited, redis)
+        for fix in (watermark_fix("testdb.orchestrator_watermarks", "root").split("; GRANT", 1)[0], None):
+            with pytest.raises(JobError) as refused:
+                await admin.snapshot("all", None)
+            errors.append(str(refused.value))
+            if fix is not None:
+                await sql(root, fix)  # the DBA creates the table; the grant is still missing
+        await sql(root, "GRANT INSERT, UPDATE ON testdb.orchestrator_watermarks TO 'snap'@'%'")
+        requested = await admin.snapshot("all", None, wait=False)
+    finally:
+        await redis.aclose()
+        await sql(root, "DROP USER 'snap'@'%'")
+    grant = "GRANT INSERT, UPDATE ON `testdb`.`orchestrator_watermarks` TO 'snap'@'%'"
+    create = "CREATE TABLE `testdb`.`orchestrator_watermarks` (id VARCHAR(191) PRIMARY KEY, mark VARCHAR(191) NOT NULL)"
+    assert errors == [
+        f"binlog snapshot: the watermark table testdb.orchestrator_watermarks does not exist: {create}; {grant}",
+        f"binlog snapshot: user 'snap'@'%' cannot write testdb.orchestrator_watermarks: {create}; {grant}",
+    ]
+    assert requested["done"] is False and requested["resumed"] is False  # stored for the leader

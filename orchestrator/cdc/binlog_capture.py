@@ -7,6 +7,10 @@ and takes whole transactions from it in commit order, up to `cdc.batch_size` row
 the lease). A crash replays at most the batch being written, and that enqueues nothing twice: a
 change's id is its transaction's GTID (or file:pos) and its row index.
 
+`cdc snapshot` of a binlog rule is taken here too, next to the stream (one task in the session's
+TaskGroup): primary-key chunks between watermarks that the stream itself hands over
+(cdc/binlog_snapshot.py).
+
 Failures (the server gone, a purged position, Redis unreachable, the lease lost) stop the thread,
 are reported, and the loop starts again from the position in Redis after a backoff.
 """
@@ -170,8 +174,8 @@ class BinlogCapture(BaseComponent):
             conn.close()
 
     async def _resnapshot(self, current: BinlogPosition) -> None:
-        """on_purged = "snapshot": resume from the current position, then take every table again
-        (`cdc snapshot`; a row changed meanwhile comes from the stream too, newer)."""
+        """on_purged = "snapshot": resume from the current position, and request a snapshot of every
+        table (taken by this component's snapshot task once it streams)."""
         from orchestrator.cdc.admin import CdcAdmin  # the CLI side: only needed here
 
         logger.warning("cdc: binlog: %s; on_purged = snapshot: taking the tables again", self._purged_message())

@@ -244,6 +244,8 @@ class BinlogCapture(BaseComponent):
             if not self.connected:  # the marks must fall after the position the stream resumed from
                 continue
             for state in self.states:
+                if not state.enabled:  # its stream changes are not delivered: neither are its chunks
+                    continue
                 raw = await self.redis.hget(CdcKeys.state, progress_field(state.rule.name))  # type: ignore[misc]
                 progress = Progress.from_json(raw)
                 if progress is not None and not progress.done:
@@ -262,7 +264,7 @@ class BinlogCapture(BaseComponent):
             while not progress.done:
                 raw = await self.redis.hget(CdcKeys.state, progress_field(rule.name))  # type: ignore[misc]
                 stored = Progress.from_json(raw)
-                if stored is None or stored.id != progress.id:  # restarted (`--restart`) or gone
+                if stored is None or stored.id != progress.id or not state.enabled:  # restarted, gone, disabled
                     return
                 try:
                     progress = await self._chunk(conn, state, as_insert, key_columns, progress)

@@ -23,7 +23,9 @@ from orchestrator.cdc.binlog_position import BinlogPosition
 from orchestrator.cdc.binlog_snapshot import (
     Progress,
     create_watermark_table,
+    pending,
     progress_field,
+    request_field,
     watermark_problem,
     watermark_table,
     write_mark,
@@ -299,21 +301,24 @@ class CdcAdmin:
         """
         self.rule(name)
         await self._binlog_start()
-        raw = await self.redis.hget(CdcKeys.state, progress_field(name))  # type: ignore[misc]
-        saved = Progress.from_json(raw)
+        saved = await self._binlog_snapshot_state(name)
         if saved is not None and not restart and not saved.done and saved.where == (where or ""):
             return saved, True
-        progress = Progress(id=str(int(time.time())), where=where or "")
-        await self.redis.hset(CdcKeys.state, progress_field(name), progress.to_json())  # type: ignore[misc]
+        progress = Progress(id=str(int(time.time() * 1000)), where=where or "")
+        await self.redis.hset(CdcKeys.state, request_field(name), progress.to_json())  # type: ignore[misc]
         return progress, False
+
+    async def _binlog_snapshot_state(self, name: str) -> Progress | None:
+        fields = [request_field(name), progress_field(name)]
+        request, progress = await self.redis.hmget(CdcKeys.state, fields)  # type: ignore[misc]
+        return pending(Progress.from_json(request), Progress.from_json(progress))
 
     async def binlog_snapshot(self, name: str, where: str | None, *, restart: bool, wait: bool) -> dict[str, Any]:
         """`cdc snapshot` of a binlog rule: the request, then (wait) its progress until the leader is done."""
         progress, resumed = await self.request_binlog_snapshot(name, where, restart=restart)
         while wait and not progress.done:
             await asyncio.sleep(_WAIT_S)
-            raw = await self.redis.hget(CdcKeys.state, progress_field(name))  # type: ignore[misc]
-            now = Progress.from_json(raw)
+            now = await self._binlog_snapshot_state(name)
             if now is None or now.id != progress.id:
                 raise JobError(f"snapshot {progress.id} of rule {name} was replaced by another `cdc snapshot`")
             progress = now

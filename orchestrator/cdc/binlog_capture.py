@@ -35,8 +35,10 @@ from orchestrator.cdc.binlog_snapshot import (
     Progress,
     Watermarks,
     new_nonce,
+    pending,
     progress_field,
     read_chunk,
+    request_field,
     watermark_problem,
     watermark_table,
     write_mark,
@@ -246,8 +248,10 @@ class BinlogCapture(BaseComponent):
             for state in self.states:
                 if not state.enabled:  # its stream changes are not delivered: neither are its chunks
                     continue
-                raw = await self.redis.hget(CdcKeys.state, progress_field(state.rule.name))  # type: ignore[misc]
-                progress = Progress.from_json(raw)
+                name = state.rule.name
+                fields = [request_field(name), progress_field(name)]
+                request, stored = await self.redis.hmget(CdcKeys.state, fields)  # type: ignore[misc]
+                progress = pending(Progress.from_json(request), Progress.from_json(stored))
                 if progress is not None and not progress.done:
                     await self._take(state, progress)
 
@@ -262,9 +266,9 @@ class BinlogCapture(BaseComponent):
                 state.source_error = f"snapshot: table {state.table} has no PRIMARY KEY: set primary_key in the rule"
                 return
             while not progress.done:
-                raw = await self.redis.hget(CdcKeys.state, progress_field(rule.name))  # type: ignore[misc]
-                stored = Progress.from_json(raw)
-                if stored is None or stored.id != progress.id or not state.enabled:  # restarted, gone, disabled
+                raw = await self.redis.hget(CdcKeys.state, request_field(rule.name))  # type: ignore[misc]
+                request = Progress.from_json(raw)
+                if request is None or request.id != progress.id or not state.enabled:  # restarted, gone, disabled
                     return
                 try:
                     progress = await self._chunk(conn, state, as_insert, key_columns, progress)

@@ -12,9 +12,9 @@ and the chunk's progress. So every row ends with its newest state, and none is l
 - between LOW and HIGH: struck from the chunk, delivered by the stream;
 - after HIGH: delivered by the stream after the chunk.
 
-No lock is taken (each SELECT is one autocommit statement). The progress (`snapshot:<rule>` in the
-state hash, JSON) moves only with the chunk's jobs: an interrupted snapshot resumes after the last
-chunk delivered. A replayed stream meets marks nobody registered (their chunk was never written) and
+No lock is taken (each SELECT is one autocommit statement). The request (`snapshot-request:<rule>`
+in the state hash) is written only by `cdc snapshot`; the progress (`snapshot:<rule>`, JSON) only
+with a chunk's jobs: an interrupted snapshot resumes after the last chunk delivered. A replayed stream meets marks nobody registered (their chunk was never written) and
 ignores them; the chunk is read again under new marks. Job ids are `s<snapshot id>-<key>`: a chunk
 that was written is never read again, and a replay of its write enqueues nothing twice.
 """
@@ -97,8 +97,14 @@ async def write_mark(conn: Connection, table: str, rule: str, nonce: str, kind: 
 
 
 def progress_field(rule: str) -> str:
-    """The state hash's field of a binlog rule's snapshot (written with the jobs of each chunk)."""
+    """The state hash's field of a binlog rule's snapshot progress (written only with a chunk's jobs)."""
     return f"snapshot:{rule}"
+
+
+def request_field(rule: str) -> str:
+    """The state hash's field of a binlog rule's snapshot request (written only by `cdc snapshot`, so a
+    chunk's write can never overwrite a newer request)."""
+    return f"snapshot-request:{rule}"
 
 
 @dataclass
@@ -122,6 +128,15 @@ class Progress:
         if not text:
             return None
         return cls(**json.loads(text))
+
+
+def pending(request: Progress | None, progress: Progress | None) -> Progress | None:
+    """The snapshot to go on with: the stored progress of the request, or the request from its start."""
+    if request is None:
+        return None
+    if progress is not None and progress.id == request.id:
+        return progress
+    return Progress(id=request.id, where=request.where)
 
 
 @dataclass

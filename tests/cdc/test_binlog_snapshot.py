@@ -220,3 +220,27 @@ async def test_the_watermark_table_and_grant_are_named_with_their_fix(
         f"binlog snapshot: user 'snap'@'%' cannot write testdb.orchestrator_watermarks: {create}; {grant}",
     ]
     assert requested["done"] is False and requested["resumed"] is False  # stored for the leader
+
+
+async def test_a_restart_during_a_chunk_is_not_lost_to_that_chunks_write(
+    tmp_path: Path, redis_url: str, mysql_url: str
+) -> None:
+    settings = cdc_settings(tmp_path, redis_url, mysql_url, [RULE], snapshot_chunk_rows=20)
+    await prepare(settings, 40)
+    holder = Holder(settings)
+    await holder.hold()
+    redis = connect_redis(redis_url)
+    try:
+        async with binlog_capture(settings) as rig:
+            admin = await cdc_admin(settings, redis)
+            first = await admin.snapshot("all", None, wait=False)
+            await high_waits(settings)  # the first snapshot's chunk 1 is in flight
+            second = await admin.snapshot("all", None, restart=True, wait=False)
+            await holder.release()  # chunk 1 of the first snapshot is written after the restart
+            progress = await rig.snapshot_done("all")
+            jobs = [j for j in await rig.jobs() if j.startswith("cdc:all:s")]
+    finally:
+        await redis.aclose()
+    assert second["snapshot_id"] != first["snapshot_id"] and second["resumed"] is False
+    assert progress.id == second["snapshot_id"] and progress.rows == 40
+    assert len([j for j in jobs if j.startswith(f"cdc:all:s{second['snapshot_id']}-")]) == 40

@@ -117,6 +117,7 @@ class BinlogCapture(BaseComponent):
         self.watermark_table = watermark_table(mysql.db, [s.table for s in self.states])
         self.marks = Watermarks(self.watermark_table)
         self._user = mysql.user
+        self._snapshot_errors: dict[str, str] = {}  # rule -> why its snapshot cannot go on
 
     async def run(self) -> None:
         logger.info("cdc: capturing %d rule(s) from the binlog", len(self.states))
@@ -262,9 +263,11 @@ class BinlogCapture(BaseComponent):
         try:
             info = await table_info(conn, state.table)
             key_columns = list(rule.primary_key or (info.primary_key if info else []))
+            if info is None:
+                return await self._snapshot_problem(state, f"snapshot: table {state.table} does not exist")
             if not key_columns:
-                state.source_error = f"snapshot: table {state.table} has no PRIMARY KEY: set primary_key in the rule"
-                return
+                message = f"snapshot: table {state.table} has no PRIMARY KEY: set primary_key in the rule"
+                return await self._snapshot_problem(state, message)
             while not progress.done:
                 raw = await self.redis.hget(CdcKeys.state, request_field(rule.name))  # type: ignore[misc]
                 request = Progress.from_json(raw)
@@ -276,16 +279,22 @@ class BinlogCapture(BaseComponent):
                     problem = watermark_problem(e, self.watermark_table, self._user)
                     if problem is None:
                         raise
-                    if problem != state.source_error:
-                        logger.warning("cdc: rule %s: %s", rule.name, problem)
-                    state.source_error = problem
-                    return
+                    return await self._snapshot_problem(state, problem)
+                if state.source_error is not None and state.source_error == self._snapshot_errors.get(rule.name):
+                    state.source_error = None  # fixed (a grant given, a table created): a chunk went through
             logger.info(
                 "cdc: rule %s: snapshot %s done: %d rows, %d from the stream instead, %d jobs",
                 rule.name, progress.id, progress.rows, progress.skipped, progress.enqueued,
             )  # fmt: skip
         finally:
             conn.close()
+
+    async def _snapshot_problem(self, state: RuleState, message: str) -> None:
+        """A snapshot that cannot go on: reported on its rule (once in the log), tried again later."""
+        if message != state.source_error:
+            logger.warning("cdc: rule %s: %s", state.rule.name, message)
+        state.source_error = self._snapshot_errors[state.rule.name] = message
+        await asyncio.sleep(self.settings.reconnect_max_s)
 
     async def _chunk(
         self, conn: Connection, state: RuleState, rule: Rule, key_columns: list[str], progress: Progress

@@ -6,6 +6,7 @@ it reads the enable flags written here and publishes the status shown here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -19,6 +20,16 @@ from redis.exceptions import RedisError
 from orchestrator.cdc import changelog as cl
 from orchestrator.cdc.binlog_checks import current_position, is_purged, problems, server_facts
 from orchestrator.cdc.binlog_position import BinlogPosition
+from orchestrator.cdc.binlog_snapshot import (
+    Progress,
+    create_watermark_table,
+    pending,
+    progress_field,
+    request_field,
+    watermark_problem,
+    watermark_table,
+    write_mark,
+)
 from orchestrator.cdc.changelog import changelog_table
 from orchestrator.cdc.db import Connection, connect, describe_error, json_value, qualified, quote, table_info
 from orchestrator.cdc.delivery import Delivery, Round
@@ -35,6 +46,7 @@ from orchestrator.jobs.store import Checkpoint
 from orchestrator.jobs.submit import JobRequest, Submitter
 
 _CHUNK = 500
+_WAIT_S = 0.2  # how often a waiting binlog snapshot looks at its progress
 
 
 class CdcAdmin:
@@ -266,15 +278,14 @@ class CdcAdmin:
             "tag": tag,
         }
 
-    async def _binlog_start(self) -> int:
-        """Before a binlog rule's snapshot: the position the snapshot stands at, as an index version.
-
-        A stored position the server purged (or none) moves to the current one first: the stream
-        resumes from there while the snapshot reads the tables (`cdc snapshot` is the way back
-        from a purged position). The version sits above every row of the transactions up to here and
-        below any later one: in the index, a change committed during the snapshot wins over the
-        snapshot's copy of its row, and the snapshot wins over anything older.
+    async def _binlog_start(self) -> None:
+        """Before a binlog rule's snapshot: a stored position the server purged (or none) moves to the
+        current one; the stream resumes from there while the snapshot reads the tables (`cdc snapshot`
+        is the way back from a purged position). Then one watermark write checks the table and grant
+        the snapshot needs (cdc/binlog_snapshot.py), so a missing one is named here, with its fix.
         """
+        binlog = [r.qualified_table(self._db()) for r in self.rules.values() if r.mode == "binlog"]
+        table = watermark_table(self._db(), binlog)
         async with self.connection() as conn:
             facts = await server_facts(conn)
             current = await current_position(conn, facts)
@@ -282,11 +293,59 @@ class CdcAdmin:
             stored = BinlogPosition.from_json(raw)
             if stored.empty or await is_purged(conn, stored):
                 await self.redis.hset(CdcKeys.state, CdcKeys.BINLOG, current.to_json())  # type: ignore[misc]
-        return current.version()
+            exists = await create_watermark_table(conn, table)  # when missing and the user may
+            try:
+                await write_mark(conn, table, "cli", "check", "check")  # a mark no chunk waits for: ignored
+            except MySQLError as e:
+                problem = watermark_problem(e, table, facts.user, missing=not exists)
+                raise JobError(problem or describe_error(e)) from e
+
+    async def request_binlog_snapshot(self, name: str, where: str | None, *, restart: bool) -> tuple[Progress, bool]:
+        """Store (or keep, to resume) a binlog rule's snapshot request; the leader's capture takes it.
+
+        Returns the request and whether an unfinished one with the same `where` was resumed.
+        """
+        self.rule(name)
+        await self._binlog_start()
+        saved = await self._binlog_snapshot_state(name)
+        if saved is not None and not restart and not saved.done and saved.where == (where or ""):
+            return saved, True
+        progress = Progress(id=str(int(time.time() * 1000)), where=where or "")
+        await self.redis.hset(CdcKeys.state, request_field(name), progress.to_json())  # type: ignore[misc]
+        return progress, False
+
+    async def _binlog_snapshot_state(self, name: str) -> Progress | None:
+        fields = [request_field(name), progress_field(name)]
+        request, progress = await self.redis.hmget(CdcKeys.state, fields)  # type: ignore[misc]
+        return pending(Progress.from_json(request), Progress.from_json(progress))
+
+    async def binlog_snapshot(self, name: str, where: str | None, *, restart: bool, wait: bool) -> dict[str, Any]:
+        """`cdc snapshot` of a binlog rule: the request, then (wait) its progress until the leader is done."""
+        progress, resumed = await self.request_binlog_snapshot(name, where, restart=restart)
+        while wait and not progress.done:
+            await asyncio.sleep(_WAIT_S)
+            now = await self._binlog_snapshot_state(name)
+            if now is None or now.id != progress.id:
+                raise JobError(f"snapshot {progress.id} of rule {name} was replaced by another `cdc snapshot`")
+            progress = now
+        return {
+            "rule": name,
+            "snapshot_id": progress.id,
+            "resumed": resumed,
+            "done": progress.done,
+            "rows": progress.rows,
+            "enqueued": progress.enqueued,
+            "from_stream": progress.skipped,
+            "chunks": progress.chunks,
+        }
 
     # -- snapshot: every existing row as an INSERT event --
-    async def snapshot(self, name: str, where: str | None, *, restart: bool = False) -> dict[str, Any]:
+    async def snapshot(
+        self, name: str, where: str | None, *, restart: bool = False, wait: bool = True
+    ) -> dict[str, Any]:
         rule = self.rule(name)
+        if rule.mode == "binlog":  # taken by the leader, between watermarks in its stream
+            return await self.binlog_snapshot(name, where, restart=restart, wait=wait)
         table = rule.qualified_table(self._db())
         key = CdcKeys.snapshot(name)
         saved = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(key)).items()}  # type: ignore[misc]
@@ -298,7 +357,7 @@ class CdcAdmin:
         else:
             snap_id, last, enqueued = str(int(time.time())), None, 0
         as_insert = rule.model_copy(update={"operations": ["INSERT"]})
-        seq = await self._binlog_start() if rule.mode == "binlog" else 0
+        seq = 0
         delivery = Delivery(self.submitter, None)
         rows_read = 0
         async with self.connection() as conn:

@@ -319,6 +319,8 @@ class CdcSettings(BaseModel):
         on_purged: binlog mode, when the stored position was purged from the server: `error` (the
             rules report it; `orchestrator cdc snapshot RULE` is the way back) or `snapshot`
             (resume from the server's current position and snapshot the tables).
+        snapshot_chunk_rows: binlog mode's `cdc snapshot` reads the table in chunks of this many rows,
+            each between two watermarks (cdc/binlog_snapshot.py).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -334,6 +336,7 @@ class CdcSettings(BaseModel):
     mode: Mode | None = None
     binlog_server_id: Annotated[int, Field(ge=1, le=4294967295)] = 1_904_000_001
     on_purged: Literal["error", "snapshot"] = "error"
+    snapshot_chunk_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
     @model_validator(mode="after")
     def _unique_names(self) -> CdcSettings:

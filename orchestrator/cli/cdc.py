@@ -48,6 +48,9 @@ def add_parser(sub: Any) -> None:
     snapshot.add_argument("rule")
     snapshot.add_argument("--where", help="an SQL condition on the table's rows (trusted: it is your own SQL)")
     snapshot.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    snapshot.add_argument(
+        "--no-wait", action="store_true", help="binlog mode: store the request and return (the leader takes it)"
+    )
     snapshot.add_argument("--json", action="store_true")
 
 
@@ -98,10 +101,12 @@ async def run(args: argparse.Namespace, cmd: Command) -> int:
             f"{result['enqueued']} job(s) enqueued (tag {result['tag']})"
         )
         return OK
-    result = await admin.snapshot(args.rule, args.where, restart=args.restart)
+    result = await admin.snapshot(args.rule, args.where, restart=args.restart, wait=not args.no_wait)
+    stream = f", {result['from_stream']} newer from the stream" if result.get("from_stream") else ""
+    pending = " (requested: the leader takes it)" if result.get("done") is False else ""
     out.json(result) if args.json else out.line(
-        f"{args.rule}: snapshot {result['snapshot_id']}{' (resumed)' if result['resumed'] else ''}: "
-        f"{result['rows']} row(s) read, {result['enqueued']} job(s) enqueued"
+        f"{args.rule}: snapshot {result['snapshot_id']}{' (resumed)' if result['resumed'] else ''}{pending}: "
+        f"{result['rows']} row(s) read{stream}, {result['enqueued']} job(s) enqueued"
     )
     return OK
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from orchestrator.cdc import build as cdc
 from orchestrator.cdc.binlog_capture import BinlogCapture
 from orchestrator.cdc.binlog_position import parse_gtid_state
+from orchestrator.cdc.binlog_snapshot import Progress, progress_field
+from orchestrator.cdc.model import CdcKeys
 from orchestrator.client import connect_redis
 from orchestrator.cluster.lease import LeaderLease
 from orchestrator.config import Settings
@@ -47,6 +49,20 @@ class BinlogRig(Rig):
         target = await server_gtids(self.settings)
         await wait_for(lambda: covers(self.capture.position.gtids, target) or self.capture.last_error, timeout_s=30)
         assert self.capture.last_error is None, self.capture.last_error
+
+    async def progress(self, rule: str) -> Progress | None:
+        """The stored progress of a binlog rule's snapshot."""
+        return Progress.from_json(await self.store.redis.hget(CdcKeys.state, progress_field(rule)))  # type: ignore[misc]
+
+    async def snapshot_done(self, rule: str) -> Progress:
+        """Wait until the leader delivered the rule's snapshot to its end."""
+
+        async def done() -> Progress | None:
+            progress = await self.progress(rule)
+            return progress if progress is not None and progress.done else None
+
+        result: Progress = await wait_for(done, timeout_s=30, interval_s=0.02)
+        return result
 
 
 @contextlib.asynccontextmanager

@@ -275,6 +275,7 @@ async def test_on_purged_snapshot_takes_the_table_again_and_resumes(
     settings = cdc_settings(tmp_path, redis_url, mysql_url, binlog_rules(), on_purged="snapshot")
     await stored_then_purged(settings)
     async with binlog_capture(settings) as rig:
+        await rig.snapshot_done("all")  # taken while the stream goes on
         await sql(settings, "INSERT INTO orders (status, total) VALUES ('after', 2)")
         await rig.settle()
         events = await rig.events()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
 from orchestrator.client import Client, Triggered
 from orchestrator.errors import (
     ConfigError,
@@ -15,11 +13,7 @@ from orchestrator.errors import (
     PluginError,
 )
 from orchestrator.redis.connection import RedisOptions
-
-try:
-    __version__ = importlib.metadata.version("orchestrator")
-except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from orchestrator.version import __version__
 
 __all__ = [
     "Client",

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from arq.connections import ArqRedis
 
-from orchestrator import __version__
 from orchestrator.cdc import build as cdc
 from orchestrator.client import Client
 from orchestrator.cluster import build as cluster
@@ -39,6 +38,7 @@ from orchestrator.redis.embedded import EmbeddedRedis
 from orchestrator.schedules import build as schedules
 from orchestrator.supervisor import Supervisor
 from orchestrator.tracing import build as tracing
+from orchestrator.version import __version__
 from orchestrator.workflows import build as workflows
 
 logger = logging.getLogger(__name__)

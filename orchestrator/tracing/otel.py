@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode
 
-from orchestrator import __version__
 from orchestrator.logs import add_record_fields
 from orchestrator.tracing.facade import AttributeValue, Carrier, Span, SpanKind, Tracing
+from orchestrator.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -67,6 +67,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     UV_CACHE_DIR=/data/uv-cache \
     ORCH_LOG_FORMAT=json
 
+# The API token is never baked in: pass ORCH_API_TOKEN at run time (docker run -e ORCH_API_TOKEN=...,
+# or an env file: docker-compose.yml reads .env). Bound to 0.0.0.0 without it, every write is
+# refused and the status endpoint serves probes, counts and metrics only, no job data.
 WORKDIR /app
 # numeric, so a runtime that checks "runs as non-root" (Kubernetes runAsNonRoot) can tell
 USER 10001

@@ -50,6 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.errors import ConfigError, StartupError
 from orchestrator.logs import mask_url
+from orchestrator.redis.closed import with_closed_write_as_connection_error
 from orchestrator.redis.packing import with_hiredis_packing
 from orchestrator.redis.sentinel import SentinelBlockingPool, parse_sentinel_url
 
@@ -175,7 +176,7 @@ def connect(url: str, options: RedisOptions | None = None) -> ArqRedis:
             **tls,
         )
         pool = redis.connection_pool
-        pool.connection_class = with_hiredis_packing(pool.connection_class)
+        pool.connection_class = with_hiredis_packing(with_closed_write_as_connection_error(pool.connection_class))
         return cast(ArqRedis, redis)
     try:
         pool = BlockingConnectionPool.from_url(url, **common, **tls)
@@ -187,7 +188,7 @@ def connect(url: str, options: RedisOptions | None = None) -> ArqRedis:
             "percent-encoded (%23, %3F, %2F, %40)"
         )
         raise ConfigError(msg) from None
-    pool.connection_class = with_hiredis_packing(pool.connection_class)
+    pool.connection_class = with_hiredis_packing(with_closed_write_as_connection_error(pool.connection_class))
     return cast(ArqRedis, ArqRedis.from_pool(pool))
 
 

@@ -119,7 +119,10 @@ class SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
         self.master_address = address
         self.failovers += 1
         self.last_failover = {"from": old, "to": new, "at": time.time()}
-        await self.disconnect(inuse_connections=True)
+        # The primary's connections only (the pool's own disconnect, not ours below): the connections
+        # to the sentinels did not move, and another task may be asking them right now; closing one
+        # under it failed that task (a worker's claim crashed with uvloop's closed-transport error).
+        await super().disconnect(inuse_connections=True)
         return True
 
     async def disconnect(self, inuse_connections: bool = True) -> None:

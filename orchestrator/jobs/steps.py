@@ -18,6 +18,7 @@ from orchestrator.redis import scripts as lua
 WORKFLOW_CONSTANTS: Final[dict[str, lua.LuaValue]] = {
     "WF_PREFIX": Keys.workflow(""),
     "JOB_PREFIX": Keys.job(""),
+    "LOG_PREFIX": Keys.log(""),
     "ARQ_JOB_PREFIX": job_key_prefix,
     "QUEUE_PREFIX": Keys.queue(""),
     "STATE_PREFIX": Keys.state(""),

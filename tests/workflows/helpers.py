@@ -10,6 +10,7 @@ STEP_MAIN = """
 import json, os, time
 
 def run(name="x", fail=False, sleep=0.0, record=None, fail_until=None, hold_until=None, previous=None, **ctx):
+    print(f"step {name}")  # a log line: the job's log stream lives as long as its workflow
     if record:
         with open(record, "a") as fh:
             fh.write(json.dumps({"name": name, "job": ctx["job_id"], "previous": previous}) + "\\n")

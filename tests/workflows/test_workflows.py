@@ -13,6 +13,7 @@ import pytest
 from orchestrator.app import Orchestrator
 from orchestrator.client import Client
 from orchestrator.config import Settings
+from orchestrator.jobs.model import Keys
 from orchestrator.workflows.model import chain, group, job
 from tests.jobs.helpers import cli, make_settings, run_app, wait_for
 from tests.workflows.helpers import lines, make_step_plugin
@@ -126,6 +127,26 @@ async def test_cancel_mid_way_stops_the_running_step_and_nothing_after_it_starts
     assert (await client.result(long_id, timeout_s=15))["state"] == "cancelled"
     assert await client.status(next_id) is None
     assert (await client.workflow_status(wid))["steps"]["steps"][1]["state"] == "cancelled"
+
+
+async def test_a_step_that_ended_keeps_its_record_and_log_until_the_workflow_ends(
+    client: Client, redis_url: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started.jsonl"
+    wid = await client.workflow(
+        chain(job("step", {"name": "first"}), job("step", {"name": "long", "sleep": 30, "record": str(started)}))
+    )
+    await wait_for(started.exists)
+    first_id = (await client.workflow_status(wid))["steps"]["steps"][0]["job_id"]
+    async with await Client.connect(redis_url) as other:
+        redis = other.store.redis
+        # the first step ended, its workflow runs on: neither expires (a TTL of -1 is none)
+        assert await redis.pttl(Keys.job(first_id)) == -1
+        assert await redis.pttl(Keys.log(first_id)) == -1
+        await client.cancel_workflow(wid)
+        await client.wait(wid, timeout_s=10)
+        assert await redis.pttl(Keys.job(first_id)) > 0  # the workflow ended: the result TTL from now
+        assert await redis.pttl(Keys.log(first_id)) > 0
 
 
 async def test_retrying_the_failed_step_resumes_the_workflow_with_what_ended_meanwhile(

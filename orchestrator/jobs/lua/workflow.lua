@@ -18,7 +18,7 @@
 -- there); a join node's ':count'. Member results are stored per member ('<join>:<slot>') and
 -- counted down per join ('<join>' in ':left'): one member's end costs the same in a group of
 -- 10,000 as in one of 2; the list is gathered once, when the join's count reaches zero.
--- Needs    WF_PREFIX, JOB_PREFIX, ARQ_JOB_PREFIX, QUEUE_PREFIX, STATE_PREFIX, PLUGIN_JOBS_PREFIX,
+-- Needs    WF_PREFIX, JOB_PREFIX, LOG_PREFIX, ARQ_JOB_PREFIX, QUEUE_PREFIX, STATE_PREFIX, PLUGIN_JOBS_PREFIX,
 --          ALL_JOBS, WAKE_PREFIX, DONE_PREFIX, WF_DONE_PREFIX, WF_OUTCOMES, ABORT_KEY, CANCEL_CHANNEL.
 local wf_woken, wf_started = {}, 0
 local wf_report
@@ -86,6 +86,8 @@ local function wf_end(wid, state, reason, result, now, ttl)
     elseif st then
       redis.call('PEXPIRE', rec, ttl)
     end
+    -- its log too (kept with the record while the workflow ran); a running step's finish does it
+    if id and st ~= 'running' then redis.call('PEXPIRE', LOG_PREFIX .. id, ttl) end
   end
   for _, key in ipairs({wf, graph, wf .. ':left', wf .. ':results'}) do redis.call('PEXPIRE', key, ttl) end
   redis.call('HINCRBY', WF_OUTCOMES, state, 1)
@@ -128,6 +130,7 @@ local function workflow_step_ended(rec, now, ttl)
   local wid, node, st = f[1], f[2], f[3]
   if not wid or redis.call('HGET', WF_PREFIX .. wid, 'state') ~= 'running' then return end
   redis.call('PERSIST', rec)  -- kept while its workflow runs: wf_end gives it the TTL
+  redis.call('PERSIST', LOG_PREFIX .. string.sub(rec, #JOB_PREFIX + 1))  -- and its log, the same
   -- counted: a step that ends while its workflow is not running is caught up by a resume (resume.lua)
   redis.call('HSET', rec, 'wf_counted', '1')
   if st == 'succeeded' then

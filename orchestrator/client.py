@@ -137,6 +137,7 @@ class Client:
         return cls(connect_redis(redis_url, redis_options), owns_redis=True, **kwargs)
 
     async def close(self) -> None:
+        await self.store.wait_enqueued()
         await self._results.close()
         if self._owns_redis:
             await self.redis.aclose()

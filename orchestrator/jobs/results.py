@@ -5,8 +5,9 @@ handshake, SUBSCRIBE, and a read of the record in case it ended first, all befor
 message. A Client that has waited once keeps a `ResultListener` instead: one connection subscribed
 to a channel of its own (`Keys.client_done_channel`), and every job it triggers from then on names
 that channel in its record (`notify`); the scripts that end a job publish the final record there
-too (jobs/state.py). Waiting for such a job then costs no command at all: the record arrives by
-itself, usually before the caller asks.
+too, after the job's id and a newline (lua/finish.lua, cancel.lua, workflow.lua), so that the
+listener files it by id and decodes it only when asked for it. Waiting for such a job then costs
+no command at all: the record arrives by itself, usually before the caller asks.
 
 Nothing is lost to a dropped connection: the listener stops, the jobs it was told about go back to
 the per-job wait (which reads the record first), and the next wait starts a new listener. A client
@@ -65,7 +66,9 @@ class ResultListener:
         self.idle_s = idle_s
         self.max_tracked = max_tracked
         self._expected: OrderedDict[str, None] = OrderedDict()  # triggered naming the channel, end not seen
-        self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()  # ended, not asked for yet
+        # ended, not asked for yet: the record as the message carried it, decoded only when asked
+        # for (a producer that triggers many jobs and waits for few pays no decoding for the rest)
+        self._ended: OrderedDict[str, bytes] = OrderedDict()
         self._waiters: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._live = False
@@ -99,8 +102,8 @@ class ResultListener:
     async def wait(self, job_id: str, *, within_s: float) -> dict[str, Any] | None:
         """The final record; None when not heard within `within_s`, or when listening stopped meanwhile."""
         self._last_wait = time.monotonic()
-        if (final := self._ended.pop(job_id, None)) is not None:
-            return final
+        if (body := self._ended.pop(job_id, None)) is not None:
+            return record_from_message(body)
         if not self._live:
             return None  # stopped since the caller asked `expects`: nobody would set the future
         future = self._waiters.get(job_id)
@@ -145,17 +148,21 @@ class ResultListener:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _on_end(self, data: bytes) -> bool:
-        """Hand the record to its waiter or keep it for a later wait; False: stop listening (idle)."""
-        final = record_from_message(data)
-        if final is None:
+        """Hand the record to its waiter or keep it for a later wait; False: stop listening (idle).
+
+        A message is the job id, a newline and the record (the scripts that end a job): the id is
+        read without decoding the record, which waits until somebody asks for that job.
+        """
+        raw_id, _, body = data.partition(b"\n")
+        if not body:
             return True
-        job_id = final["job_id"]
+        job_id = raw_id.decode(errors="replace")
         self._expected.pop(job_id, None)
         future = self._waiters.pop(job_id, None)
         if future is not None and not future.done():
-            future.set_result(final)
+            future.set_result(record_from_message(body))
             return True
-        self._ended[job_id] = final
+        self._ended[job_id] = body
         if len(self._ended) > self.max_tracked:
             self._ended.popitem(last=False)
         return bool(self._waiters) or time.monotonic() - self._last_wait < self.idle_s

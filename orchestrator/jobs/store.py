@@ -18,6 +18,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError
 
 from orchestrator.errors import QueueFull
+from orchestrator.jobs.group_commit import EnqueueGroup
 from orchestrator.jobs.model import STATES, TERMINAL, JobRecord, JobState, Keys, RecordUpdate, encode_fields, now
 from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.jobs.throttle import BacklogMode, lua_functions
@@ -112,6 +113,8 @@ class JobStore:
         self._delete = redis.register_script(_DELETE)
         self._sweep_throttles = redis.register_script(_SWEEP_THROTTLES)
         self._trim = redis.register_script(_TRIM)
+        # single enqueues that overlap share a script call (jobs/group_commit.py); a lone one pushes
+        self._group = EnqueueGroup(lambda items, backlog: self.enqueue_many(items, push=True, backlog=backlog))
         # queue -> this process's push channel, for the queues whose worker offers slots to pushes
         # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
         self.offering: dict[str, str] = {}
@@ -121,12 +124,20 @@ class JobStore:
         self, record: JobRecord, *, arq_payload: bytes, score: float, push: bool = False, throttled: bool = False
     ) -> int:
         """Create the record and the arq job at once; with `push`, hand it straight to an idle
-        worker that offered a slot, if any (see lua/enqueue.lua).
+        worker that offered a slot, if any (see lua/enqueue.lua). With `push`, enqueues that
+        overlap share one script call (jobs/group_commit.py): only a call of one job pushes.
 
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
         """
-        return (await self.enqueue_many([EnqueueItem(record, arq_payload, score, throttled)], push=push))[0]
+        item = EnqueueItem(record, arq_payload, score, throttled)
+        if push:
+            return await self._group.enqueue(item)
+        return (await self.enqueue_many([item]))[0]
+
+    async def wait_enqueued(self) -> None:
+        """Until every enqueue started so far has its answer (a client closing its connection)."""
+        await self._group.wait_idle()
 
     async def enqueue_many(
         self,

@@ -27,7 +27,8 @@ from orchestrator.plugins.throttle import Throttle, render_key
 from orchestrator.redis import scripts as lua
 
 PREFIX = "orch:throttle:"
-BacklogMode = Literal["refuse", "count"]
+# "try": refuse like "refuse" but count no refusal (a shared call, sent again job by job)
+BacklogMode = Literal["refuse", "try", "count"]
 # Held jobs one release moves back at most (the sweep moves the rest, e.g. after a limit is removed).
 _RELEASE_MAX = 100
 # How late a rate's waiting job may be claimed and still keep the schedule (lua/throttle.lua): the

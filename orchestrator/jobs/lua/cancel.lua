@@ -32,7 +32,7 @@ if redis.call('EXISTS', progress) == 0 then
   local record = cjson.encode(redis.call('HGETALL', rec))
   redis.call('PUBLISH', done_channel, record)
   local notify = redis.call('HGET', rec, 'notify')
-  if notify then redis.call('PUBLISH', notify, record) end
+  if notify then redis.call('PUBLISH', notify, id .. '\n' .. record) end  -- id first: read without decoding
   -- Workflows: a cancelled step fails its workflow (or is an error entry of its group).
   workflow_step_ended(rec, now, ttl)
   return 'cancelled'

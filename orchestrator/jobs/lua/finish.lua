@@ -44,7 +44,7 @@ if mode == 'final' then
   local record = cjson.encode(redis.call('HGETALL', rec))
   redis.call('PUBLISH', done_channel, record)
   local notify = redis.call('HGET', rec, 'notify')
-  if notify then redis.call('PUBLISH', notify, record) end
+  if notify then redis.call('PUBLISH', notify, id .. '\n' .. record) end  -- id first: read without decoding
 elseif mode == 'retry' then
   redis.call('PERSIST', log)  -- it lives as long as the job, however long the job waits
   redis.call('ZADD', queue, 'XX', retry_score, id)

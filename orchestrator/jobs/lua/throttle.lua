@@ -159,7 +159,8 @@ end
 -- The enqueue's backlog section (enqueue.lua), read with the cursor: mode ('refuse' or 'count'),
 -- now (s), G, then per group: plugin, key, N, the N job ids. Checks every group before anything is written:
 -- in 'refuse' mode a group that would pass its plugin's max_queued refuses the whole call, and the
--- reply is {'full', plugin, key, cap, waiting}; in 'count' mode (schedules, change capture: they
+-- reply is {'full', plugin, key, cap, waiting}; 'try' refuses the same way without counting a refusal
+-- (a shared call of triggers, sent again one by one: jobs/group_commit.py); in 'count' mode (schedules, change capture: they
 -- cannot be refused) the jobs go in past the cap and counters over_cap:<plugin> counts them.
 -- Returns the refusal or nil, and the groups, for throttle_track once the jobs are written.
 local function throttle_backlog()
@@ -179,8 +180,8 @@ local function throttle_backlog()
     if cap and redis.call('ZCARD', wait) + n > cap then
       local waiting = throttle_waiting(wait)
       if waiting + n > cap then
-        if mode == 'refuse' then
-          redis.call('HINCRBY', T_PREFIX .. 'counters', 'refused:' .. plugin, n)
+        if mode == 'refuse' or mode == 'try' then
+          if mode == 'refuse' then redis.call('HINCRBY', T_PREFIX .. 'counters', 'refused:' .. plugin, n) end
           return {'full', plugin, key, cap, waiting}, groups
         end
         redis.call('HINCRBY', T_PREFIX .. 'counters', 'over_cap:' .. plugin, math.min(n, waiting + n - cap))

@@ -75,7 +75,7 @@ local function wf_end(wid, state, reason, result, now, ttl)
       local record = cjson.encode(redis.call('HGETALL', rec))
       redis.call('PUBLISH', DONE_PREFIX .. id, record)
       local notify = redis.call('HGET', rec, 'notify')
-      if notify then redis.call('PUBLISH', notify, record) end
+      if notify then redis.call('PUBLISH', notify, id .. '\n' .. record) end  -- id first: read without decoding
     elseif st == 'running' then
       -- it keeps no TTL until its own finish gives it one
       if state == 'cancelled' then

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final, Literal, TypedDict, get_args
 
 from orchestrator.tracing.facade import trace_id_of
@@ -252,6 +253,18 @@ class JobRecord:
         """Hash fields (None values are left out)."""
         return encode_fields({f: getattr(self, f) for f in _RECORD_FIELDS})
 
+    def to_enqueue_fields(self) -> list[str]:
+        """A new record's hash fields, flat (field, value, ...), as the enqueue writes them: what never
+        changes after the enqueue is one JSON value, `spec` (one encode here, one argument and one
+        hash field in Redis, instead of one of each per field); what a script or a reader reads or
+        changes by name stays a field of its own (decode_fields puts them back together)."""
+        spec = {f: v for f, v in zip(SPEC_FIELDS, _spec_values(self), strict=True) if v is not None}
+        out = ["spec", _compact_json(spec)]
+        for name, value in zip(_LOOSE_FIELDS, _loose_values(self), strict=True):
+            if value is not None:
+                out += (name, _compact_json(value) if name in _JSON_FIELDS else str(value))
+        return out
+
     @classmethod
     def from_hash(cls, raw: Mapping[bytes, bytes] | Mapping[str, str], **extra: Any) -> JobRecord:
         """From hash fields (unknown fields, written by a newer version, are ignored)."""
@@ -294,6 +307,19 @@ class JobRecord:
 
 
 _RECORD_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(JobRecord))
+# Fixed at the enqueue and read by name by no script: packed into the record's `spec` field
+# (JobRecord.to_enqueue_fields). A field written by name later (a workflow step's enqueued_at, a
+# resumed workflow's retry_of and source) wins over `spec` when the record is read.
+SPEC_FIELDS: Final[tuple[str, ...]] = (
+    "params", "priority", "source", "max_retries", "retry_backoff_s", "timeout_s", "enqueued_at", "batch_id",
+    "retry_of", "trace",
+)  # fmt: skip
+# The other fields an enqueue may write: read or changed by name (scripts, views, tests).
+_LOOSE_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord) if f.name not in SPEC_FIELDS)
+# the enqueue's hot path: one C call reads each group of attributes, one reused encoder writes JSON
+_spec_values = attrgetter(*SPEC_FIELDS)
+_loose_values = attrgetter(*_LOOSE_FIELDS)
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
@@ -310,12 +336,15 @@ def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
-    """Hash fields -> Python values."""
+    """Hash fields -> Python values (`spec` unpacked; a field of its own wins over it)."""
     out: dict[str, Any] = {}
+    spec: dict[str, Any] = {}
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else k
         text = v.decode() if isinstance(v, bytes) else v
-        if key in _JSON_FIELDS:
+        if key == "spec":
+            spec = {n: float(x) if n in _FLOAT_FIELDS and x is not None else x for n, x in json.loads(text).items()}
+        elif key in _JSON_FIELDS:
             out[key] = json.loads(text)
         elif key in _FLOAT_FIELDS:
             out[key] = float(text)
@@ -323,4 +352,4 @@ def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, A
             out[key] = int(text)
         else:
             out[key] = text
-    return out
+    return {**spec, **out} if spec else out

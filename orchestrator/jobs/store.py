@@ -27,11 +27,12 @@ from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fe
 
 logger = logging.getLogger(__name__)
 
-# What a worker needs of a claimed job (everything else stays in Redis).
+# What a worker needs of a claimed job (everything else stays in Redis): `spec` packs most of it
+# (JobRecord.to_enqueue_fields); the names after it are those fields as records written before
+# `spec` existed hold them, still queued after an upgrade (absent from a newer record: nil).
 _CLAIM_FIELDS = (
-    "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
-    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first", "workflow",
-    "previous",
+    "plugin", "queue", "spec", "attempt", "context", "defer_until", "trace_first", "workflow", "previous",
+    "params", "priority", "source", "max_retries", "retry_backoff_s", "timeout_s", "batch_id", "enqueued_at", "trace",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -170,7 +171,7 @@ class JobStore:
         for item in items:
             record = item.record
             job_id = record.job_id
-            fields = [x for kv in record.to_hash().items() for x in kv]
+            fields = record.to_enqueue_fields()
             keys += [
                 Keys.job(job_id),
                 job_key_prefix + job_id,

@@ -13,7 +13,6 @@ a round validates once per (rule, plugin) and derives the round's jobs from that
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -142,11 +141,8 @@ class Delivery:
                 if isinstance(template, str):
                     self.plugin_errors[rule.name] = template
                     continue
-                record = dataclasses.replace(
-                    template.record,
-                    job_id=job_id(rule.name, change.change_id, plugin),
-                    context={"change_event": event},
-                    trace=trace,
+                record = template.record.derive(
+                    job_id=job_id(rule.name, change.change_id, plugin), context={"change_event": event}, trace=trace
                 )
                 # later changes sort after earlier ones of the same template, across chunks too
                 self._seq += 1

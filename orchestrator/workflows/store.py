@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import serialize_job
 
 from orchestrator.errors import ConflictError
 from orchestrator.jobs.model import Keys, iso, new_job_id, now
 from orchestrator.jobs.steps import WORKFLOW_STEP
 from orchestrator.jobs.store import JobStore
-from orchestrator.jobs.submit import ARQ_FUNCTION, json_bytes
+from orchestrator.jobs.submit import arq_payload
 from orchestrator.redis import scripts as lua
 
 _CREATE = lua.script("orchestrator.workflows", "create.lua", WORKFLOW_STEP, lua.cursor())
@@ -86,7 +85,7 @@ class WorkflowStore:
         for (node, _), state in zip(steps, states, strict=True):
             if state in ("failed", "cancelled"):
                 new_id = new_job_id()
-                payload = serialize_job(ARQ_FUNCTION, (new_id,), {}, None, int(now() * 1000), serializer=json_bytes)
+                payload = arq_payload(new_id, int(now() * 1000))
                 args += [node, new_id, payload]
                 restarted.append(node)
         out = await self._resume(keys=[Keys.workflow(workflow_id)], args=args)

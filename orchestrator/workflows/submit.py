@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from arq.jobs import serialize_job
-
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs.model import new_job_id, now, queue_score
-from orchestrator.jobs.submit import ARQ_FUNCTION, JobRequest, PreparedJob, Submitter, json_bytes
+from orchestrator.jobs.submit import JobRequest, PreparedJob, Submitter, arq_payload
 from orchestrator.workflows.model import Graph, Step, WorkflowError, compile_graph
 from orchestrator.workflows.store import NewWorkflow, WorkflowStore
 
@@ -91,7 +89,7 @@ def _graph_fields(graph: Graph, prepared: dict[int, PreparedJob]) -> dict[str, s
         hashed.pop("enqueued_at", None)  # set when the step is enqueued
         fields[f"{i}:job"] = record.job_id
         fields[f"{i}:fields"] = json.dumps([x for kv in hashed.items() for x in kv], separators=(",", ":"))
-        payload = serialize_job(ARQ_FUNCTION, (record.job_id,), {}, None, int(now() * 1000), serializer=json_bytes)
+        payload = arq_payload(record.job_id, int(now() * 1000))
         fields[f"{i}:payload"] = payload.decode()
         fields[f"{i}:offset"] = str(queue_score(0, record.priority))
         fields[f"{i}:queue"] = record.queue

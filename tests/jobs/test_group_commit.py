@@ -1,13 +1,17 @@
-"""Triggers that overlap share one enqueue script call (jobs/group_commit.py), and each still gets
-its own answer: created, an id that exists, a disabled plugin, a throttle's QueueFull, a cancelled
-neighbour. Real Redis; the records are read back from it."""
+"""The enqueue's producer side: triggers that overlap share one enqueue script call
+(jobs/group_commit.py), and each still gets its own answer (created, an id that exists, a disabled
+plugin, a throttle's QueueFull, a cancelled neighbour); the record packed into `spec` and arq's
+payload written without arq read back as before. Real Redis; the records are read back from it."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from typing import Any
 
 import pytest
+from arq.jobs import deserialize_job, serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -15,6 +19,7 @@ from orchestrator.client import connect_redis
 from orchestrator.errors import QueueFull
 from orchestrator.jobs.model import JobRecord, Keys, now, queue_score
 from orchestrator.jobs.store import JobStore
+from orchestrator.jobs.submit import ARQ_FUNCTION, arq_payload, json_bytes
 from orchestrator.jobs.throttle import PREFIX, publish_limits, read_use
 from orchestrator.plugins.throttle import Throttle
 from tests.services import RedisServer
@@ -119,3 +124,30 @@ async def test_a_lone_trigger_goes_alone_in_one_call(redis_url: str) -> None:
         before = await _script_calls(redis)
         assert await _trigger(store, "alone") == 1
         assert await _script_calls(redis) - before == 1
+
+
+@pytest.mark.parametrize("job_id", ["0f3a", 'quote"and\\slash', "cdc:orders:17:plugin", "naïve-✓"])
+def test_the_arq_payload_is_what_arq_itself_makes(job_id: str) -> None:
+    """Written without arq's serialize_job on the hot path, byte for byte what it makes, and arq reads it back."""
+    made = serialize_job(ARQ_FUNCTION, (job_id,), {}, None, 1_796_000_000_123, serializer=json_bytes)
+    assert arq_payload(job_id, 1_796_000_000_123) == made
+    assert list(deserialize_job(arq_payload(job_id, 5), deserializer=json.loads).args) == [job_id]
+
+
+def test_a_packed_record_reads_back_whole_and_a_field_of_its_own_wins_over_spec() -> None:
+    record = JobRecord(
+        job_id="p1", plugin="probe", queue="default", params={"n": 1, "big": 10**30}, priority=2, source="cdc",
+        max_retries=3, retry_backoff_s=1.5, timeout_s=60.0, enqueued_at=1_796_000_000.25, batch_id="b",
+        context={"change_event": {"row": {"id": 1}}}, trace={"traceparent": "00-ab-cd-01"}, notify="orch:done-to:x",
+    )  # fmt: skip
+    flat = record.to_enqueue_fields()
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert "params" not in fields and "spec" in fields  # packed
+    assert fields["context"] and fields["notify"] == "orch:done-to:x"  # read by name: fields of their own
+    assert JobRecord.from_hash(fields) == record
+    # a workflow step's enqueue time (and a resume's source) are written by name later: they win
+    fields["enqueued_at"] = "1796000001.5"
+    fields["source"] = "retry"
+    again = JobRecord.from_hash(fields)
+    assert (again.enqueued_at, again.source, again.params) == (1_796_000_001.5, "retry", record.params)
+    assert record.derive(job_id="p2", trace=None) == dataclasses.replace(record, job_id="p2", trace=None)

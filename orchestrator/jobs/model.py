@@ -200,7 +200,7 @@ class RecordUpdate(TypedDict, total=False):
     trace_first: dict[str, str]
 
 
-@dataclass(slots=True)
+@dataclass
 class JobRecord:
     """One job, as stored in its Redis hash `orch:job:<id>` (None fields are not stored).
 
@@ -254,13 +254,10 @@ class JobRecord:
         return encode_fields({f: getattr(self, f) for f in _RECORD_FIELDS})
 
     def derive(self, **changes: Any) -> JobRecord:
-        """A copy with `changes` (dataclasses.replace without its __init__ pass: change capture makes
-        one record per change from a template)."""
+        """A copy with `changes`: dataclasses.replace without its __init__ pass (change capture makes
+        one record per change from a template; this is why records keep a __dict__, not slots)."""
         new = object.__new__(JobRecord)
-        for name, value in zip(_ALL_FIELDS, _all_values(self), strict=True):
-            object.__setattr__(new, name, value)
-        for name, value in changes.items():
-            object.__setattr__(new, name, value)
+        new.__dict__ = {**self.__dict__, **changes}
         return new
 
     def to_enqueue_fields(self) -> list[str]:
@@ -327,8 +324,6 @@ SPEC_FIELDS: Final[tuple[str, ...]] = (
 # The other fields an enqueue may write: read or changed by name (scripts, views, tests).
 _LOOSE_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord) if f.name not in SPEC_FIELDS)
 # the enqueue's hot path: one C call reads each group of attributes, one reused encoder writes JSON
-_ALL_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord))
-_all_values = attrgetter(*_ALL_FIELDS)
 _spec_values = attrgetter(*SPEC_FIELDS)
 _loose_values = attrgetter(*_LOOSE_FIELDS)
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode

@@ -6,8 +6,9 @@ For a change that must not move the figures (a refactor): each side runs its own
 on its own redis-server, both up for the whole run, and every round measures both sides back to back
 (the order alternating), so machine noise hits both alike. Each checkout needs its own `.venv` (with
 the project installed editable) and uses its own bench/orchestrator_bench.py as the load generator.
-The summary is the paired difference per round (new - base round trip p50, new / base jobs/s):
-their medians and quartiles, which a noisy machine moves far less than single runs.
+The summary is the paired difference per round (new - base round trip p50, new / base jobs/s and
+CPU per job of the load generator, Redis, the `run` tree and all three): their medians and
+quartiles, which a noisy machine moves far less than single runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# what a throughput round keeps of the load generator's result (bench/benchlib.py)
+_THROUGHPUT_FIGURES = (
+    "jobs_per_s", "loadgen_cpu_ms_per_job", "redis_cpu_ms_per_job", "worker_cpu_ms_per_job", "all_cpu_ms_per_job",
+)  # fmt: skip
 
 
 class Side:
@@ -74,7 +79,10 @@ class Side:
         return subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **self.env}).stdout
 
     def measure(self, mode: str, n: int) -> dict[str, Any]:
-        out = self.load(mode, "--variant", "pooled", "--redis-port", str(self.redis_port), "--n", str(n))
+        # the CPU of redis-server and of the `run` tree (procs[0], procs[1]) is measured around the
+        # timed section by the load generator, as bench/run does; its own CPU too
+        pids = ["--redis-pid", str(self.procs[0].pid), "--worker-pid", str(self.procs[1].pid)]
+        out = self.load(mode, "--variant", "pooled", "--redis-port", str(self.redis_port), "--n", str(n), *pids)
         line = next(x for x in reversed(out.splitlines()) if x.startswith("BENCH-RESULT "))
         result: dict[str, Any] = json.loads(line.removeprefix("BENCH-RESULT "))
         return result
@@ -125,7 +133,8 @@ def main() -> None:
             for side in order:
                 row[side.name]["p50_ms"] = side.measure("latency", args.latency_n)["p50_ms"]
             for side in order:
-                row[side.name]["jobs_per_s"] = side.measure("throughput", args.throughput_n)["jobs_per_s"]
+                result = side.measure("throughput", args.throughput_n)
+                row[side.name] |= {k: result[k] for k in _THROUGHPUT_FIGURES}
             rounds.append(row)
             print(i, json.dumps(row), flush=True)
         script_usec = {side.name: side.script_cpu() for side in sides}
@@ -139,6 +148,19 @@ def main() -> None:
         "jobs_per_s": {s.name: statistics.median(r[s.name]["jobs_per_s"] for r in rounds) for s in sides},
         "paired_round_trip_diff_ms": {"median": round(statistics.median(rt), 3), "quartiles": quartiles(rt)},
         "paired_throughput_ratio": {"median": round(statistics.median(tp), 3), "quartiles": quartiles(tp)},
+        # CPU per job of each process (load generator, Redis, the `run` tree, all): medians, and the
+        # paired new / base ratio per round
+        "cpu_ms_per_job": {
+            k: {s.name: round(statistics.median(r[s.name][k] for r in rounds), 3) for s in sides}
+            for k in _THROUGHPUT_FIGURES[1:]
+        },
+        "paired_cpu_ratio": {
+            k: {
+                "median": round(statistics.median(r["new"][k] / r["base"][k] for r in rounds), 3),
+                "quartiles": quartiles([r["new"][k] / r["base"][k] for r in rounds]),
+            }
+            for k in _THROUGHPUT_FIGURES[1:]
+        },
         "redis_usec_per_script_call": script_usec,
     }
     print(json.dumps(summary, indent=2))

@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 from orchestrator.errors import QueueFull
-
-if TYPE_CHECKING:
-    from orchestrator.jobs.store import EnqueueItem
-    from orchestrator.jobs.throttle import BacklogMode
+from orchestrator.jobs.throttle import BacklogMode
 
 # Jobs one shared call carries at most: the script blocks Redis while it runs (about 30 µs a job).
 MAX_GROUP = 100
 
-# (items, backlog mode) -> one outcome per item
-SendMany = Callable[["Sequence[EnqueueItem]", "BacklogMode"], Awaitable[list[int]]]
+# one job to enqueue (the store's EnqueueItem: this module needs nothing of it)
+Item = TypeVar("Item")
 
 
-class EnqueueGroup:
+class EnqueueGroup(Generic[Item]):
     """One queue of waiting triggers, drained by one task at a time.
 
     Args:
@@ -43,17 +40,19 @@ class EnqueueGroup:
         max_group: jobs per call at most.
     """
 
-    def __init__(self, send: SendMany, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self, send: Callable[[Sequence[Item], BacklogMode], Awaitable[list[int]]], *, max_group: int = MAX_GROUP
+    ) -> None:
         self._send = send
         self.max_group = max_group
-        self._waiting: list[tuple[EnqueueItem, asyncio.Future[int]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[int]]] = []
         # The drain is the shared part of the waiting triggers' calls, not a service of its own: it
         # exists only while one waits and ends when the queue is empty. It is a task so that a
         # caller that is cancelled (an HTTP client gone) does not cancel its neighbours' enqueue:
         # each caller waits on its own future through a shield.
         self._drain: asyncio.Task[None] | None = None
 
-    async def enqueue(self, item: EnqueueItem) -> int:
+    async def enqueue(self, item: Item) -> int:
         """1 (enqueued), 0 (the id exists) or -1 (plugin disabled); raises what its call raised."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
@@ -81,7 +80,7 @@ class EnqueueGroup:
         finally:
             self._drain = None
 
-    async def _send_group(self, group: list[tuple[EnqueueItem, asyncio.Future[int]]]) -> None:
+    async def _send_group(self, group: list[tuple[Item, asyncio.Future[int]]]) -> None:
         try:
             # a shared call refused is sent again job by job: only those refusals are counted
             outcomes = await self._send([item for item, _ in group], "refuse" if len(group) == 1 else "try")
@@ -105,7 +104,7 @@ class EnqueueGroup:
                 future.set_result(outcome)
 
 
-def _answer(group: list[tuple[EnqueueItem, asyncio.Future[int]]], error: Exception) -> None:
+def _answer(group: list[tuple[Item, asyncio.Future[int]]], error: Exception) -> None:
     for _, future in group:
         if not future.done():
             future.set_exception(error)

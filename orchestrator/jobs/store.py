@@ -115,7 +115,9 @@ class JobStore:
         self._sweep_throttles = redis.register_script(_SWEEP_THROTTLES)
         self._trim = redis.register_script(_TRIM)
         # single enqueues that overlap share a script call (jobs/group_commit.py); a lone one pushes
-        self._group = EnqueueGroup(lambda items, backlog: self.enqueue_many(items, push=True, backlog=backlog))
+        self._group: EnqueueGroup[EnqueueItem] = EnqueueGroup(
+            lambda items, backlog: self.enqueue_many(items, push=True, backlog=backlog)
+        )
         # queue -> this process's push channel, for the queues whose worker offers slots to pushes
         # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
         self.offering: dict[str, str] = {}

@@ -10,9 +10,10 @@ call of one job). Databases call this group commit.
 
 Nothing is weakened: every job is its own entry in the script (its id checked, its plugin's
 enabled flag read, its record written), in arrival order. A throttle's `QueueFull` refuses a
-script call whole, so a shared call that is refused is sent again one job per call: each trigger
-gets its own answer, and only the one past the cap is refused. An error of the call itself (Redis
-went away) is every waiting trigger's, as it would have been had each sent its own.
+script call whole, so when a shared call is refused, the jobs of the plugin and key it names are
+sent again one per call (only those past the cap are refused) and the others again together. An
+error of the call itself (Redis gone, timed out) is every waiting trigger's, as it would have been
+had each sent its own; a record that does not encode fails its own trigger before it joins.
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ class EnqueueGroup(Generic[Item]):
     Args:
         send: enqueues items in one script call (push for a call of one), returns one outcome each;
             raises QueueFull when a throttle refuses the call ("try": the refusal is not counted).
+        cap_key: the (plugin, throttle key) an item counts under, as QueueFull names them.
         max_group: jobs per call at most.
     """
 
     def __init__(
-        self, send: Callable[[Sequence[Item], BacklogMode], Awaitable[list[int]]], *, max_group: int = MAX_GROUP
+        self,
+        send: Callable[[Sequence[Item], BacklogMode], Awaitable[list[int]]],
+        cap_key: Callable[[Item], tuple[str, str]],
+        *,
+        max_group: int = MAX_GROUP,
     ) -> None:
         self._send = send
+        self._cap_key = cap_key
         self.max_group = max_group
         self._waiting: list[tuple[Item, asyncio.Future[int]]] = []
         # The drain is the shared part of the waiting triggers' calls, not a service of its own: it
@@ -81,30 +88,52 @@ class EnqueueGroup(Generic[Item]):
             self._drain = None
 
     async def _send_group(self, group: list[tuple[Item, asyncio.Future[int]]]) -> None:
+        """Answer every future of `group` (or cancel them, when this task is cancelled)."""
         try:
-            # a shared call refused is sent again job by job: only those refusals are counted
+            # a shared call refused is sent again below: only the one-job calls count a refusal
             outcomes = await self._send([item for item, _ in group], "refuse" if len(group) == 1 else "try")
+            answers = list(zip(group, outcomes, strict=True))
         except QueueFull as full:
             if len(group) == 1:
                 _answer(group, full)
                 return
-            # refused whole: each on its own, so that only the jobs past the cap are refused
-            for one in group:
-                await self._send_group([one])
+            capped = [one for one in group if self._cap_key(one[0]) == (full.plugin, full.key)]
+            rest = [one for one in group if self._cap_key(one[0]) != (full.plugin, full.key)]
+            if not capped:  # (a cap none of them counts under: each alone, never the same call again)
+                capped, rest = group, []
+            await self._one_by_one(capped, then=rest)
             return
-        except Exception as e:  # noqa: BLE001 - the callers' error, whatever it is
+        except Exception as e:  # noqa: BLE001 - Redis gone or timed out: every caller's, as alone
+            # (a record that does not encode fails its own caller before it joins: JobStore.enqueue)
             _answer(group, e)
             return
         except BaseException:
-            for _, future in group:
-                future.cancel()
+            _cancel(group)
             raise
-        for (_, future), outcome in zip(group, outcomes, strict=True):
+        for (_, future), outcome in answers:
             if not future.done():
                 future.set_result(outcome)
+
+    async def _one_by_one(
+        self, singles: list[tuple[Item, asyncio.Future[int]]], *, then: list[tuple[Item, asyncio.Future[int]]]
+    ) -> None:
+        """Each of `singles` in a call of its own, then `then` together."""
+        for i, one in enumerate(singles):
+            try:
+                await self._send_group([one])
+            except BaseException:
+                _cancel(singles[i + 1 :] + then)
+                raise
+        if then:
+            await self._send_group(then)
 
 
 def _answer(group: list[tuple[Item, asyncio.Future[int]]], error: Exception) -> None:
     for _, future in group:
         if not future.done():
             future.set_exception(error)
+
+
+def _cancel(group: list[tuple[Item, asyncio.Future[int]]]) -> None:
+    for _, future in group:
+        future.cancel()

@@ -261,13 +261,15 @@ class JobRecord:
         return new
 
     def to_enqueue_fields(self) -> list[str]:
-        """A new record's hash fields, flat (field, value, ...), as the enqueue writes them: what never
-        changes after the enqueue is one JSON value, `spec` (one encode here, one argument and one
-        hash field in Redis, instead of one of each per field); what a script or a reader reads or
-        changes by name stays a field of its own (decode_fields puts them back together)."""
-        spec = {f: v for f, v in zip(SPEC_FIELDS, _spec_values(self), strict=True) if v is not None}
-        out = ["spec", _compact_json(spec)]
-        for name, value in zip(_LOOSE_FIELDS, _loose_values(self), strict=True):
+        """A new record's hash fields, flat (field, value, ...), as the enqueue sends them (None values
+        are left out): to_hash's fields, made in one pass for the enqueue's hot path.
+
+        Written field by field, not packed into `spec` (which decode_fields reads): a worker of the
+        previous version, side by side in a rolling upgrade, reads the fields by name and would run
+        a packed job with no params. The next version may write `spec` once every version it can
+        meet reads it."""
+        out: list[str] = []
+        for name, value in zip(_ALL_FIELDS, _all_values(self), strict=True):
             if value is not None:
                 out += (name, _compact_json(value) if name in _JSON_FIELDS else str(value))
         return out
@@ -314,18 +316,9 @@ class JobRecord:
 
 
 _RECORD_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(JobRecord))
-# Fixed at the enqueue and read by name by no script: packed into the record's `spec` field
-# (JobRecord.to_enqueue_fields). A field written by name later (a workflow step's enqueued_at, a
-# resumed workflow's retry_of and source) wins over `spec` when the record is read.
-SPEC_FIELDS: Final[tuple[str, ...]] = (
-    "params", "priority", "source", "max_retries", "retry_backoff_s", "timeout_s", "enqueued_at", "batch_id",
-    "retry_of", "trace",
-)  # fmt: skip
-# The other fields an enqueue may write: read or changed by name (scripts, views, tests).
-_LOOSE_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord) if f.name not in SPEC_FIELDS)
+_ALL_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord))
 # the enqueue's hot path: one C call reads each group of attributes, one reused encoder writes JSON
-_spec_values = attrgetter(*SPEC_FIELDS)
-_loose_values = attrgetter(*_LOOSE_FIELDS)
+_all_values = attrgetter(*_ALL_FIELDS)
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -342,15 +335,31 @@ def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _typed(name: str, value: Any) -> Any:
+    """A `spec` value as the per-field decoding types it (JSON keeps 60.0 as 60 when it was written so)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if name in _FLOAT_FIELDS and isinstance(value, int | float):
+        return float(value)
+    if name in _INT_FIELDS and isinstance(value, int | float):
+        return int(value)
+    return value
+
+
 def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
-    """Hash fields -> Python values (`spec` unpacked; a field of its own wins over it)."""
+    """Hash fields -> Python values.
+
+    A `spec` field (one JSON object of the fields fixed at the enqueue: params, priority, source,
+    retries, timeout, enqueue time, batch, trace...) is unpacked, and a field of its own wins over
+    it: this version reads records packed so, which a later version may write (JobRecord.to_enqueue_fields).
+    """
     out: dict[str, Any] = {}
     spec: dict[str, Any] = {}
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else k
         text = v.decode() if isinstance(v, bytes) else v
         if key == "spec":
-            spec = {n: float(x) if n in _FLOAT_FIELDS and x is not None else x for n, x in json.loads(text).items()}
+            spec = {n: _typed(n, x) for n, x in json.loads(text).items()}
         elif key in _JSON_FIELDS:
             out[key] = json.loads(text)
         elif key in _FLOAT_FIELDS:

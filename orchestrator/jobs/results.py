@@ -151,12 +151,17 @@ class ResultListener:
         """Hand the record to its waiter or keep it for a later wait; False: stop listening (idle).
 
         A message is the job id, a newline and the record (the scripts that end a job): the id is
-        read without decoding the record, which waits until somebody asks for that job.
+        read without decoding the record, which waits until somebody asks for that job. A record
+        alone (what the previous version publishes) is read whole for its id.
         """
-        raw_id, _, body = data.partition(b"\n")
-        if not body:
-            return True
-        job_id = raw_id.decode(errors="replace")
+        raw_id, newline, body = data.partition(b"\n")
+        if newline:
+            job_id = raw_id.decode(errors="replace")
+        else:  # the previous version's scripts publish the record alone (a rolling upgrade)
+            body = data
+            if (final := record_from_message(data)) is None:
+                return True
+            job_id = final["job_id"]
         self._expected.pop(job_id, None)
         future = self._waiters.pop(job_id, None)
         if future is not None and not future.done():

@@ -27,12 +27,12 @@ from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fe
 
 logger = logging.getLogger(__name__)
 
-# What a worker needs of a claimed job (everything else stays in Redis): `spec` packs most of it
-# (JobRecord.to_enqueue_fields); the names after it are those fields as records written before
-# `spec` existed hold them, still queued after an upgrade (absent from a newer record: nil).
+# What a worker needs of a claimed job (everything else stays in Redis); `spec` too, where a later
+# version packs most of these (model.decode_fields: absent today, an empty reply element).
 _CLAIM_FIELDS = (
-    "plugin", "queue", "spec", "attempt", "context", "defer_until", "trace_first", "workflow", "previous",
-    "params", "priority", "source", "max_retries", "retry_backoff_s", "timeout_s", "batch_id", "enqueued_at", "trace",
+    "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
+    "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first", "workflow",
+    "previous", "spec",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14
@@ -84,6 +84,7 @@ class EnqueueItem:
     arq_payload: bytes
     score: float
     throttled: bool = False  # its plugin has a throttle: counted for max_queued under record.throttle_key
+    fields: list[str] | None = None  # the record's hash fields, when made already (JobStore.enqueue)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class JobStore:
         self._trim = redis.register_script(_TRIM)
         # single enqueues that overlap share a script call (jobs/group_commit.py); a lone one pushes
         self._group: EnqueueGroup[EnqueueItem] = EnqueueGroup(
-            lambda items, backlog: self.enqueue_many(items, push=True, backlog=backlog)
+            lambda items, backlog: self.enqueue_many(items, push=True, backlog=backlog),
+            lambda item: (item.record.plugin, item.record.throttle_key or ""),
         )
         # queue -> this process's push channel, for the queues whose worker offers slots to pushes
         # (set by the worker once its offer is in Redis): claims and finishes keep the offer exact.
@@ -133,7 +135,9 @@ class JobStore:
         Returns 1 (enqueued), 0 (a job with this id exists: nothing written) or -1 (the plugin is
         disabled: the flag is checked inside the same script, so a disable is never raced).
         """
-        item = EnqueueItem(record, arq_payload, score, throttled)
+        # the fields are made here, so that a record that does not encode fails its own caller, not
+        # the triggers that share its call
+        item = EnqueueItem(record, arq_payload, score, throttled, fields=record.to_enqueue_fields())
         if push:
             return await self._group.enqueue(item)
         return (await self.enqueue_many([item]))[0]
@@ -173,7 +177,7 @@ class JobStore:
         for item in items:
             record = item.record
             job_id = record.job_id
-            fields = record.to_enqueue_fields()
+            fields = item.fields if item.fields is not None else record.to_enqueue_fields()
             keys += [
                 Keys.job(job_id),
                 job_key_prefix + job_id,

@@ -251,7 +251,8 @@ class JobRecord:
 
     def to_hash(self) -> dict[str, str]:
         """Hash fields (None values are left out)."""
-        return encode_fields({f: getattr(self, f) for f in _RECORD_FIELDS})
+        flat = self.to_enqueue_fields()
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def derive(self, **changes: Any) -> JobRecord:
         """A copy with `changes`: dataclasses.replace without its __init__ pass (change capture makes
@@ -261,13 +262,12 @@ class JobRecord:
         return new
 
     def to_enqueue_fields(self) -> list[str]:
-        """A new record's hash fields, flat (field, value, ...), as the enqueue sends them (None values
-        are left out): to_hash's fields, made in one pass for the enqueue's hot path.
+        """The record's hash fields, flat (field, value, ...), as the enqueue sends them (None values
+        are left out), made in one pass: the enqueue's hot path.
 
-        Written field by field, not packed into `spec` (which decode_fields reads): a worker of the
-        previous version, side by side in a rolling upgrade, reads the fields by name and would run
-        a packed job with no params. The next version may write `spec` once every version it can
-        meet reads it."""
+        Field by field: packing the fields fixed at the enqueue into one JSON value was measured
+        (bench/README.md, issue 27) and gained nothing beyond the noise, while a worker of the
+        previous version, side by side in a rolling upgrade, would have run such a job with no params."""
         out: list[str] = []
         for name, value in zip(_ALL_FIELDS, _all_values(self), strict=True):
             if value is not None:
@@ -317,7 +317,7 @@ class JobRecord:
 
 _RECORD_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(JobRecord))
 _ALL_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(JobRecord))
-# the enqueue's hot path: one C call reads each group of attributes, one reused encoder writes JSON
+# the enqueue's hot path: one C call reads every attribute, one reused encoder writes the JSON ones
 _all_values = attrgetter(*_ALL_FIELDS)
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -335,32 +335,13 @@ def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _typed(name: str, value: Any) -> Any:
-    """A `spec` value as the per-field decoding types it (JSON keeps 60.0 as 60 when it was written so)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if name in _FLOAT_FIELDS and isinstance(value, int | float):
-        return float(value)
-    if name in _INT_FIELDS and isinstance(value, int | float):
-        return int(value)
-    return value
-
-
 def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, Any]:
-    """Hash fields -> Python values.
-
-    A `spec` field (one JSON object of the fields fixed at the enqueue: params, priority, source,
-    retries, timeout, enqueue time, batch, trace...) is unpacked, and a field of its own wins over
-    it: this version reads records packed so, which a later version may write (JobRecord.to_enqueue_fields).
-    """
+    """Hash fields -> Python values."""
     out: dict[str, Any] = {}
-    spec: dict[str, Any] = {}
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else k
         text = v.decode() if isinstance(v, bytes) else v
-        if key == "spec":
-            spec = {n: _typed(n, x) for n, x in json.loads(text).items()}
-        elif key in _JSON_FIELDS:
+        if key in _JSON_FIELDS:
             out[key] = json.loads(text)
         elif key in _FLOAT_FIELDS:
             out[key] = float(text)
@@ -368,4 +349,4 @@ def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, A
             out[key] = int(text)
         else:
             out[key] = text
-    return {**spec, **out} if spec else out
+    return out

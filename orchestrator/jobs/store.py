@@ -27,12 +27,11 @@ from orchestrator.redis.fence import Fence, fence_lua, no_fence_arg, raise_if_fe
 
 logger = logging.getLogger(__name__)
 
-# What a worker needs of a claimed job (everything else stays in Redis); `spec` too, where a later
-# version packs most of these (model.decode_fields: absent today, an empty reply element).
+# What a worker needs of a claimed job (everything else stays in Redis).
 _CLAIM_FIELDS = (
     "plugin", "params", "queue", "priority", "source", "attempt", "max_retries", "retry_backoff_s",
     "timeout_s", "context", "batch_id", "enqueued_at", "defer_until", "trace", "trace_first", "workflow",
-    "previous", "spec",
+    "previous",
 )  # fmt: skip
 # Added to a claimed job's score in arq's queue set (about 3,000 years in ms).
 CLAIMED_OFFSET_MS = 10**14

@@ -159,9 +159,10 @@ end
 -- The enqueue's backlog section (enqueue.lua), read with the cursor: mode ('refuse' or 'count'),
 -- now (s), G, then per group: plugin, key, N, the N job ids. Checks every group before anything is written:
 -- in 'refuse' mode a group that would pass its plugin's max_queued refuses the whole call, and the
--- reply is {'full', plugin, key, cap, waiting}; 'try' refuses the same way without counting a refusal
--- (a shared call of triggers, sent again one by one: jobs/group_commit.py); in 'count' mode (schedules, change capture: they
--- cannot be refused) the jobs go in past the cap and counters over_cap:<plugin> counts them.
+-- reply is {'full', plugin, key, cap, waiting}; 'try' refuses the same way without counting a
+-- refusal (a shared call of triggers, whose capped jobs are sent again one by one:
+-- jobs/group_commit.py); in 'count' mode (schedules, change capture: they cannot be refused) the
+-- jobs go in past the cap and counters over_cap:<plugin> counts them.
 -- Returns the refusal or nil, and the groups, for throttle_track once the jobs are written.
 local function throttle_backlog()
   local mode, now_s, g = take_args(3)

@@ -204,11 +204,21 @@ class Client:
             attributes={"job.plugin": plugin, "job.source": source, "job.id": job_id},
         ) as span:
             request.trace = span.carrier
-            new_id, created = await (await self.submitter()).submit(request)
+            submitter = await self.submitter()
+            job = await submitter.prepare(request)
+            new_id = job.record.job_id
+            listening = request.notify is not None
+            if listening:
+                # before the write: an end heard before the write's reply comes back is kept for the wait
+                self._results.expect(new_id)
+            created = False
+            try:
+                created = await submitter.write(job)
+            finally:
+                if listening and not created:
+                    self._results.forget(new_id)  # not created by this call: its end is not published to us
             span.set("job.id", new_id)
             span.set("job.created", created)
-        if created and request.notify is not None:
-            self._results.expect(new_id)
         await self._replicated()
         return Triggered(new_id, created)
 

@@ -89,11 +89,16 @@ class ResultListener:
             self._task = asyncio.create_task(self._listen(), name="client:results")
 
     def expect(self, job_id: str) -> None:
-        """`job_id` was just enqueued naming the channel."""
+        """`job_id` is about to be enqueued naming the channel (before the write: its end may come
+        back before the write's reply does)."""
         self._ended.pop(job_id, None)  # a job id used again after a delete: forget the old end
         self._expected[job_id] = None
         if len(self._expected) > self.max_tracked:
             self._expected.popitem(last=False)
+
+    def forget(self, job_id: str) -> None:
+        """The enqueue `expect` announced did not create the job (its id existed, or it failed)."""
+        self._expected.pop(job_id, None)
 
     def expects(self, job_id: str) -> bool:
         """Its end will be (or was) heard here."""

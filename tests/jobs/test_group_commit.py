@@ -15,13 +15,14 @@ import pytest
 from arq.jobs import deserialize_job, serialize_job
 from redis.exceptions import RedisError
 
-from orchestrator.client import connect_redis
+from orchestrator.client import Client, connect_redis
 from orchestrator.errors import QueueFull
 from orchestrator.jobs.model import JobRecord, Keys, now, queue_score
 from orchestrator.jobs.results import ResultListener
 from orchestrator.jobs.store import JobStore
-from orchestrator.jobs.submit import ARQ_FUNCTION, arq_payload, json_bytes
+from orchestrator.jobs.submit import ARQ_FUNCTION, CatalogEntry, arq_payload, json_bytes
 from orchestrator.jobs.throttle import PREFIX, publish_limits, read_use
+from orchestrator.plugins.manifest import Manifest
 from orchestrator.plugins.throttle import Throttle
 from tests.jobs.helpers import wait_for
 from tests.services import RedisServer
@@ -192,3 +193,41 @@ def test_the_enqueue_fields_are_the_records_hash_and_a_derived_record_is_a_repla
     assert JobRecord.from_hash(fields) == record
     assert record.derive(job_id="p2", trace=None) == dataclasses.replace(record, job_id="p2", trace=None)
     assert record.job_id == "p1" and record.trace is not None  # the template is left as it was
+
+
+class _OneManifest:
+    """A catalog of one plugin (as a client with only a Redis URL reads it from running instances)."""
+
+    def __init__(self) -> None:
+        manifest = {"name": "probe", "version": "1.0.0", "entry_point": "main.run", "parameters": {}}
+        self.entry = CatalogEntry(Manifest.model_validate(manifest), enabled=True, state="ready")
+
+    async def lookup(self, name: str) -> CatalogEntry | None:
+        return self.entry if name == "probe" else None
+
+
+async def test_an_end_heard_before_the_trigger_returns_is_kept_for_the_wait(redis_url: str) -> None:
+    """A fast job's end can reach the client's listener before its enqueue's reply reaches the
+    trigger (both ride the same loop turns, and the shared call adds some): it must not be lost to
+    the 5 s recheck. Here the end is delivered, and heard, inside the trigger's own write."""
+    async with connect_redis(redis_url) as redis:
+        client = Client(redis, catalog=_OneManifest(), queues={"default": 1})
+        try:
+            client._results.start()
+            await wait_for(lambda: client._results.live)
+            real = client.store.enqueue
+
+            async def enqueue_then_end(record: JobRecord, **kwargs: Any) -> int:
+                outcome = await real(record, **kwargs)
+                ended = dataclasses.replace(record, state="succeeded", result=42)
+                flat = [x for kv in ended.to_hash().items() for x in kv]
+                await redis.publish(client._results.channel, f"{record.job_id}\n{json.dumps(flat)}")
+                await wait_for(lambda: record.job_id in client._results._ended)  # heard before the reply
+                return outcome
+
+            client.store.enqueue = enqueue_then_end  # type: ignore[method-assign]
+            job = await client.trigger("probe", {})
+            final = await client.result(job.job_id, timeout_s=2)  # the recheck would take 5 s
+            assert (final["state"], final["result"]) == ("succeeded", 42)
+        finally:
+            await client.close()

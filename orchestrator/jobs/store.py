@@ -224,8 +224,11 @@ class JobStore:
         if not ready:
             return [], next_due_ms
         ids = [i.decode() for i in ready]
+        # The claim's time (the jobs' started_at) is read again, after the read: a job enqueued
+        # while the read was on its way was enqueued after `ts` (a priority's score is below its
+        # enqueue time, so it is ready at once), and must not start before it was enqueued.
         _, held, _, claimed = await self._claim_ids(
-            queue, ids, instance_id, ts, in_progress_ttl_ms, "ids", look_ahead_ms
+            queue, ids, instance_id, now(), in_progress_ttl_ms, "ids", look_ahead_ms
         )
         if held:
             # A throttle held a candidate back (lua/throttle.lua): it left the ready range, or stayed as

@@ -144,3 +144,26 @@ async def test_a_retry_due_before_the_idle_tick_runs_when_due(tmp_path: Path, re
         job = await client.trigger("probe", {"fail_until_file": str(tmp_path / "never")})
         final = await client.result(job.job_id, timeout_s=20)  # well inside the 60 s idle tick
         assert final["state"] == "failed" and final["attempt"] == 2
+
+
+async def test_a_job_enqueued_while_the_claim_reads_does_not_start_before_its_enqueue(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's first clock read can predate a job that its read then finds (the job was
+    enqueued while the read was on its way, and a priority's score is below its enqueue time).
+    The clock is set back for that first read to make the race happen every time: the job's
+    started_at (the trace's queue wait, the wait histogram) must still not precede its enqueue."""
+    import orchestrator.jobs.store as store_module
+
+    async with connect_redis(redis_url) as redis:
+        await redis.flushdb()
+        store = JobStore(redis, result_ttl_s=60)
+        await _enqueue(store, "late", priority=5)
+        record = await store.get("late")
+        assert record is not None and record.enqueued_at is not None
+        enqueued_at = record.enqueued_at
+        reads = iter([enqueued_at - 0.5])  # the claim began half a second before the enqueue
+        monkeypatch.setattr(store_module, "now", lambda: next(reads, None) or now())
+        claimed, _ = await store.claim("default", 10, "i1", in_progress_ttl_ms=_TTL_MS, look_ahead_ms=0)
+        assert [r.job_id for r in claimed] == ["late"]
+        assert claimed[0].started_at is not None and claimed[0].started_at >= enqueued_at

@@ -53,6 +53,7 @@ class Server:
     """A running `orchestrator run` with the probe plugin and an API token."""
 
     url: str
+    redis_url: str  # the server's own Redis (see `server_redis`)
     tmp: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
@@ -124,11 +125,30 @@ def _env(redis_url: str, tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server_redis(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The module server's own redis-server, apart from the session one.
+
+    The module's other tests take `redis_url`, which FLUSHALLs the session Redis while this
+    server still runs: that wiped its heartbeat, lease and claims under it (it took itself for
+    presumed dead and stopped a running job, whose record stayed `running` until reconcile put it
+    back, 20 s later). Against an external Redis (ORCH_TEST_REDIS_URL) there is only that one.
+    """
+    if redis_server.external:
+        yield redis_server
+        return
+    own = RedisServer.from_env_or_start(tmp_path_factory.mktemp("server-redis"))
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture(scope="module")
+def server(server_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One `orchestrator run` for the module's browser tests (starting one per test costs seconds)."""
-    if not redis_server.running:
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as r:
+    if not server_redis.running:
+        server_redis.start()
+    with redis.Redis.from_url(server_redis.url) as r:
         r.flushall()
     tmp = tmp_path_factory.mktemp("dashboard")
     make_plugin(tmp / "plugins", "probe", max_retries=0)
@@ -141,7 +161,7 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     log_path = tmp / "run.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "run"], env=_env(redis_server.url, tmp), cwd=tmp,
+            [sys.executable, "-m", "orchestrator", "run"], env=_env(server_redis.url, tmp), cwd=tmp,
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
@@ -150,7 +170,7 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
             assert proc.poll() is None, f"orchestrator run exited:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, f"no listening line:\n{log_path.read_text()}"
             time.sleep(0.05)
-        yield Server(f"http://{match.group(1)}:{match.group(2)}", tmp, log_path, proc)
+        yield Server(f"http://{match.group(1)}:{match.group(2)}", server_redis.url, tmp, log_path, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -17,7 +17,6 @@ from playwright.sync_api import expect
 
 from orchestrator.jobs.model import Keys
 from tests.monitor.conftest import TOKEN, NewPage, Server
-from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,13 +135,13 @@ def test_retry_with_the_token_runs_the_job_again(new_page: NewPage, server: Serv
     assert probe.page_errors == []
 
 
-def test_the_job_page_shows_the_trace_id(new_page: NewPage, server: Server, redis_server: RedisServer) -> None:
+def test_the_job_page_shows_the_trace_id(new_page: NewPage, server: Server) -> None:
     job_id = server.trigger(name="traced")
     server.wait_state(job_id, "succeeded")
     # This module's server runs untraced: the record gets the field a traced trigger writes with it
     # (tests/tracing covers writing it); this test is about the page showing it.
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    with redis.Redis.from_url(redis_server.url) as r:
+    with redis.Redis.from_url(server.redis_url) as r:
         r.hset(Keys.job(job_id), "trace", json.dumps({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}))
     assert server.job(job_id)["trace_id"] == trace_id
     page = new_page(f"#job/{job_id}", token=TOKEN).page  # job data: behind the token

@@ -4,17 +4,16 @@ published status reads back as status() returned it, and live `/status` bodies f
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import aiohttp
 from pydantic import TypeAdapter
 
-import orchestrator.app
-import orchestrator.cdc.poller
-import orchestrator.index.probe
-import orchestrator.index.sink  # noqa: F401  (imported for their component classes)
+import orchestrator
 from orchestrator.components import BaseComponent
 from orchestrator.monitor.status import ProcessStatus, StatusBody
 from tests.jobs.helpers import make_plugin, make_settings, run_app, wait_for
@@ -23,6 +22,12 @@ _SCHEDULE = {"id": "hourly", "plugin": "probe", "every": "1h"}
 
 
 def _components() -> list[type[BaseComponent]]:
+    # Every module is imported first: a component class exists only once its module is, and which
+    # ones the tests before this one imported depends on the order (the binlog reader's was missed
+    # when this file ran alone).
+    for module in pkgutil.walk_packages(orchestrator.__path__, "orchestrator."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
     found: list[type[BaseComponent]] = []
     todo = list(BaseComponent.__subclasses__())
     while todo:

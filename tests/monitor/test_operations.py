@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -148,17 +149,22 @@ async def test_plugins_reload_reaches_every_instance(tmp_path: Path, redis_url: 
             async with http.post(f"{base}/api/jobs", json={"plugin": "fresh"}, headers=auth) as r:
                 assert r.status == 400
         make_plugin(tmp_path / "plugins", "fresh")
-        r = await cli(settings, "plugins", "reload")
-        assert r.rc == 0, r.err
+        reloaded = await cli(settings, "plugins", "reload")
+        assert reloaded.rc == 0, reloaded.err
+        triggered = []
         for base in bases:
             await wait_for(lambda b=base: _plugin_listed(http, b, "fresh"), timeout_s=10)
             async with http.post(f"{base}/api/jobs", json={"plugin": "fresh"}, headers=auth) as r:
                 assert r.status == 201, await r.text()
+                triggered.append((await r.json())["job_id"])
+        # The runs import main.py and write __pycache__ into the folder: let them end before it goes
+        # (removing it under a run raced with both, and failed the run or the removal).
+        async with Client(connect_redis(redis_url), owns_redis=True) as client:
+            for job_id in triggered:
+                assert (await client.result(job_id, timeout_s=20))["state"] == "succeeded"
 
         # removed from the folder: new triggers are refused on every instance
-        for path in (tmp_path / "plugins" / "fresh").iterdir():
-            path.unlink()
-        (tmp_path / "plugins" / "fresh").rmdir()
+        shutil.rmtree(tmp_path / "plugins" / "fresh")
         async with http.post(f"{bases[0]}/api/plugins/fresh/reload", headers=auth) as r:
             assert r.status == 202
         for base in bases:

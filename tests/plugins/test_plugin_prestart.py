@@ -61,7 +61,7 @@ async def test_prestarted_child_runs_the_next_job_with_that_jobs_env(
         second = await run(launcher, info, {"job_id": "j2"})  # busy now: a spare starts
         spare = await new_child(before)
         assert spare not in {first.pid, second.pid}
-        await asyncio.sleep(0.3)  # the spare is past start-up and waits for its request
+        await _wait(lambda: launcher.spares_ready() == 1)  # past start-up, waiting for its request
         monkeypatch.setenv("ES_HOSTS", "http://two")
         for name in ("REDIS_URL", "DATABASE_URL", "ORCH_API_TOKEN"):
             monkeypatch.setenv(name, "secret")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator.client import Client, Triggered
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from orchestrator.errors import (
     ConfigError,
     JobError,
@@ -12,8 +14,19 @@ from orchestrator.errors import (
     ParamsError,
     PluginError,
 )
-from orchestrator.redis.connection import RedisOptions
 from orchestrator.version import __version__
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client, Triggered
+    from orchestrator.redis.connection import RedisOptions
+
+# Loaded on first use (PEP 562): they bring in redis, arq and aiohttp, which `orchestrator health`
+# (the container's health check, every 15 s) and most commands never need.
+_LAZY = {
+    "Client": "orchestrator.client",
+    "Triggered": "orchestrator.client",
+    "RedisOptions": "orchestrator.redis.connection",
+}
 
 __all__ = [
     "Client",
@@ -28,3 +41,10 @@ __all__ = [
     "Triggered",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

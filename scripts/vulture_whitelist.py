@@ -98,3 +98,5 @@ _.over_cap
 # monitor/status.py ProcessStatus: the key it has next to the poller
 _.status_keys
 _.cdc_binlog
+# orchestrator/__init__.py: Python calls a module's __getattr__ for the lazily loaded names (PEP 562)
+_.__getattr__

@@ -10,14 +10,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from orchestrator.app import Orchestrator
 from orchestrator.cli.context import Command
 from orchestrator.cli.exit_codes import FAILED, OK, USAGE
-from orchestrator.cli.local_plugins import LocalPlugins
 from orchestrator.cli.render import (
     Output,
     job_detail,
@@ -27,14 +25,19 @@ from orchestrator.cli.render import (
     stats_table,
     styled,
 )
-from orchestrator.client import Client
 from orchestrator.config import format_validation_error
 from orchestrator.errors import JobError, NotFoundError
 from orchestrator.trust import make_undumpable, protect_state_dir
 
+if TYPE_CHECKING:
+    from orchestrator.cli.local_plugins import LocalPlugins
+    from orchestrator.client import Client
+
 
 # -- run / health / config --
 async def run(args: argparse.Namespace, cmd: Command) -> int:
+    from orchestrator.app import Orchestrator  # the whole app: only this command runs it
+
     make_undumpable()  # before any plugin starts: none may read our environment or ptrace us
     await asyncio.to_thread(protect_state_dir, cmd.settings.state_dir)
     out = cmd.out
@@ -105,6 +108,8 @@ async def plugins(args: argparse.Namespace, cmd: Command) -> int:
     out = cmd.out
     action = args.plugins_command
     if action == "new":
+        from orchestrator.cli.local_plugins import LocalPlugins
+
         out.line(str(LocalPlugins(cmd.settings).create(args.name)))
         return OK
     local = await cmd.plugins()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Command
 from orchestrator.cli.exit_codes import OK
-from orchestrator.cli.local_plugins import LocalPlugins
 from orchestrator.cli.render import styled
+
+if TYPE_CHECKING:
+    from orchestrator.cli.local_plugins import LocalPlugins
 
 
 def add_parser(sub: Any) -> None:

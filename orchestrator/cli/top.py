@@ -22,17 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from orchestrator.cli.context import Command
 from orchestrator.cli.exit_codes import FAILED, OK
 from orchestrator.cli.render import STATE_STYLE
-from orchestrator.client import Client
 from orchestrator.logs import mask_url
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
+
+    from orchestrator.client import Client
 
 _RUNNING_ROWS = 15
 _FINISHED_ROWS = 10
@@ -233,7 +232,10 @@ def _keys(on_quit: Any) -> Iterator[None]:
 
 
 async def top(args: argparse.Namespace, cmd: Command) -> int:
+    from redis.exceptions import RedisError
     from rich.console import Console
+
+    from orchestrator.client import Client
 
     redis, url = await cmd.redis()
     # Queues and manifests as the running instances published them: no local config needed.
@@ -253,6 +255,7 @@ async def top(args: argparse.Namespace, cmd: Command) -> int:
 
 
 async def _live(client: Client, label: str, interval_s: float) -> None:
+    from redis.exceptions import RedisError
     from rich.console import Console
     from rich.live import Live
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -69,18 +71,13 @@ async def run(args: argparse.Namespace, cmd: Command) -> int:
 
 async def health(args: argparse.Namespace, cmd: Command) -> int:
     settings, out = cmd.settings, cmd.out
-    import aiohttp
-
     host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host  # noqa: S104  compared, not bound
     url = (args.url or f"http://{host}:{settings.http_port}").rstrip("/") + "/health"
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.timeout)) as session,
-            session.get(url) as response,
-        ):
-            body = await response.json(content_type=None)
-            healthy = response.status == 200
-    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as e:
+        async with asyncio.timeout(args.timeout):
+            status, body = await asyncio.to_thread(_get_json, url, args.timeout)
+        healthy = status == 200
+    except (OSError, TimeoutError, ValueError, http.client.HTTPException) as e:  # ValueError: not JSON, a bad URL
         body, healthy = {"status": "unreachable", "url": url, "error": str(e) or type(e).__name__}, False
     if args.json:
         out.json(body)
@@ -90,6 +87,25 @@ async def health(args: argparse.Namespace, cmd: Command) -> int:
         failing = {k: v for k, v in (body.get("components") or {}).items() if v.get("status") != "ok"}
         out.line(f"unhealthy: {json.dumps(failing or body)}")
     return OK if healthy else FAILED
+
+
+def _get_json(url: str, timeout_s: float) -> tuple[int, Any]:
+    """(status, JSON body) of one GET. The standard library's client, not aiohttp's: this command is
+    the container's health check, a process every 15 s, and aiohttp's client alone costs it ~0.2 s of
+    CPU at import (bench/README.md, "The container's health check"). Proxies are not used, as with
+    aiohttp's default: the check asks the instance itself."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        msg = f"not an http(s) URL: {url}"
+        raise ValueError(msg)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 async def show_config(args: argparse.Namespace, cmd: Command) -> int:

@@ -17,7 +17,8 @@ from typing import Any
 from orchestrator.app import Orchestrator
 from orchestrator.config import Settings
 
-# A plugin that can sleep, fail until a file exists, spawn a grandchild and record what it did.
+# A plugin that can sleep, wait while a file exists, fail until a file exists, spawn a grandchild and
+# record what it did.
 PROBE_MAIN = """
 import json, os, subprocess, time
 
@@ -26,12 +27,14 @@ def _note(path, **event):
         with open(path, "a") as fh:
             fh.write(json.dumps(event) + "\\n")
 
-def run(name="x", sleep=0.0, fail_until_file=None, record=None, spawn_child=False, **ctx):
+def run(name="x", sleep=0.0, fail_until_file=None, record=None, spawn_child=False, hold_while_file=None, **ctx):
     _note(record, event="start", job=ctx["job_id"], name=name, attempt=ctx["attempt"], t=time.time(), pid=os.getpid())
     if spawn_child:
         child = subprocess.Popen(["sleep", "300"])
         _note(record, event="child", job=ctx["job_id"], pid=child.pid)
     print(f"working on {name}", flush=True)
+    while hold_while_file and os.path.exists(hold_while_file):
+        time.sleep(0.05)
     time.sleep(sleep)
     if fail_until_file and not os.path.exists(fail_until_file):
         raise RuntimeError(f"{fail_until_file} does not exist yet")
@@ -45,6 +48,7 @@ PROBE_PARAMS = {
     "fail_until_file": {"type": "string", "required": False},
     "record": {"type": "string", "required": False},
     "spawn_child": {"type": "boolean", "required": False, "default": False},
+    "hold_while_file": {"type": "string", "required": False},
 }
 
 

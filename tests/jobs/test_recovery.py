@@ -68,13 +68,15 @@ async def test_kill_9_with_20_running_and_100_queued_loses_nothing(
         tmp_path, redis_url, queues={"default": {"concurrency": 20}}, heartbeat_interval_s=2.0, instance_ttl_s=10.0
     )
     record = tmp_path / "events.jsonl"
+    # Held until the kill: with only a 3 s sleep, the first jobs could end before the twentieth started
+    # on a loaded machine (20 interpreters starting on 2 cores), and "20 running" was never seen.
+    hold = tmp_path / "hold"
+    hold.touch()
+    params = {"sleep": 3.0, "record": str(record), "hold_while_file": str(hold)}
     first = await start_run(settings, tmp_path / "run1.log")
     async with Client(connect_redis(redis_url), owns_redis=True) as client:
         await wait_for(client.queues)
-        ids = [
-            (await client.trigger("probe", {"sleep": 3.0, "name": str(i), "record": str(record)})).job_id
-            for i in range(120)
-        ]
+        ids = [(await client.trigger("probe", {**params, "name": str(i)})).job_id for i in range(120)]
         await wait_for(lambda: len([e for e in read_events(record) if e["event"] == "start"]) == 20)
         stats = await client.stats()
         assert stats["states"]["running"] == 20 and stats["states"]["queued"] == 100
@@ -83,6 +85,7 @@ async def test_kill_9_with_20_running_and_100_queued_loses_nothing(
         await first.kill9()
         # The plugin children die with their parent: no orphan keeps working on a job.
         await wait_for(lambda: not any(pid_alive(p) for p in plugin_pids), timeout_s=5)
+        hold.unlink()  # from here on each job sleeps its 3 s and ends
 
         restart_wall = time.time()
         second = await start_run(settings, tmp_path / "run2.log")

@@ -102,6 +102,12 @@ async def test_health_command(tmp_path: Path, redis_url: str) -> None:
             assert "Traceback" not in r.err
     r = await cli(settings, "health", "--url", _base(app), "--timeout", "1")
     assert r.rc == 1 and "unreachable" in r.out
+    # A password in --url is never printed (planted: refused, and not http).
+    for url in (_base(app).replace("//", "//u:planted-pw@"), "ftp://u:planted-pw@x"):
+        for args in ((), ("--json",)):
+            r = await cli(settings, "health", "--url", url, *args)
+            assert r.rc == 1 and "unreachable" in r.out and "u:***@" in r.out, r
+            assert "planted-pw" not in r.out + r.err
 
 
 _LOADED_BY_HEALTH = """

@@ -29,6 +29,7 @@ from orchestrator.cli.render import (
 )
 from orchestrator.config import format_validation_error
 from orchestrator.errors import JobError, NotFoundError
+from orchestrator.logs import mask_secrets, mask_url
 from orchestrator.trust import make_undumpable, protect_state_dir
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ async def health(args: argparse.Namespace, cmd: Command) -> int:
             status, body = await asyncio.to_thread(_get_json, url, args.timeout)
         healthy = status == 200
     except (OSError, TimeoutError, ValueError, http.client.HTTPException) as e:  # ValueError: not JSON, a bad URL
-        body, healthy = {"status": "unreachable", "url": url, "error": str(e) or type(e).__name__}, False
+        error = mask_secrets(str(e)) or type(e).__name__
+        body, healthy = {"status": "unreachable", "url": mask_url(url), "error": error}, False
     if args.json:
         out.json(body)
     elif healthy:
@@ -96,7 +98,7 @@ def _get_json(url: str, timeout_s: float) -> tuple[int, Any]:
     aiohttp's default: the check asks the instance itself."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        msg = f"not an http(s) URL: {url}"
+        msg = "not an http(s) URL"
         raise ValueError(msg)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = kind(parts.hostname, parts.port, timeout=timeout_s)
